@@ -1,0 +1,112 @@
+//! Storage: the [`Store`] trait and its SQLite implementation.
+//!
+//! Only this module writes SQL. The crypto code (keys, envelope, vault) sees rows of opaque
+//! bytes: everything sensitive arrives here already encrypted or keyed-hashed, so a store can
+//! never leak a plaintext value or key. A PostgreSQL backend implements the same trait later.
+
+mod types;
+
+pub use types::*;
+
+/// Persistent storage for one vault. Implementations must be safe to share across threads; a
+/// call may block on I/O (async callers run it on a blocking thread), and every method that
+/// writes is one atomic, durable transaction.
+pub trait Store: Send + Sync + 'static {
+    // ----- vault metadata (vault id, root-key check record, KDF parameters, share digests) -----
+
+    /// Reads one metadata entry.
+    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes several metadata entries in one transaction.
+    fn meta_put(&self, entries: &[(&str, &[u8])]) -> Result<(), StoreError>;
+
+    // ----- key table -----
+
+    /// Every key version (wrapped material included) and every key name's settings.
+    fn keys_load(&self) -> Result<KeyTable, StoreError>;
+    /// Creates a key name with its first version, in one transaction. Fails with
+    /// [`StoreError::Conflict`] if the name exists.
+    fn key_create(&self, name: &KeyNameRow, first: &KeyVersionRow) -> Result<(), StoreError>;
+    /// Rotation in one transaction: inserts `new` (state `Active`) and moves version
+    /// `new.version - 1` from `Active` to `DecryptOnly`. Fails with [`StoreError::Conflict`] if
+    /// `new.version` exists or the previous version is not `Active` (a concurrent rotation).
+    fn key_rotate(&self, new: &KeyVersionRow) -> Result<(), StoreError>;
+    /// Compare-and-set of a version's state; `erase_material` sets `wrapped` to NULL (destroy).
+    /// Fails with [`StoreError::Conflict`] if the current state is not `from`.
+    fn key_set_state(
+        &self,
+        name: &str,
+        version: u32,
+        from: &str,
+        to: &str,
+        erase_material: bool,
+    ) -> Result<(), StoreError>;
+    /// Raises a key name's minimum decryption version. Fails with [`StoreError::Conflict`] if
+    /// `min` is lower than the current value.
+    fn key_raise_min_version(&self, name: &str, min: u32) -> Result<(), StoreError>;
+    /// Root-key rotation: replaces every wrapped key and the given metadata in one transaction.
+    fn keys_rewrap_all(
+        &self,
+        wraps: &[(String, u32, Vec<u8>)],
+        meta: &[(&str, &[u8])],
+    ) -> Result<(), StoreError>;
+    /// Adds `n` to a key version's persisted nonce count and returns the new total. Callers
+    /// reserve before they encrypt, so a crash can only over-count.
+    fn key_reserve_nonces(&self, name: &str, version: u32, n: u64) -> Result<u64, StoreError>;
+
+    // ----- records (vaulted values) -----
+
+    /// Reserves `n` fresh, sequential record ids. Ids are never handed out twice, even after a
+    /// crash (gaps are allowed). The caller encrypts with the id in the associated data, then
+    /// inserts with [`Store::insert_records`].
+    fn allocate_ids(&self, n: u64) -> Result<std::ops::Range<u64>, StoreError>;
+    /// Inserts records in one transaction, with a per-row outcome: a row whose fingerprint,
+    /// idempotency key or lookup already exists is not inserted and reports the existing id.
+    fn insert_records(&self, rows: &[NewRecord]) -> Result<Vec<InsertOutcome>, StoreError>;
+    /// Reads records by id, in the order given (`None` where absent).
+    fn get_records(&self, ids: &[u64]) -> Result<Vec<Option<Record>>, StoreError>;
+    /// The id holding a deterministic fingerprint under a fingerprint-key version.
+    fn find_by_fingerprint(
+        &self,
+        template: &str,
+        fp_version: u32,
+        fingerprint: &[u8],
+    ) -> Result<Option<u64>, StoreError>;
+    /// The id of a format-preserving vaulted token, by its keyed lookup hash.
+    fn find_by_lookup(&self, template: &str, lookup: &[u8]) -> Result<Option<u64>, StoreError>;
+    /// The id stored under an idempotency key (already keyed-hashed by the caller).
+    fn find_by_idempotency(&self, key: &[u8]) -> Result<Option<u64>, StoreError>;
+    /// Deletes records (ciphertext, fingerprint, lookup and idempotency rows) in one
+    /// transaction; `true` for each id that existed.
+    fn delete_records(&self, ids: &[u64]) -> Result<Vec<bool>, StoreError>;
+    /// Deletes records whose `expires_at` is at or before `now`; returns how many.
+    fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
+    /// How many records of `template` are stored under data-key version `key_version`.
+    fn count_by_key_version(&self, template: &str, key_version: u32) -> Result<u64, StoreError>;
+    /// How many fingerprints of `template` are stored under fingerprint-key version `fp_version`.
+    fn count_by_fp_version(&self, template: &str, fp_version: u32) -> Result<u64, StoreError>;
+
+    // ----- rewrap -----
+
+    /// Up to `limit` records of `template` with id > `after_id` whose data-key version is below
+    /// `target_version` or whose fingerprint version is below `target_fp_version`, in id order.
+    fn records_to_rewrap(
+        &self,
+        template: &str,
+        target_version: u32,
+        target_fp_version: u32,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError>;
+    /// Applies a rewrap batch and saves the job's progress in one transaction. Each update is a
+    /// compare-and-set on the record's current key version, so a batch replayed after a crash
+    /// never double-encrypts; returns how many rows were updated.
+    fn rewrap_commit(&self, updates: &[RecordUpdate], job: &RewrapJobRow) -> Result<u64, StoreError>;
+    /// Reads a rewrap job.
+    fn rewrap_job_get(&self, id: u64) -> Result<Option<RewrapJobRow>, StoreError>;
+    /// Lists rewrap jobs, newest first.
+    fn rewrap_jobs(&self) -> Result<Vec<RewrapJobRow>, StoreError>;
+    /// Creates a rewrap job and returns its id.
+    fn rewrap_job_create(&self, job: &RewrapJobRow) -> Result<u64, StoreError>;
+    /// Saves a job's state (compare-and-set on `from_state`).
+    fn rewrap_job_update(&self, job: &RewrapJobRow, from_state: &str) -> Result<(), StoreError>;
+}

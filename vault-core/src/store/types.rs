@@ -1,0 +1,209 @@
+//! Row types shared by every [`super::Store`] implementation. All bytes here are ciphertext,
+//! wrapped keys or keyed hashes: nothing in a row is secret in the clear.
+
+/// Errors from storage. Messages carry no stored bytes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database could not be read or written (I/O error, disk full, read-only, locked).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The database file is damaged (failed integrity check, truncated, not a database).
+    #[error("storage corrupt: {0}")]
+    Corrupt(String),
+    /// The database was written by a newer version of this software.
+    #[error("database schema version {found} is newer than this build supports ({supported})")]
+    SchemaTooNew {
+        /// Version found in the file.
+        found: u32,
+        /// Newest version this build knows.
+        supported: u32,
+    },
+    /// A compare-and-set or uniqueness condition failed (concurrent change, illegal state).
+    #[error("storage conflict: {0}")]
+    Conflict(String),
+    /// A row names something that does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+/// One key name and its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyNameRow {
+    /// e.g. `data/pan`.
+    pub name: String,
+    /// `fpe`, `data`, `fingerprint` or `token`.
+    pub purpose: String,
+    /// Versions below this no longer decrypt.
+    pub min_decrypt_version: u32,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// One version of a key: its state and its material wrapped under the root key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyVersionRow {
+    /// Key name.
+    pub name: String,
+    /// 1, 2, …
+    pub version: u32,
+    /// `active`, `decrypt_only`, `retired` or `destroyed`.
+    pub state: String,
+    /// AES-256-GCM wrap of the material; `None` once destroyed.
+    pub wrapped: Option<Vec<u8>>,
+    /// Nonces used (reserved) under this version.
+    pub nonce_count: u64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last state change.
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for KeyVersionRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyVersionRow")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("state", &self.state)
+            .field("nonce_count", &self.nonce_count)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The whole key table.
+#[derive(Debug, Clone, Default)]
+pub struct KeyTable {
+    /// Key names.
+    pub names: Vec<KeyNameRow>,
+    /// Every version of every name.
+    pub versions: Vec<KeyVersionRow>,
+}
+
+/// A record to insert. `id` comes from [`super::Store::allocate_ids`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewRecord {
+    /// Record id (also bound into the ciphertext's associated data).
+    pub id: u64,
+    /// Template name.
+    pub template: String,
+    /// Data-key version the ciphertext is under.
+    pub key_version: u32,
+    /// Envelope (sealed value, see `envelope`).
+    pub ciphertext: Vec<u8>,
+    /// Unix seconds after which the token is gone; `None` never expires.
+    pub expires_at: Option<i64>,
+    /// Non-sensitive metadata (JSON text), as given by the caller.
+    pub metadata: Option<String>,
+    /// Deterministic mode: (fingerprint-key version, HMAC fingerprint). Unique per template.
+    pub fingerprint: Option<(u32, Vec<u8>)>,
+    /// Format-preserving vaulted tokens: keyed hash of the token. Unique per template.
+    pub lookup: Option<Vec<u8>>,
+    /// Keyed hash of the caller's idempotency key. Unique.
+    pub idempotency: Option<Vec<u8>>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for NewRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewRecord")
+            .field("id", &self.id)
+            .field("template", &self.template)
+            .field("key_version", &self.key_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What happened to one row of [`super::Store::insert_records`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Stored under its own id.
+    Inserted,
+    /// Not stored: the fingerprint exists, under this id.
+    ExistingFingerprint(u64),
+    /// Not stored: the idempotency key exists, under this id.
+    ExistingIdempotency(u64),
+    /// Not stored: the lookup hash (token) exists; the caller draws another token.
+    LookupCollision,
+}
+
+/// A stored record.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Record id.
+    pub id: u64,
+    /// Template name.
+    pub template: String,
+    /// Data-key version.
+    pub key_version: u32,
+    /// Envelope.
+    pub ciphertext: Vec<u8>,
+    /// Expiry, unix seconds.
+    pub expires_at: Option<i64>,
+    /// Metadata (JSON text).
+    pub metadata: Option<String>,
+    /// Fingerprint-key version and fingerprint, if deterministic.
+    pub fingerprint: Option<(u32, Vec<u8>)>,
+    /// Lookup hash, if the token is format-preserving.
+    pub lookup: Option<Vec<u8>>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("id", &self.id)
+            .field("template", &self.template)
+            .field("key_version", &self.key_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One record's rewrap: a compare-and-set from `old_key_version`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecordUpdate {
+    /// Record id.
+    pub id: u64,
+    /// Version the row must still be under, or the update is skipped.
+    pub old_key_version: u32,
+    /// New data-key version.
+    pub new_key_version: u32,
+    /// New envelope.
+    pub ciphertext: Vec<u8>,
+    /// New fingerprint (version, bytes), when deterministic.
+    pub fingerprint: Option<(u32, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RecordUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordUpdate")
+            .field("id", &self.id)
+            .field("old_key_version", &self.old_key_version)
+            .field("new_key_version", &self.new_key_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A rewrap job's persisted state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewrapJobRow {
+    /// Job id (0 before creation).
+    pub id: u64,
+    /// Template whose records are rewrapped.
+    pub template: String,
+    /// Data-key version records are moved to.
+    pub target_version: u32,
+    /// Fingerprint-key version fingerprints are moved to.
+    pub target_fp_version: u32,
+    /// `pending`, `running`, `paused`, `completed` or `failed`.
+    pub state: String,
+    /// Last record id processed (the job resumes after it).
+    pub cursor: u64,
+    /// Records rewrapped so far.
+    pub processed: u64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
