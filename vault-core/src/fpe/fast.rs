@@ -1,0 +1,364 @@
+//! FF1's fast path: both Feistel halves as `u128` integers, one AES call per round, no
+//! allocation (SP 800-38G §6.2, Algorithms 7 and 8, specialised to `b ≤ 12`).
+//!
+//! Why `b ≤ 12`: the round input's variable part ([i]¹ ‖ NUM(B) in `b` bytes) then fits in the
+//! last 16-byte block of `P ‖ Q`, so the CBC-MAC over `P` and the tweak is the same in every
+//! round and is computed once; and `d = 4⌈b/4⌉ + 4 ≤ 16`, so `S` is the first `d` bytes of one
+//! AES output (step 6.iii needs no extra blocks) and `y < 2^128`.
+
+use super::{BatchItem, Direction, Prf, big, p_block};
+
+/// Largest radix^v the fast path takes: `b = ⌈⌈v·log2 radix⌉/8⌉ ≤ 12` holds exactly when
+/// radix^v ≤ 2^96.
+const MAX_HALF_DOMAIN: u128 = 1 << 96;
+
+/// Most values processed in lock step by the batch path (VAES-512 encrypts 64 blocks at once;
+/// AES-NI 8).
+const MAX_LANES: usize = 64;
+
+/// Everything about one (radix, length, tweak length) that the rounds need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Shape {
+    radix: u32,
+    u: usize,
+    b: usize,
+    d: usize,
+    pow_u: u128,
+    pow_v: u128,
+    p: [u8; 16],
+    /// Length of Q (Algorithm 7 step 6.i): t + pad + 1 + b, a multiple of 16.
+    q_len: usize,
+}
+
+impl Shape {
+    /// The fast-path shape, or `None` when the input needs the general path.
+    pub(super) fn new(radix: u32, n: usize, t: usize) -> Option<Shape> {
+        let u = n / 2;
+        let v = n - u;
+        let pow_v = pow_bounded(radix, v)?;
+        let pow_u = pow_bounded(radix, u)?;
+        // Step 3: b = ⌈⌈v·log2(radix)⌉/8⌉, computed exactly: ⌈v·log2 radix⌉ is the bit length
+        // of radix^v − 1 (no floating point, see Wycheproof's note on rounding).
+        let bits = (128 - (pow_v - 1).leading_zeros()) as usize;
+        let b = bits.div_ceil(8);
+        debug_assert!(b <= 12);
+        let d = 4 * b.div_ceil(4) + 4;
+        // Step 6.i: Q = T ‖ [0]^((−t−b−1) mod 16) ‖ [i]¹ ‖ [NUM(B)]^b.
+        let pad = (16 - (t + b + 1) % 16) % 16;
+        Some(Shape {
+            radix,
+            u,
+            b,
+            d,
+            pow_u,
+            pow_v,
+            p: p_block(radix, u, n, t),
+            q_len: t + pad + 1 + b,
+        })
+    }
+
+    /// Number of Q's blocks before its last one (all made of tweak bytes and zero padding).
+    fn q_prefix_blocks(&self) -> usize {
+        self.q_len / 16 - 1
+    }
+
+    /// Byte `k` of Q's constant part (the tweak, then zero padding).
+    #[inline(always)]
+    fn q_byte(tweak: &[u8], k: usize) -> u8 {
+        tweak.get(k).copied().unwrap_or(0)
+    }
+
+    /// The last block of `P ‖ Q` with its constant bytes filled in (the variable bytes zero),
+    /// XORed with the CBC-MAC state before it: one round is then `AES(base ⊕ [i] ⊕ NUM(B))`.
+    #[inline(always)]
+    fn last_base(&self, state: &[u8; 16], tweak: &[u8]) -> [u8; 16] {
+        let mut base = *state;
+        let start = self.q_len - 16;
+        for (k, byte) in base.iter_mut().enumerate().take(15 - self.b) {
+            *byte ^= Self::q_byte(tweak, start + k);
+        }
+        base
+    }
+
+    /// XORs Q's prefix block `j` into `state`.
+    #[inline(always)]
+    fn xor_q_block(state: &mut [u8; 16], tweak: &[u8], j: usize) {
+        for (k, byte) in state.iter_mut().enumerate() {
+            *byte ^= Self::q_byte(tweak, 16 * j + k);
+        }
+    }
+
+    /// The round-`i` input block: base ⊕ ([i]¹ ‖ NUM(B) in b bytes) at the block's end.
+    #[inline(always)]
+    fn round_input(&self, base: &[u8; 16], i: u8, num: u128) -> [u8; 16] {
+        let mut x = *base;
+        x[15 - self.b] ^= i;
+        let nb = num.to_be_bytes();
+        for k in 16 - self.b..16 {
+            x[k] ^= nb[k];
+        }
+        x
+    }
+
+    /// y = NUM(S), S the first d bytes of the round's AES output (step 6.iii–iv).
+    #[inline(always)]
+    fn y(&self, r: &[u8; 16]) -> u128 {
+        u128::from_be_bytes(*r) >> (8 * (16 - self.d))
+    }
+
+    /// radix^m for round i (step 6.v: m = u for even i, v for odd i).
+    #[inline(always)]
+    fn modulus(&self, i: u8) -> u128 {
+        if i % 2 == 0 { self.pow_u } else { self.pow_v }
+    }
+}
+
+/// radix^e if it is at most [`MAX_HALF_DOMAIN`].
+fn pow_bounded(radix: u32, e: usize) -> Option<u128> {
+    let mut acc: u128 = 1;
+    for _ in 0..e {
+        acc = acc.checked_mul(u128::from(radix))?;
+        if acc > MAX_HALF_DOMAIN {
+            return None;
+        }
+    }
+    Some(acc)
+}
+
+/// y mod m, with a 64-bit division when both fit (most card numbers and SSNs): the 128-bit
+/// division is a slow library call.
+#[inline(always)]
+fn rem(y: u128, m: u128) -> u128 {
+    if (y | m) >> 64 == 0 {
+        u128::from((y as u64) % (m as u64))
+    } else {
+        y % m
+    }
+}
+
+/// One encryption round: (A, B) → (B, (A + y) mod radix^m) (step 6.vi–ix).
+#[inline(always)]
+fn enc_step(a: &mut u128, b: &mut u128, y: u128, m: u128) {
+    let mut c = *a + rem(y, m);
+    if c >= m {
+        c -= m;
+    }
+    *a = *b;
+    *b = c;
+}
+
+/// One decryption round: (A, B) → ((B − y) mod radix^m, A) (Algorithm 8 step 6.vi–ix).
+#[inline(always)]
+fn dec_step(a: &mut u128, b: &mut u128, y: u128, m: u128) {
+    let mut c = *b + m - rem(y, m);
+    if c >= m {
+        c -= m;
+    }
+    *b = *a;
+    *a = c;
+}
+
+/// NUM_radix(X): the numerals read as a big-endian number (§4.5).
+#[inline(always)]
+fn num(radix: u32, xs: &[u16]) -> u128 {
+    let r = u128::from(radix);
+    xs.iter().fold(0u128, |acc, &x| acc * r + u128::from(x))
+}
+
+/// STR^m_radix(x): x written as `out.len()` numerals (§4.5).
+#[inline(always)]
+fn write_str(radix: u32, x: u128, out: &mut [u16]) {
+    // Numerals are < radix ≤ 2^16, so the `as u16` casts below never truncate.
+    if let Ok(mut y) = u64::try_from(x) {
+        if radix == 10 {
+            // A constant divisor compiles to a multiplication: the common decimal case.
+            for o in out.iter_mut().rev() {
+                *o = (y % 10) as u16;
+                y /= 10;
+            }
+        } else {
+            let r = u64::from(radix);
+            for o in out.iter_mut().rev() {
+                *o = (y % r) as u16;
+                y /= r;
+            }
+        }
+    } else {
+        let mut y = x;
+        let r = u128::from(radix);
+        for o in out.iter_mut().rev() {
+            *o = (y % r) as u16;
+            y /= r;
+        }
+    }
+}
+
+/// One FF1 call on the fast path. Inputs are already validated.
+pub(super) fn run<P: Prf>(prf: &P, shape: &Shape, dir: Direction, tweak: &[u8], xs: &mut [u16]) {
+    // The CBC-MAC of P ‖ (Q without its last block): the same in all ten rounds.
+    let mut state = shape.p;
+    prf.block(&mut state);
+    for j in 0..shape.q_prefix_blocks() {
+        Shape::xor_q_block(&mut state, tweak, j);
+        prf.block(&mut state);
+    }
+    let base = shape.last_base(&state, tweak);
+
+    let (left, right) = xs.split_at_mut(shape.u);
+    let mut a = num(shape.radix, left);
+    let mut b = num(shape.radix, right);
+    match dir {
+        Direction::Encrypt => {
+            for i in 0..10u8 {
+                let mut x = shape.round_input(&base, i, b);
+                prf.block(&mut x);
+                enc_step(&mut a, &mut b, shape.y(&x), shape.modulus(i));
+            }
+        }
+        Direction::Decrypt => {
+            for i in (0..10u8).rev() {
+                let mut x = shape.round_input(&base, i, a);
+                prf.block(&mut x);
+                dec_step(&mut a, &mut b, shape.y(&x), shape.modulus(i));
+            }
+        }
+    }
+    write_str(shape.radix, a, left);
+    write_str(shape.radix, b, right);
+}
+
+/// A batch: values of the same shape go through the rounds in lock step, so each round's AES
+/// calls for up to [`MAX_LANES`] values run through the backend's parallel path. Values that
+/// need the general path run one by one.
+pub(super) fn run_batch<P: Prf>(
+    prf: &P,
+    radix: u32,
+    dir: Direction,
+    items: &mut [BatchItem<'_>],
+    shapes: &[Option<Shape>],
+) {
+    let mut order: Vec<usize> = Vec::with_capacity(items.len());
+    for (i, shape) in shapes.iter().enumerate() {
+        match shape {
+            Some(_) => order.push(i),
+            None => {
+                let item = &mut items[i];
+                big::run(prf, radix, dir, item.tweak, item.numerals);
+            }
+        }
+    }
+    let keys: Vec<(usize, usize)> = items
+        .iter()
+        .map(|it| (it.numerals.len(), it.tweak.len()))
+        .collect();
+    let key = |i: &usize| keys[*i];
+    order.sort_by_key(key);
+    let lanes = prf.width().clamp(8, MAX_LANES);
+    let mut start = 0;
+    while start < order.len() {
+        let k0 = key(&order[start]);
+        let mut end = start + 1;
+        while end < order.len() && end - start < lanes && key(&order[end]) == k0 {
+            end += 1;
+        }
+        if let Some(shape) = &shapes[order[start]] {
+            run_lanes(prf, shape, dir, items, &order[start..end]);
+        }
+        start = end;
+    }
+}
+
+/// Up to [`MAX_LANES`] values of one shape, in lock step.
+fn run_lanes<P: Prf>(
+    prf: &P,
+    shape: &Shape,
+    dir: Direction,
+    items: &mut [BatchItem<'_>],
+    idx: &[usize],
+) {
+    let k = idx.len();
+    debug_assert!(k <= MAX_LANES);
+    let mut blocks = [[0u8; 16]; MAX_LANES];
+    let mut base = [[0u8; 16]; MAX_LANES];
+    let mut a = [0u128; MAX_LANES];
+    let mut b = [0u128; MAX_LANES];
+
+    // P is the same for every lane: encrypt it once.
+    let mut p = shape.p;
+    prf.block(&mut p);
+    blocks[..k].fill(p);
+    for j in 0..shape.q_prefix_blocks() {
+        for (l, &i) in idx.iter().enumerate() {
+            Shape::xor_q_block(&mut blocks[l], items[i].tweak, j);
+        }
+        prf.blocks(&mut blocks[..k]);
+    }
+    for (l, &i) in idx.iter().enumerate() {
+        base[l] = shape.last_base(&blocks[l], items[i].tweak);
+        let (left, right) = items[i].numerals.split_at(shape.u);
+        a[l] = num(shape.radix, left);
+        b[l] = num(shape.radix, right);
+    }
+
+    let rounds: [u8; 10] = match dir {
+        Direction::Encrypt => [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        Direction::Decrypt => [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+    };
+    for i in rounds {
+        let m = shape.modulus(i);
+        for l in 0..k {
+            let src = if dir == Direction::Encrypt {
+                b[l]
+            } else {
+                a[l]
+            };
+            blocks[l] = shape.round_input(&base[l], i, src);
+        }
+        prf.blocks(&mut blocks[..k]);
+        for l in 0..k {
+            let y = shape.y(&blocks[l]);
+            match dir {
+                Direction::Encrypt => enc_step(&mut a[l], &mut b[l], y, m),
+                Direction::Decrypt => dec_step(&mut a[l], &mut b[l], y, m),
+            }
+        }
+    }
+    for (l, &i) in idx.iter().enumerate() {
+        let (left, right) = items[i].numerals.split_at_mut(shape.u);
+        write_str(shape.radix, a[l], left);
+        write_str(shape.radix, b[l], right);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_path_bounds() {
+        // 16 decimal digits: v = 8, 10^8 < 2^27, b = 4, d = 8.
+        let s = Shape::new(10, 16, 0).unwrap();
+        assert_eq!((s.b, s.d, s.q_len), (4, 8, 16));
+        // radix 2^16, v = 6: 2^96 exactly: b = 12, d = 16, still fast.
+        let s = Shape::new(65536, 12, 3).unwrap();
+        assert_eq!((s.b, s.d), (12, 16));
+        // One more numeral in v: general path.
+        assert!(Shape::new(65536, 13, 0).is_none());
+        // 57 decimal digits: v = 29 → 10^29 < 2^96 (≈ 7.9·10^28)? no: general path.
+        assert!(Shape::new(10, 58, 0).is_none());
+        assert!(Shape::new(10, 56, 0).is_some());
+    }
+
+    #[test]
+    fn str_and_num_invert() {
+        let mut out = [0u16; 12];
+        for radix in [2u32, 10, 36, 62, 256, 65535] {
+            let x = 123_456_789_012_345 % u128::from(radix).pow(3) * 7 + 1;
+            let n = (128 - x.leading_zeros()) as usize;
+            let len = (n / (32 - radix.leading_zeros()) as usize + 1).min(12);
+            let x = x % u128::from(radix).pow(len as u32);
+            write_str(radix, x, &mut out[..len]);
+            assert_eq!(num(radix, &out[..len]), x);
+        }
+    }
+}
