@@ -100,7 +100,11 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a rewrap batch and saves the job's progress in one transaction. Each update is a
     /// compare-and-set on the record's current key version, so a batch replayed after a crash
     /// never double-encrypts; returns how many rows were updated.
-    fn rewrap_commit(&self, updates: &[RecordUpdate], job: &RewrapJobRow) -> Result<u64, StoreError>;
+    fn rewrap_commit(
+        &self,
+        updates: &[RecordUpdate],
+        job: &RewrapJobRow,
+    ) -> Result<u64, StoreError>;
     /// Reads a rewrap job.
     fn rewrap_job_get(&self, id: u64) -> Result<Option<RewrapJobRow>, StoreError>;
     /// Lists rewrap jobs, newest first.
