@@ -1,7 +1,7 @@
 //! Key-material types: secrets live in `secrecy` boxes, are wiped on drop, and never print.
 //!
 //! [`Key32`] has no `Clone`, `Serialize` or `Display`, and its `Debug` prints `Key32(..)`. Its
-//! bytes are reachable only through [`Key32::expose`], which is `pub(crate)`, so
+//! bytes are reachable only through `Key32::expose`, which is `pub(crate)`, so
 //! `grep expose` lists every place in the crate that touches key bytes.
 
 use std::fmt;
