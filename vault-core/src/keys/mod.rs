@@ -1,5 +1,5 @@
 //! The key hierarchy: the root key and its sources ([`root`]), named and versioned keys wrapped
-//! under it ([`wrap`], [`KeyRing`]), the key-version lifecycle ([`State`]) and the GCM nonce
+//! under it ([`wrap`](mod@wrap), [`KeyRing`]), the key-version lifecycle ([`State`]) and the GCM nonce
 //! budget ([`nonces`]). See ARCHITECTURE.md, "Key hierarchy".
 
 mod keyring;

@@ -51,7 +51,7 @@ pub fn wrap(root: &Key32, ctx: &WrapContext<'_>, material: &Key32) -> Result<Vec
     Ok(out)
 }
 
-/// Unwraps a key wrapped by [`wrap`] with the same root key and context. Any mismatch (root key,
+/// Unwraps a key wrapped by [`wrap()`] with the same root key and context. Any mismatch (root key,
 /// vault id, name, version, purpose, a flipped bit, a wrong length) is [`KeyError::Integrity`].
 pub fn unwrap(root: &Key32, ctx: &WrapContext<'_>, wrapped: &[u8]) -> Result<Key32, KeyError> {
     match wrapped.split_first() {
