@@ -35,6 +35,18 @@ impl Gcm {
     ) -> Result<(), RngError> {
         let mut nonce = [0u8; NONCE];
         fill_random(&mut nonce)?;
+        self.seal_into_with_nonce(nonce, aad, plaintext, out)
+    }
+
+    /// Appends `nonce ‖ ciphertext ‖ tag` to `out` with a nonce the caller guarantees is
+    /// unique for this key (SP 800-38D §8.2.1's deterministic construction).
+    pub(crate) fn seal_into_with_nonce(
+        &self,
+        nonce: [u8; NONCE],
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RngError> {
         out.reserve(NONCE + plaintext.len() + TAG);
         out.extend_from_slice(&nonce);
         let start = out.len();

@@ -1,0 +1,669 @@
+//! Tokenize, detokenize, reveal and delete, single and batch.
+
+use std::collections::BTreeMap;
+
+use zeroize::Zeroizing;
+
+use super::{Error, MAX_BATCH, Mode, TemplateConfig, TokenShape, Unsealed, Vault, now, opaque};
+use crate::envelope::{self, OpenError};
+use crate::keys::{KeyError, NotDecryptable};
+use crate::store::{InsertOutcome, NewRecord, Record};
+use crate::template::VersionSlot;
+
+/// Largest metadata, as JSON, in bytes.
+pub const MAX_METADATA_LEN: usize = 4096;
+/// Random draws of a formatted token before giving up on a crowded token space.
+const MAX_DRAWS: usize = 16;
+/// Version of the sealed plaintext layout: `[1][token len u16 BE][token][value]`.
+const PLAINTEXT_V1: u8 = 1;
+
+/// One value to tokenize.
+#[derive(Clone, Copy, Default)]
+pub struct TokenizeItem<'a> {
+    /// The sensitive value.
+    pub value: &'a str,
+    /// Makes a retried call return the first call's token instead of a new one.
+    pub idempotency_key: Option<&'a str>,
+    /// Non-sensitive metadata stored with a vaulted token.
+    pub metadata: Option<&'a BTreeMap<String, String>>,
+    /// Expiry in seconds (vaulted tokens only); the template's default when `None`.
+    pub ttl_seconds: Option<u64>,
+}
+
+impl<'a> TokenizeItem<'a> {
+    /// An item with only a value.
+    pub fn new(value: &'a str) -> TokenizeItem<'a> {
+        TokenizeItem { value, ..TokenizeItem::default() }
+    }
+}
+
+impl std::fmt::Debug for TokenizeItem<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenizeItem")
+            .field("value_len", &self.value.len())
+            .field("ttl_seconds", &self.ttl_seconds)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokenized {
+    /// The token.
+    pub token: String,
+    /// Key version (FPE key or data key) it was made under.
+    pub key_version: u32,
+    /// Whether an earlier token was returned (deterministic mode or idempotency key).
+    pub existing: bool,
+}
+
+/// A value recovered from its token. `Debug` does not print the value.
+pub struct Detokenized {
+    /// The value, wiped from memory on drop.
+    pub value: Zeroizing<String>,
+    /// Key version that decrypted it.
+    pub key_version: u32,
+    /// Metadata stored with a vaulted token.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Detokenized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detokenized")
+            .field("key_version", &self.key_version)
+            .field("metadata", &self.metadata)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-item results of a batch call.
+pub type Batch<T> = Vec<Result<T, Error>>;
+
+impl Vault {
+    /// Tokenizes one value.
+    pub fn tokenize(&self, template: &str, value: &str) -> Result<Tokenized, Error> {
+        one(self.tokenize_batch(template, &[TokenizeItem::new(value)])?)
+    }
+
+    /// Tokenizes a batch in one transaction, with a result per item: a bad item does not fail
+    /// the others. Call-level failures (sealed, storage down) fail the whole call.
+    pub fn tokenize_batch(
+        &self,
+        template: &str,
+        items: &[TokenizeItem<'_>],
+    ) -> Result<Batch<Tokenized>, Error> {
+        check_batch(items.len())?;
+        let cfg = self.template(template)?;
+        let state = self.read_state();
+        let u = state.as_ref().ok_or(Error::Sealed)?;
+        let (results, worn) = match cfg.mode {
+            Mode::Fpe => (self.fpe_tokenize(u, cfg, items)?, None),
+            Mode::Vaulted { deterministic, shape } => {
+                self.vaulted_tokenize(u, cfg, deterministic, shape, items)?
+            }
+        };
+        drop(state);
+        if let Some((name, version)) = worn {
+            self.rotate_if_worn(&name, version)?;
+        }
+        Ok(results)
+    }
+
+    fn fpe_tokenize(
+        &self,
+        u: &Unsealed,
+        cfg: &TemplateConfig,
+        items: &[TokenizeItem<'_>],
+    ) -> Result<Batch<Tokenized>, Error> {
+        let name = format!("fpe/{}", cfg.template.name());
+        let (version, _) = u.ring.active(&name)?;
+        let ff1 = u.ff1.get(&(name, version)).ok_or(Error::Sealed)?;
+        Ok(items
+            .iter()
+            .map(|item| {
+                if item.metadata.is_some_and(|m| !m.is_empty()) || item.ttl_seconds.is_some() {
+                    return Err(Error::InvalidMetadata(
+                        "FPE templates store nothing: no metadata or expiry",
+                    ));
+                }
+                let token = cfg.template.encrypt(ff1, version, item.value)?;
+                Ok(Tokenized { token, key_version: version, existing: false })
+            })
+            .collect())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn vaulted_tokenize(
+        &self,
+        u: &Unsealed,
+        cfg: &TemplateConfig,
+        deterministic: bool,
+        shape: TokenShape,
+        items: &[TokenizeItem<'_>],
+    ) -> Result<(Batch<Tokenized>, Option<(String, u32)>), Error> {
+        let t = cfg.template.name();
+        let data_name = format!("data/{t}");
+        let (version, _) = u.ring.active(&data_name)?;
+        let data_key = u.data.get(&(data_name.clone(), version)).ok_or(Error::Sealed)?;
+        let (_, lookup_key) = u.ring.active("lookup")?;
+        let fp_name = format!("fp/{t}");
+        let fp_versions: Vec<u32> = if deterministic {
+            live_versions(u, &fp_name)?
+        } else {
+            Vec::new()
+        };
+        let fp_active = if deterministic { Some(u.ring.active(&fp_name)?) } else { None };
+        let now = now();
+
+        let mut results: Vec<Option<Result<Tokenized, Error>>> = vec![None; items.len()];
+        // Items still to insert: (item index, fingerprint, idempotency hash, expiry, metadata).
+        let mut pending: Vec<Pending> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match self.prepare(u, cfg, item, now, lookup_key, &fp_versions, fp_active, &fp_name)
+            {
+                Ok(Prepared::Existing(id)) => {
+                    results[i] = Some(self.existing_token(u, cfg, shape, id));
+                }
+                Ok(Prepared::New(p)) => pending.push(Pending { index: i, ..p }),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+
+        let mut draws = 0;
+        let mut worn = None;
+        while !pending.is_empty() {
+            draws += 1;
+            let ids = self.take_ids(pending.len() as u64)?;
+            let nonces = self.take_nonces(&data_name, version, pending.len())?;
+            worn = Some((data_name.clone(), version));
+            let mut rows = Vec::with_capacity(pending.len());
+            let mut tokens = Vec::with_capacity(pending.len());
+            for ((p, &id), nonce) in pending.iter().zip(&ids).zip(nonces) {
+                let value = items[p.index].value;
+                let (token, lookup) = match shape {
+                    TokenShape::Opaque => (u.opaque.encode(t, id), None),
+                    TokenShape::Formatted => {
+                        let token = cfg.template.random_token(&mut rand::rng(), value)?;
+                        let lookup = envelope::lookup_hash(lookup_key, t, token.as_bytes());
+                        (token, Some(lookup.to_vec()))
+                    }
+                };
+                let plaintext = encode_plaintext(
+                    if shape == TokenShape::Formatted { &token } else { "" },
+                    value,
+                );
+                let ciphertext = data_key.seal_with_nonce(t, id, &plaintext, nonce)?;
+                rows.push(NewRecord {
+                    id,
+                    template: t.to_owned(),
+                    key_version: version,
+                    ciphertext,
+                    expires_at: p.expires_at,
+                    metadata: p.metadata.clone(),
+                    fingerprint: p.fingerprint.clone(),
+                    lookup,
+                    idempotency: p.idempotency.clone(),
+                    created_at: now,
+                });
+                tokens.push(token);
+            }
+            let outcomes = self.store.insert_records(&rows)?;
+            let mut retry = Vec::new();
+            for ((p, token), outcome) in pending.into_iter().zip(tokens).zip(outcomes) {
+                let result = match outcome {
+                    InsertOutcome::Inserted => {
+                        Ok(Tokenized { token, key_version: version, existing: false })
+                    }
+                    InsertOutcome::ExistingFingerprint(id)
+                    | InsertOutcome::ExistingIdempotency(id) => {
+                        self.existing_token(u, cfg, shape, id)
+                    }
+                    InsertOutcome::LookupCollision if draws < MAX_DRAWS => {
+                        retry.push(p);
+                        continue;
+                    }
+                    InsertOutcome::LookupCollision => Err(Error::TokenSpaceExhausted(t.to_owned())),
+                };
+                results[p.index] = Some(result);
+            }
+            pending = retry;
+        }
+        let results = results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Error::Integrity)))
+            .collect();
+        Ok((results, worn))
+    }
+
+    /// Validates one item and looks for an earlier token (idempotency key, fingerprint).
+    #[allow(clippy::too_many_arguments)]
+    fn prepare(
+        &self,
+        _u: &Unsealed,
+        cfg: &TemplateConfig,
+        item: &TokenizeItem<'_>,
+        now: i64,
+        lookup_key: &crate::secret::Key32,
+        fp_versions: &[u32],
+        fp_active: Option<(u32, &crate::secret::Key32)>,
+        fp_name: &str,
+    ) -> Result<Prepared, Error> {
+        let t = cfg.template.name();
+        let canonical = Zeroizing::new(cfg.template.canonicalize(item.value)?);
+        let metadata = match item.metadata {
+            Some(m) if !m.is_empty() => Some(encode_metadata(m)?),
+            _ => None,
+        };
+        let ttl = item.ttl_seconds.or(cfg.default_ttl);
+        let expires_at = match ttl {
+            Some(0) => return Err(Error::InvalidMetadata("ttl must be positive")),
+            Some(s) => Some(now.saturating_add(i64::try_from(s).unwrap_or(i64::MAX))),
+            None => None,
+        };
+        let idempotency = item
+            .idempotency_key
+            .map(|k| envelope::lookup_hash(lookup_key, "idempotency", k.as_bytes()).to_vec());
+        if let Some(h) = &idempotency
+            && let Some(id) = self.store.find_by_idempotency(h)?
+        {
+            return Ok(Prepared::Existing(id));
+        }
+        let mut fingerprint = None;
+        if let Some((active, key)) = fp_active {
+            // Look under every live fingerprint version: records not yet rewrapped keep the
+            // fingerprint of the version they were made under.
+            for &v in fp_versions {
+                let fp = if v == active {
+                    envelope::fingerprint(key, t, canonical.as_bytes())
+                } else {
+                    let Ok(k) = _u.ring.decryptable(fp_name, v) else { continue };
+                    envelope::fingerprint(k, t, canonical.as_bytes())
+                };
+                if let Some(id) = self.store.find_by_fingerprint(t, v, &fp)? {
+                    return Ok(Prepared::Existing(id));
+                }
+                if v == active {
+                    fingerprint = Some((active, fp.to_vec()));
+                }
+            }
+            if fingerprint.is_none() {
+                fingerprint =
+                    Some((active, envelope::fingerprint(key, t, canonical.as_bytes()).to_vec()));
+            }
+        }
+        Ok(Prepared::New(Pending { index: 0, fingerprint, idempotency, expires_at, metadata }))
+    }
+
+    /// The token of an existing record (deterministic hit or idempotent retry).
+    fn existing_token(
+        &self,
+        u: &Unsealed,
+        cfg: &TemplateConfig,
+        shape: TokenShape,
+        id: u64,
+    ) -> Result<Tokenized, Error> {
+        let t = cfg.template.name();
+        let record = self.store.get_records(&[id])?.pop().flatten().ok_or(Error::NotFound)?;
+        if record.template != t {
+            return Err(Error::NotFound);
+        }
+        let token = match shape {
+            TokenShape::Opaque => u.opaque.encode(t, id),
+            TokenShape::Formatted => {
+                let plaintext = self.open_record(u, t, &record)?;
+                let (token, _) = decode_plaintext(&plaintext)?;
+                token.to_owned()
+            }
+        };
+        Ok(Tokenized { token, key_version: record.key_version, existing: true })
+    }
+
+    /// Detokenizes one token. `key_version` is a hint for FPE templates whose tokens do not
+    /// carry their version; vaulted records know theirs.
+    pub fn detokenize(
+        &self,
+        template: &str,
+        token: &str,
+        key_version: Option<u32>,
+    ) -> Result<Detokenized, Error> {
+        one(self.detokenize_batch(template, &[token], key_version)?)
+    }
+
+    /// Detokenizes a batch, with a result per token.
+    pub fn detokenize_batch(
+        &self,
+        template: &str,
+        tokens: &[&str],
+        key_version: Option<u32>,
+    ) -> Result<Batch<Detokenized>, Error> {
+        check_batch(tokens.len())?;
+        let cfg = self.template(template)?;
+        let state = self.read_state();
+        let u = state.as_ref().ok_or(Error::Sealed)?;
+        match cfg.mode {
+            Mode::Fpe => self.fpe_detokenize(u, cfg, tokens, key_version),
+            Mode::Vaulted { shape, .. } => self.vaulted_detokenize(u, cfg, shape, tokens),
+        }
+    }
+
+    fn fpe_detokenize(
+        &self,
+        u: &Unsealed,
+        cfg: &TemplateConfig,
+        tokens: &[&str],
+        hint: Option<u32>,
+    ) -> Result<Batch<Detokenized>, Error> {
+        let t = cfg.template.name();
+        let name = format!("fpe/{t}");
+        let live = live_versions(u, &name)?;
+        Ok(tokens
+            .iter()
+            .map(|token| {
+                let slot = cfg.template.version_slot(token)?;
+                let version = pick_version(t, &live, slot, hint)
+                    .map_err(|e| self.not_decryptable(e, &name, hint))?;
+                let ff1 = u.ff1.get(&(name.clone(), version)).ok_or(Error::Sealed)?;
+                let value = cfg.template.decrypt(ff1, version, token)?;
+                Ok(Detokenized { value, key_version: version, metadata: BTreeMap::new() })
+            })
+            .collect())
+    }
+
+    fn not_decryptable(&self, e: Error, name: &str, hint: Option<u32>) -> Error {
+        match (e, hint) {
+            (Error::NotFound, Some(v)) => Error::Key(KeyError::VersionNotDecryptable {
+                name: name.to_owned(),
+                version: v,
+                reason: NotDecryptable::Unknown,
+            }),
+            (e, _) => e,
+        }
+    }
+
+    fn vaulted_detokenize(
+        &self,
+        u: &Unsealed,
+        cfg: &TemplateConfig,
+        shape: TokenShape,
+        tokens: &[&str],
+    ) -> Result<Batch<Detokenized>, Error> {
+        let t = cfg.template.name();
+        let ids = self.resolve_ids(u, cfg, shape, tokens)?;
+        let wanted: Vec<u64> = ids.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+        let mut records = self.store.get_records(&wanted)?.into_iter();
+        let now = now();
+        Ok(ids
+            .into_iter()
+            .zip(tokens)
+            .map(|(id, token)| {
+                let _id = id?;
+                let record = records.next().flatten().ok_or(Error::NotFound)?;
+                if record.template != t || record.expires_at.is_some_and(|e| e <= now) {
+                    return Err(Error::NotFound);
+                }
+                let plaintext = self.open_record(u, t, &record)?;
+                let (stored_token, value) = decode_plaintext(&plaintext)?;
+                // A formatted token is found by a keyed hash; confirm it is the same token.
+                if shape == TokenShape::Formatted && stored_token != *token {
+                    return Err(Error::NotFound);
+                }
+                let metadata = match &record.metadata {
+                    Some(m) => serde_json::from_str(m).map_err(|_| Error::Integrity)?,
+                    None => BTreeMap::new(),
+                };
+                Ok(Detokenized {
+                    value: Zeroizing::new(value.to_owned()),
+                    key_version: record.key_version,
+                    metadata,
+                })
+            })
+            .collect())
+    }
+
+    /// Record ids of vaulted tokens (per item: invalid token, not found).
+    fn resolve_ids(
+        &self,
+        u: &Unsealed,
+        cfg: &TemplateConfig,
+        shape: TokenShape,
+        tokens: &[&str],
+    ) -> Result<Vec<Result<u64, Error>>, Error> {
+        let t = cfg.template.name();
+        let mut out = Vec::with_capacity(tokens.len());
+        match shape {
+            TokenShape::Opaque => {
+                for token in tokens {
+                    out.push(
+                        u.opaque
+                            .decode(t, token)
+                            .ok_or_else(|| Error::InvalidToken(t.to_owned())),
+                    );
+                }
+            }
+            TokenShape::Formatted => {
+                let (_, lookup_key) = u.ring.active("lookup")?;
+                for token in tokens {
+                    if opaque::looks_opaque(token) || token.len() > crate::template::MAX_VALUE_LEN
+                    {
+                        out.push(Err(Error::InvalidToken(t.to_owned())));
+                        continue;
+                    }
+                    let h = envelope::lookup_hash(lookup_key, t, token.as_bytes());
+                    out.push(self.store.find_by_lookup(t, &h)?.ok_or(Error::NotFound));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn open_record(
+        &self,
+        u: &Unsealed,
+        template: &str,
+        record: &Record,
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let name = format!("data/{template}");
+        let key = match u.data.get(&(name.clone(), record.key_version)) {
+            Some(k) => k,
+            None => {
+                // Why not: below the minimum, retired, destroyed or unknown.
+                u.ring.decryptable(&name, record.key_version)?;
+                return Err(Error::Integrity);
+            }
+        };
+        if u.ring.min_decrypt_version(&name)? > record.key_version {
+            return Err(Error::Key(KeyError::VersionNotDecryptable {
+                name,
+                version: record.key_version,
+                reason: NotDecryptable::BelowMinimum,
+            }));
+        }
+        key.open(template, record.id, &record.ciphertext).map_err(|e| match e {
+            OpenError::Format(_) | OpenError::Integrity(_) => Error::Integrity,
+        })
+    }
+
+    /// Masked reveal (e.g. the last four digits): a mode distinct from detokenize, so the daemon
+    /// can grant it separately. The full value never leaves this call.
+    pub fn reveal(
+        &self,
+        template: &str,
+        token: &str,
+        key_version: Option<u32>,
+    ) -> Result<String, Error> {
+        one(self.reveal_batch(template, &[token], key_version)?)
+    }
+
+    /// Masked reveal of a batch.
+    pub fn reveal_batch(
+        &self,
+        template: &str,
+        tokens: &[&str],
+        key_version: Option<u32>,
+    ) -> Result<Batch<String>, Error> {
+        let cfg = self.template(template)?;
+        Ok(self
+            .detokenize_batch(template, tokens, key_version)?
+            .into_iter()
+            .map(|r| r.and_then(|d| Ok(cfg.template.mask(&d.value)?)))
+            .collect())
+    }
+
+    /// Deletes vaulted tokens: the ciphertext is gone and the token detokenizes to
+    /// [`Error::NotFound`] from then on. FPE tokens store nothing and cannot be deleted.
+    pub fn delete(&self, template: &str, tokens: &[&str]) -> Result<Batch<()>, Error> {
+        check_batch(tokens.len())?;
+        let cfg = self.template(template)?;
+        let Mode::Vaulted { shape, .. } = cfg.mode else {
+            return Err(Error::NotSupported {
+                operation: "delete",
+                template: template.to_owned(),
+                mode: cfg.mode.name(),
+            });
+        };
+        let state = self.read_state();
+        let u = state.as_ref().ok_or(Error::Sealed)?;
+        let ids = self.resolve_ids(u, cfg, shape, tokens)?;
+        // Only this template's records: an id from another template's token space is refused by
+        // the opaque tag, and formatted lookups are per template.
+        let wanted: Vec<u64> = ids.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+        let records = self.store.get_records(&wanted)?;
+        let owned: Vec<u64> = wanted
+            .iter()
+            .zip(&records)
+            .filter(|(_, r)| r.as_ref().is_some_and(|r| r.template == cfg.template.name()))
+            .map(|(id, _)| *id)
+            .collect();
+        let deleted = self.store.delete_records(&owned)?;
+        let gone: std::collections::HashMap<u64, bool> =
+            owned.iter().copied().zip(deleted).collect();
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let id = id?;
+                if gone.get(&id).copied().unwrap_or(false) {
+                    Ok(())
+                } else {
+                    Err(Error::NotFound)
+                }
+            })
+            .collect())
+    }
+}
+
+/// An item ready to insert.
+#[derive(Debug)]
+struct Pending {
+    index: usize,
+    fingerprint: Option<(u32, Vec<u8>)>,
+    idempotency: Option<Vec<u8>>,
+    expires_at: Option<i64>,
+    metadata: Option<String>,
+}
+
+enum Prepared {
+    Existing(u64),
+    New(Pending),
+}
+
+fn one<T>(mut batch: Batch<T>) -> Result<T, Error> {
+    batch.pop().unwrap_or(Err(Error::Integrity))
+}
+
+fn check_batch(len: usize) -> Result<(), Error> {
+    if len > MAX_BATCH {
+        return Err(Error::BatchTooLarge { len, max: MAX_BATCH });
+    }
+    Ok(())
+}
+
+/// Versions of `name` that may decrypt (state and minimum version), oldest first.
+fn live_versions(u: &Unsealed, name: &str) -> Result<Vec<u32>, Error> {
+    let min = u.ring.min_decrypt_version(name)?;
+    Ok(u.ring
+        .versions(name)?
+        .iter()
+        .filter(|v| v.state.decrypts() && v.version >= min)
+        .map(|v| v.version)
+        .collect())
+}
+
+/// Which FPE key version to try: the token's slot, the caller's hint, or the only live one.
+fn pick_version(
+    template: &str,
+    live: &[u32],
+    slot: Option<VersionSlot>,
+    hint: Option<u32>,
+) -> Result<u32, Error> {
+    let candidates: Vec<u32> = live
+        .iter()
+        .copied()
+        .filter(|&v| slot.is_none_or(|s| s.admits(v)))
+        .filter(|&v| hint.is_none_or(|h| h == v))
+        .collect();
+    match candidates.as_slice() {
+        [v] => Ok(*v),
+        [] if hint.is_some() => Err(Error::NotFound),
+        [] => Err(Error::InvalidToken(template.to_owned())),
+        _ => Err(Error::KeyVersionRequired(template.to_owned())),
+    }
+}
+
+fn encode_metadata(m: &BTreeMap<String, String>) -> Result<String, Error> {
+    let json = serde_json::to_string(m).map_err(|_| Error::InvalidMetadata("not serialisable"))?;
+    if json.len() > MAX_METADATA_LEN {
+        return Err(Error::InvalidMetadata("larger than 4096 bytes as JSON"));
+    }
+    Ok(json)
+}
+
+fn encode_plaintext(token: &str, value: &str) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(3 + token.len() + value.len()));
+    out.push(PLAINTEXT_V1);
+    // Tokens are at most MAX_VALUE_LEN bytes, far below u16::MAX.
+    out.extend_from_slice(&(token.len() as u16).to_be_bytes());
+    out.extend_from_slice(token.as_bytes());
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
+fn decode_plaintext(bytes: &[u8]) -> Result<(&str, &str), Error> {
+    let [PLAINTEXT_V1, a, b, rest @ ..] = bytes else {
+        return Err(Error::Integrity);
+    };
+    let len = usize::from(u16::from_be_bytes([*a, *b]));
+    if rest.len() < len {
+        return Err(Error::Integrity);
+    }
+    let (token, value) = rest.split_at(len);
+    let token = std::str::from_utf8(token).map_err(|_| Error::Integrity)?;
+    let value = std::str::from_utf8(value).map_err(|_| Error::Integrity)?;
+    Ok((token, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_layout_round_trips() {
+        let p = encode_plaintext("4111110000001234", "4111 1111 1111 1111");
+        assert_eq!(decode_plaintext(&p).unwrap(), ("4111110000001234", "4111 1111 1111 1111"));
+        let p = encode_plaintext("", "x");
+        assert_eq!(decode_plaintext(&p).unwrap(), ("", "x"));
+        assert!(decode_plaintext(&[]).is_err());
+        assert!(decode_plaintext(&[2, 0, 0]).is_err());
+        assert!(decode_plaintext(&[1, 0, 5, b'a']).is_err());
+    }
+
+    #[test]
+    fn version_choice() {
+        let s = |v| VersionSlot::of(v).ok();
+        assert_eq!(pick_version("t", &[1], None, None).unwrap(), 1);
+        assert!(matches!(pick_version("t", &[1, 2], None, None), Err(Error::KeyVersionRequired(_))));
+        assert_eq!(pick_version("t", &[1, 2], None, Some(2)).unwrap(), 2);
+        assert!(matches!(pick_version("t", &[1, 2], None, Some(3)), Err(Error::NotFound)));
+        assert_eq!(pick_version("t", &[1, 2], s(2), None).unwrap(), 2);
+        assert!(matches!(pick_version("t", &[1, 2], s(3), None), Err(Error::InvalidToken(_))));
+    }
+}
