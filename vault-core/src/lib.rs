@@ -7,3 +7,4 @@
 
 pub mod fpe;
 pub mod store;
+pub mod template;
