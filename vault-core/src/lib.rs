@@ -5,6 +5,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod aead;
+mod encoding;
+pub mod envelope;
 pub mod fpe;
+pub mod keys;
+pub mod secret;
 pub mod store;
 pub mod template;

@@ -135,7 +135,6 @@ struct BatchOp<'a, 'b> {
     dir: Direction,
     radix: u32,
     items: &'a mut [BatchItem<'b>],
-    shapes: &'a [Option<fast::Shape>],
 }
 
 impl BlockSizeUser for BatchOp<'_, '_> {
@@ -144,13 +143,7 @@ impl BlockSizeUser for BatchOp<'_, '_> {
 
 impl BlockCipherEncClosure for BatchOp<'_, '_> {
     fn call<B: BlockCipherEncBackend<BlockSize = U16>>(self, backend: &B) {
-        fast::run_batch(
-            &Backend(backend),
-            self.radix,
-            self.dir,
-            self.items,
-            self.shapes,
-        );
+        fast::run_batch(&Backend(backend), self.radix, self.dir, self.items);
     }
 }
 
@@ -238,8 +231,8 @@ impl Ff1 {
         self.run_batch(Direction::Decrypt, items)
     }
 
-    /// Checks the input against SP 800-38G's rules; returns the fast-path shape when it applies.
-    fn check(&self, tweak: &[u8], numerals: &[u16]) -> Result<Option<fast::Shape>, Error> {
+    /// Checks the input against SP 800-38G's rules.
+    fn check(&self, tweak: &[u8], numerals: &[u16]) -> Result<(), Error> {
         let len = numerals.len();
         let radix = self.radix;
         if tweak.len() > MAX_TWEAK_LEN {
@@ -265,11 +258,12 @@ impl Ff1 {
         if bad {
             return Err(Error::NumeralOutOfRange { radix });
         }
-        Ok(fast::Shape::new(radix, len, tweak.len()))
+        Ok(())
     }
 
     fn run(&self, dir: Direction, tweak: &[u8], numerals: &mut [u16]) -> Result<(), Error> {
-        let shape = self.check(tweak, numerals)?;
+        self.check(tweak, numerals)?;
+        let shape = fast::Shape::new(self.radix, numerals.len(), tweak.len());
         self.cipher.with_backend(Op {
             dir,
             radix: self.radix,
@@ -281,15 +275,13 @@ impl Ff1 {
     }
 
     fn run_batch(&self, dir: Direction, items: &mut [BatchItem<'_>]) -> Result<(), (usize, Error)> {
-        let mut shapes = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            shapes.push(self.check(item.tweak, item.numerals).map_err(|e| (i, e))?);
+            self.check(item.tweak, item.numerals).map_err(|e| (i, e))?;
         }
         self.cipher.with_backend(BatchOp {
             dir,
             radix: self.radix,
             items,
-            shapes: &shapes,
         });
         Ok(())
     }
