@@ -49,6 +49,15 @@ pub enum Error {
     /// The custom pattern has no capture group, so nothing would be encrypted.
     #[error("pattern has no capture group: capture groups mark the encrypted parts")]
     NoCaptureGroup,
+    /// The custom pattern has more capture groups than [`super::MAX_CAPTURE_GROUPS`] (each
+    /// adds a field to the tweak, whose length FF1 bounds).
+    #[error("pattern has {count} capture groups, the maximum is {max}")]
+    TooManyCaptureGroups {
+        /// The number of capture groups.
+        count: usize,
+        /// The bound.
+        max: usize,
+    },
     /// A capture group contains another one; the encrypted parts would overlap.
     #[error("capture group {group} is nested in another capture group; use (?:...) inside")]
     NestedCapture {

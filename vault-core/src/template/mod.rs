@@ -107,6 +107,9 @@ use crate::fpe::{self, Ff1};
 pub const MAX_VALUE_LEN: usize = 512;
 /// Most FF1 calls one cycle walk (or one random draw of a custom token) may take.
 pub const WALK_LIMIT: u32 = 1000;
+/// Most capture groups a custom pattern may have. With values of at most [`MAX_VALUE_LEN`]
+/// bytes the tweak stays below FF1's 1,024-byte bound.
+pub const MAX_CAPTURE_GROUPS: usize = 64;
 /// Longest template name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
 /// Separators the `digits` template keeps in place.
@@ -709,6 +712,9 @@ mod tests {
         let b = tpl.encrypt(&f, 10, "4111111111111111").unwrap();
         assert_eq!(luhn(&digits_of(&a)), luhn(&digits_of(&b)));
         assert_ne!(a, b);
+        // The template name is in the tweak.
+        let renamed = Template::pan("pan2", 6, 4).unwrap();
+        assert_ne!(a, renamed.encrypt(&f, 1, "4111111111111111").unwrap());
         // The wrong version of the right slot decrypts to something else (FPE has no
         // integrity), never to the PAN.
         assert_ne!(&*tpl.decrypt(&f, 10, &a).unwrap(), "4111111111111111");

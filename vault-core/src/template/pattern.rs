@@ -37,8 +37,15 @@ impl Pattern {
             .map_err(|e| Error::InvalidPattern {
                 reason: e.to_string(),
             })?;
-        if hir.properties().explicit_captures_len() == 0 {
+        let count = hir.properties().explicit_captures_len();
+        if count == 0 {
             return Err(Error::NoCaptureGroup);
+        }
+        if count > super::MAX_CAPTURE_GROUPS {
+            return Err(Error::TooManyCaptureGroups {
+                count,
+                max: super::MAX_CAPTURE_GROUPS,
+            });
         }
         check(&hir, &alphabet, None, false)?;
         let min_len = min_captured(&hir);
@@ -288,6 +295,11 @@ mod tests {
                 "{pattern}"
             );
         }
+        let many = "([0-9]{6})".repeat(65);
+        assert_eq!(
+            Pattern::new(d, &many).unwrap_err(),
+            Error::TooManyCaptureGroups { count: 65, max: 64 }
+        );
         for bad in [r"([0-9]{8}", r"abc)(def", r"[z-a]"] {
             assert!(
                 matches!(
