@@ -12,3 +12,4 @@ pub mod fpe;
 pub mod keys;
 pub mod secret;
 pub mod store;
+pub mod template;
