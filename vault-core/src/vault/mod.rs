@@ -37,15 +37,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use error::Error;
 pub use rewrap::{JobState, RewrapJob};
-pub use tokens::{Detokenized, TokenizeItem, Tokenized};
+pub use tokens::{Batch, Detokenized, MAX_METADATA_LEN, TokenizeItem, Tokenized};
 
 use crate::envelope::DataKey;
 use crate::fpe::Ff1;
-use crate::keys::root::{self, KdfParams, ShareSet, shares::Share};
+use crate::keys::root::shares::{Share, ShareSet};
+use crate::keys::root::{self, KdfParams};
 use crate::keys::{KeyError, KeyRing, NotDecryptable, Purpose, State, nonces};
 use crate::secret::{Key32, SecretString, fill_random};
 use crate::store::Store;
-use crate::template::{Kind, Template};
+use crate::template::{Kind, Template, VersionSlot};
 
 /// Most items in one batch call.
 pub const MAX_BATCH: usize = 10_000;
@@ -230,12 +231,16 @@ pub struct Vault {
     store: Arc<dyn Store>,
     templates: BTreeMap<String, TemplateConfig>,
     vault_id: Vec<u8>,
-    sealing: Sealing,
+    sealing: RwLock<Sealing>,
     state: RwLock<Option<Unsealed>>,
     pending_shares: Mutex<Vec<Share>>,
     ids: Mutex<Range<u64>>,
     nonces: Mutex<HashMap<(String, u32), NonceBlock>>,
+    clock: Clock,
 }
+
+/// A source of Unix seconds (replaceable in tests to exercise expiry without sleeping).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -381,12 +386,24 @@ impl Vault {
             store,
             templates,
             vault_id,
-            sealing,
+            sealing: RwLock::new(sealing),
             state: RwLock::new(None),
             pending_shares: Mutex::new(Vec::new()),
             ids: Mutex::new(0..0),
             nonces: Mutex::new(HashMap::new()),
+            clock: Arc::new(now),
         }
+    }
+
+    /// Replaces the clock used for expiry and timestamps (tests, simulations).
+    pub fn with_clock(mut self, clock: Clock) -> Vault {
+        self.clock = clock;
+        self
+    }
+
+    /// The current time by the vault's clock, Unix seconds.
+    pub fn now(&self) -> i64 {
+        (self.clock)()
     }
 
     /// The store underneath (for health checks and the daemon's integrity assertions).
@@ -411,7 +428,8 @@ impl Vault {
 
     /// Public status.
     pub fn status(&self) -> Status {
-        let progress = match &self.sealing {
+        let sealing = self.sealing();
+        let progress = match &sealing {
             Sealing::Shares(set) => {
                 let have = lock(&self.pending_shares).len() as u8;
                 Some((have, set.threshold()))
@@ -421,7 +439,7 @@ impl Vault {
         Status {
             sealed: self.is_sealed(),
             vault_id: self.vault_id(),
-            seal_method: match self.sealing {
+            seal_method: match sealing {
                 Sealing::Passphrase(_) => "passphrase",
                 Sealing::Key => "key",
                 Sealing::Shares(_) => "shares",
@@ -432,16 +450,16 @@ impl Vault {
 
     /// Unseals with the passphrase.
     pub fn unseal_passphrase(&self, passphrase: &SecretString) -> Result<(), Error> {
-        let Sealing::Passphrase(params) = &self.sealing else {
+        let Sealing::Passphrase(params) = self.sealing() else {
             return Err(self.wrong_method("a passphrase"));
         };
-        let root = root::from_passphrase(passphrase, params)?;
+        let root = root::from_passphrase(passphrase, &params)?;
         self.unseal_with(root)
     }
 
     /// Unseals with the raw root key.
     pub fn unseal_key(&self, key: Key32) -> Result<(), Error> {
-        if !matches!(self.sealing, Sealing::Key) {
+        if !matches!(self.sealing(), Sealing::Key) {
             return Err(self.wrong_method("a root key"));
         }
         self.unseal_with(key)
@@ -450,7 +468,7 @@ impl Vault {
     /// Gives one custodian's share. A malformed share, one from another vault, or a duplicate
     /// is refused at once, naming nothing secret; once the threshold is met the vault unseals.
     pub fn submit_share(&self, text: &str) -> Result<UnsealProgress, Error> {
-        let Sealing::Shares(set) = &self.sealing else {
+        let Sealing::Shares(set) = self.sealing() else {
             return Err(self.wrong_method("Shamir shares"));
         };
         if !self.is_sealed() {
@@ -470,7 +488,7 @@ impl Vault {
         }
         let shares = std::mem::take(&mut *pending);
         drop(pending);
-        let root = root::shares::combine(&shares, Some(set))?;
+        let root = root::shares::combine(&shares, Some(&set))?;
         self.unseal_with(root)?;
         Ok(UnsealProgress { have, need, unsealed: true })
     }
@@ -481,7 +499,7 @@ impl Vault {
     }
 
     fn wrong_method(&self, given: &'static str) -> Error {
-        Error::WrongUnsealMethod { expected: self.sealing.name(), given }
+        Error::WrongUnsealMethod { expected: self.sealing().name(), given }
     }
 
     fn unseal_with(&self, root: Key32) -> Result<(), Error> {
@@ -502,7 +520,7 @@ impl Vault {
         for cfg in self.templates.values() {
             wanted.extend(cfg.key_names());
         }
-        let now = now();
+        let now = self.now();
         for (name, purpose) in wanted {
             if ring.purpose(&name).is_ok() {
                 continue;
@@ -569,25 +587,22 @@ impl Vault {
         }
         let mut state = self.write_state();
         let u = state.as_mut().ok_or(Error::Sealed)?;
-        // PAN FPE tokens carry the version in 9 slots (template docs): refuse a 10th
-        // decryptable version.
+        let row = u.ring.rotation(name, self.now())?;
+        // PAN FPE tokens carry their key version in one of 9 slots (template docs): refuse a
+        // new version whose slot a still-decryptable version holds.
         if let Some(t) = name.strip_prefix("fpe/")
             && let Some(cfg) = self.templates.get(t)
             && matches!(cfg.template.kind(), Kind::Pan { .. })
         {
-            let live = u.ring.versions(name)?.iter().filter(|v| v.state.decrypts()).count();
+            let slot = VersionSlot::of(row.version)?;
             let min = u.ring.min_decrypt_version(name)?;
-            let live_above_min = u
-                .ring
-                .versions(name)?
-                .iter()
-                .filter(|v| v.state.decrypts() && v.version >= min)
-                .count();
-            if live.min(live_above_min) >= 9 {
+            let taken = u.ring.versions(name)?.iter().any(|v| {
+                v.state.decrypts() && v.version >= min && slot.admits(v.version)
+            });
+            if taken {
                 return Err(Error::TooManyVersions(t.to_owned()));
             }
         }
-        let row = u.ring.rotation(name, now())?;
         self.store.key_rotate(&row)?;
         u.ring.apply_rotation(&row)?;
         let version = row.version;
@@ -679,7 +694,7 @@ impl Vault {
     /// Rotates the root key: every wrapped key is rewrapped under the new root in one
     /// transaction; stored data is not touched. The new root comes in the same forms as at
     /// creation (a new share set prints new shares, returned once).
-    pub fn rotate_root(&mut self, init: RootInit) -> Result<Vec<SecretString>, Error> {
+    pub fn rotate_root(&self, init: RootInit) -> Result<Vec<SecretString>, Error> {
         let (new_root, sealing, texts) = match init {
             RootInit::Passphrase(pass, params) => {
                 (root::from_passphrase(&pass, &params)?, Sealing::Passphrase(params), Vec::new())
@@ -709,17 +724,21 @@ impl Vault {
             }
             self.store.keys_rewrap_all(&wraps, &meta)?;
             u.ring.apply_root(new_root);
+            *self.sealing.write().unwrap_or_else(|e| e.into_inner()) = sealing;
         }
-        self.sealing = sealing;
         Ok(texts)
     }
 
     /// Deletes records whose expiry has passed; returns how many.
     pub fn purge_expired(&self) -> Result<u64, Error> {
-        Ok(self.store.purge_expired(now())?)
+        Ok(self.store.purge_expired(self.now())?)
     }
 
     // ----- helpers shared by the submodules -----
+
+    fn sealing(&self) -> Sealing {
+        self.sealing.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 
     fn template(&self, name: &str) -> Result<&TemplateConfig, Error> {
         self.templates.get(name).ok_or_else(|| Error::UnknownTemplate(name.to_owned()))

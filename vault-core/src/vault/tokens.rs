@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use zeroize::Zeroizing;
 
-use super::{Error, MAX_BATCH, Mode, TemplateConfig, TokenShape, Unsealed, Vault, now, opaque};
+use super::{Error, MAX_BATCH, Mode, TemplateConfig, TokenShape, Unsealed, Vault, opaque};
 use crate::envelope::{self, OpenError};
 use crate::keys::{KeyError, NotDecryptable};
 use crate::store::{InsertOutcome, NewRecord, Record};
@@ -153,9 +153,10 @@ impl Vault {
             Vec::new()
         };
         let fp_active = if deterministic { Some(u.ring.active(&fp_name)?) } else { None };
-        let now = now();
+        let now = self.now();
 
-        let mut results: Vec<Option<Result<Tokenized, Error>>> = vec![None; items.len()];
+        let mut results: Vec<Option<Result<Tokenized, Error>>> =
+            std::iter::repeat_with(|| None).take(items.len()).collect();
         // Items still to insert: (item index, fingerprint, idempotency hash, expiry, metadata).
         let mut pending: Vec<Pending> = Vec::new();
         for (i, item) in items.iter().enumerate() {
@@ -391,7 +392,7 @@ impl Vault {
         let ids = self.resolve_ids(u, cfg, shape, tokens)?;
         let wanted: Vec<u64> = ids.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
         let mut records = self.store.get_records(&wanted)?.into_iter();
-        let now = now();
+        let now = self.now();
         Ok(ids
             .into_iter()
             .zip(tokens)
@@ -627,7 +628,7 @@ fn encode_plaintext(token: &str, value: &str) -> Zeroizing<Vec<u8>> {
     out
 }
 
-fn decode_plaintext(bytes: &[u8]) -> Result<(&str, &str), Error> {
+pub(super) fn decode_plaintext(bytes: &[u8]) -> Result<(&str, &str), Error> {
     let [PLAINTEXT_V1, a, b, rest @ ..] = bytes else {
         return Err(Error::Integrity);
     };
