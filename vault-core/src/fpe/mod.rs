@@ -63,6 +63,8 @@ impl Ff1 {
 
 impl std::fmt::Debug for Ff1 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ff1").field("radix", &self.radix).finish_non_exhaustive()
+        f.debug_struct("Ff1")
+            .field("radix", &self.radix)
+            .finish_non_exhaustive()
     }
 }

@@ -2,10 +2,14 @@
 //!
 //! Only this module writes SQL. The crypto code (keys, envelope, vault) sees rows of opaque
 //! bytes: everything sensitive arrives here already encrypted or keyed-hashed, so a store can
-//! never leak a plaintext value or key. A PostgreSQL backend implements the same trait later.
+//! never leak a plaintext value or key. [`SqliteStore`] is the implementation (its module docs
+//! describe the writer thread, group commit and the reader pool); a PostgreSQL backend
+//! implements the same trait later.
 
+mod sqlite;
 mod types;
 
+pub use sqlite::{ID_BLOCK, Options, SqliteStore, Synchronous, WriterStats};
 pub use types::*;
 
 /// Persistent storage for one vault. Implementations must be safe to share across threads; a
@@ -100,7 +104,11 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a rewrap batch and saves the job's progress in one transaction. Each update is a
     /// compare-and-set on the record's current key version, so a batch replayed after a crash
     /// never double-encrypts; returns how many rows were updated.
-    fn rewrap_commit(&self, updates: &[RecordUpdate], job: &RewrapJobRow) -> Result<u64, StoreError>;
+    fn rewrap_commit(
+        &self,
+        updates: &[RecordUpdate],
+        job: &RewrapJobRow,
+    ) -> Result<u64, StoreError>;
     /// Reads a rewrap job.
     fn rewrap_job_get(&self, id: u64) -> Result<Option<RewrapJobRow>, StoreError>;
     /// Lists rewrap jobs, newest first.

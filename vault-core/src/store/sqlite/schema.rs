@@ -1,0 +1,156 @@
+//! Forward-only schema migrations keyed by `PRAGMA user_version`.
+//!
+//! [`MIGRATIONS`] is append-only: a released entry is never edited, a change is a new entry.
+//! Version `n` means the first `n` entries have run. All pending entries run in one `BEGIN
+//! IMMEDIATE` transaction together with the `user_version` bump, so a crash mid-upgrade leaves
+//! the previous version intact. A file whose version is above `MIGRATIONS.len()` was written
+//! by newer code and is refused ([`StoreError::SchemaTooNew`]), never "repaired".
+//!
+//! Table design (the insert benchmark drives it):
+//! - `records` is keyed by `id INTEGER PRIMARY KEY` (the rowid). Ids come from a persisted
+//!   counter and grow, so inserts append at the right edge of the table B-tree.
+//! - Secondary indexes exist only where a lookup needs them, and the unique ones are partial
+//!   (`WHERE … IS NOT NULL`), so a random-token row without fingerprint or lookup touches none of
+//!   them. `records_version (template, key_version)` is on every row; its entries for new rows
+//!   share (template, current version) and carry a growing rowid, so they too append at the
+//!   right edge of one key range (the bench measures the cost).
+//! - `idempotency` is a separate `WITHOUT ROWID` table (most rows carry no key) with an index on
+//!   `record_id` so the cascading delete of a record finds its key without a scan.
+
+use rusqlite::Connection;
+
+use super::conn::Failure;
+use crate::store::StoreError;
+
+/// Every migration, in order. Append only.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // v1: metadata, keys, the id counter, records.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE key_names (
+        name                TEXT PRIMARY KEY,
+        purpose             TEXT NOT NULL,
+        min_decrypt_version INTEGER NOT NULL CHECK (min_decrypt_version >= 0),
+        created_at          INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE key_versions (
+        name        TEXT NOT NULL REFERENCES key_names (name),
+        version     INTEGER NOT NULL CHECK (version >= 1),
+        state       TEXT NOT NULL
+                    CHECK (state IN ('active', 'decrypt_only', 'retired', 'destroyed')),
+        wrapped     BLOB,
+        nonce_count INTEGER NOT NULL CHECK (nonce_count >= 0),
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        PRIMARY KEY (name, version)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE counters (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    -- Record ids start at 1; 0 means "none" in the API.
+    INSERT INTO counters (name, value) VALUES ('record_id', 1);
+
+    CREATE TABLE records (
+        id          INTEGER PRIMARY KEY,
+        template    TEXT NOT NULL,
+        key_version INTEGER NOT NULL,
+        ciphertext  BLOB NOT NULL,
+        expires_at  INTEGER,
+        metadata    TEXT,
+        fp_version  INTEGER,
+        fingerprint BLOB,
+        lookup      BLOB,
+        created_at  INTEGER NOT NULL,
+        CHECK ((fp_version IS NULL) = (fingerprint IS NULL))
+    );
+    CREATE UNIQUE INDEX records_fingerprint ON records (template, fp_version, fingerprint)
+        WHERE fingerprint IS NOT NULL;
+    CREATE UNIQUE INDEX records_lookup ON records (template, lookup)
+        WHERE lookup IS NOT NULL;
+    CREATE INDEX records_version ON records (template, key_version);
+    CREATE INDEX records_expiry ON records (expires_at) WHERE expires_at IS NOT NULL;
+    "#,
+    // v2: rewrap jobs and idempotency keys.
+    r#"
+    CREATE TABLE rewrap_jobs (
+        id                INTEGER PRIMARY KEY,
+        template          TEXT NOT NULL,
+        target_version    INTEGER NOT NULL,
+        target_fp_version INTEGER NOT NULL,
+        state             TEXT NOT NULL
+                          CHECK (state IN ('pending', 'running', 'paused', 'completed', 'failed')),
+        cursor            INTEGER NOT NULL,
+        processed         INTEGER NOT NULL,
+        created_at        INTEGER NOT NULL,
+        updated_at        INTEGER NOT NULL
+    );
+
+    CREATE TABLE idempotency (
+        key       BLOB PRIMARY KEY,
+        record_id INTEGER NOT NULL REFERENCES records (id) ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_record ON idempotency (record_id);
+    "#,
+];
+
+/// The schema version this build writes.
+pub(crate) fn current() -> u32 {
+    // MIGRATIONS is a short literal list.
+    MIGRATIONS.len() as u32
+}
+
+/// The file's schema version.
+pub(crate) fn version(conn: &Connection) -> Result<u32, Failure> {
+    let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    u32::try_from(v).map_err(|_| {
+        Failure::Store(StoreError::Corrupt(format!(
+            "schema version {v} is out of range"
+        )))
+    })
+}
+
+/// Runs migrations up to version `target` (normally [`current`]). Returns the version found
+/// before upgrading.
+pub(crate) fn migrate(conn: &mut Connection, target: u32) -> Result<u32, StoreError> {
+    let found = version(conn)?;
+    if found > current() {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: current(),
+        });
+    }
+    if found >= target {
+        return Ok(found);
+    }
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| super::conn::map_sql(&e))?;
+    // Re-read under the write lock: another process may have upgraded meanwhile.
+    let locked = version(&tx)?;
+    if locked > current() {
+        return Err(StoreError::SchemaTooNew {
+            found: locked,
+            supported: current(),
+        });
+    }
+    if locked >= target {
+        return Ok(found);
+    }
+    let run = || -> Result<(), Failure> {
+        for sql in &MIGRATIONS[locked as usize..target as usize] {
+            tx.execute_batch(sql)?;
+        }
+        tx.pragma_update(None, "user_version", target)?;
+        Ok(())
+    };
+    run()?;
+    tx.commit().map_err(|e| super::conn::map_sql(&e))?;
+    Ok(found)
+}
