@@ -66,6 +66,14 @@ pub(crate) enum Role {
 /// creates it with `create_new` first), so SQLite never silently creates an empty database in
 /// place of a missing one.
 pub(crate) fn open(path: &Path, opts: &Options, role: Role) -> Result<Connection, StoreError> {
+    let conn = connect(path, role)?;
+    apply_pragmas(&conn, opts, role).map_err(StoreError::from)?;
+    Ok(conn)
+}
+
+/// Opens a connection without setting anything (so it writes nothing); [`apply_pragmas`]
+/// must follow before the connection is used for anything but a version read.
+pub(crate) fn connect(path: &Path, role: Role) -> Result<Connection, StoreError> {
     let flags = match role {
         Role::Writer => OpenFlags::SQLITE_OPEN_READ_WRITE,
         Role::Reader => OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -73,14 +81,36 @@ pub(crate) fn open(path: &Path, opts: &Options, role: Role) -> Result<Connection
         | OpenFlags::SQLITE_OPEN_EXRESCODE;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| map_sql(&e))?;
     conn.set_prepared_statement_cache_capacity(32);
-    apply_pragmas(&conn, opts, role).map_err(StoreError::from)?;
     Ok(conn)
+}
+
+/// The first 16 bytes of every SQLite database file.
+const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Checks, by reading only, that an existing file is a non-empty SQLite database: SQLite
+/// treats an empty file as a new database and would write a header into it.
+pub(crate) fn check_header(path: &Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot read {}: {e}", path.display())))?;
+    match f.read_exact(&mut head) {
+        Ok(()) if &head == MAGIC => Ok(()),
+        Ok(()) => Err(StoreError::Corrupt("not a SQLite database".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(StoreError::Corrupt(
+            "file too short for a database header".into(),
+        )),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 /// Sets every pragma, then reads each one back: a filesystem without shared memory, for
 /// instance, silently keeps the rollback journal, and we refuse to run on weaker guarantees
 /// than configured.
-fn apply_pragmas(conn: &Connection, opts: &Options, role: Role) -> Result<(), Failure> {
+pub(crate) fn apply_pragmas(conn: &Connection, opts: &Options, role: Role) -> Result<(), Failure> {
     conn.busy_timeout(opts.busy_timeout)?;
     if role == Role::Writer {
         // Returns the resulting mode; asserted below with the others.

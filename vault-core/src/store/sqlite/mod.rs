@@ -138,7 +138,11 @@ impl SqliteStore {
     }
 
     fn start(path: &Path, opts: &Options, new: bool) -> Result<Self, StoreError> {
-        let mut wconn = conn::open(path, opts, Role::Writer)?;
+        if !new {
+            conn::check_header(path)?;
+        }
+        let mut wconn = conn::connect(path, Role::Writer)?;
+        // Read before any pragma writes to the file.
         let found = schema::version(&wconn)?;
         if found == 0 && !new {
             // An empty or foreign SQLite file: initializing it would hide a lost vault.
@@ -146,6 +150,7 @@ impl SqliteStore {
                 "not an initialized vault database".into(),
             ));
         }
+        conn::apply_pragmas(&wconn, opts, Role::Writer)?;
         schema::migrate(&mut wconn, schema::current())?;
         check_counter(&wconn)?;
         let readers = Readers::open(path, opts)?;
@@ -991,4 +996,799 @@ fn insert_records(c: &Connection, rows: &[NewRecord]) -> Result<Vec<InsertOutcom
         out.push(InsertOutcome::Inserted);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::mpsc;
+
+    use tempfile::TempDir;
+
+    use super::*;
+
+    fn new_store() -> (TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::create(dir.path().join("vault.db"), &Options::default()).unwrap();
+        (dir, store)
+    }
+
+    fn rec(id: u64) -> NewRecord {
+        NewRecord {
+            id,
+            template: "pan".into(),
+            key_version: 1,
+            ciphertext: vec![id as u8; 60],
+            expires_at: None,
+            metadata: None,
+            fingerprint: None,
+            lookup: None,
+            idempotency: None,
+            created_at: 1_700_000_000,
+        }
+    }
+
+    fn key_name(name: &str, purpose: &str) -> KeyNameRow {
+        KeyNameRow {
+            name: name.into(),
+            purpose: purpose.into(),
+            min_decrypt_version: 1,
+            created_at: 10,
+        }
+    }
+
+    fn key_version(name: &str, version: u32, state: &str) -> KeyVersionRow {
+        KeyVersionRow {
+            name: name.into(),
+            version,
+            state: state.into(),
+            wrapped: Some(vec![version as u8; 48]),
+            nonce_count: 0,
+            created_at: 10 + i64::from(version),
+            updated_at: 10 + i64::from(version),
+        }
+    }
+
+    fn job(template: &str) -> RewrapJobRow {
+        RewrapJobRow {
+            id: 0,
+            template: template.into(),
+            target_version: 2,
+            target_fp_version: 2,
+            state: "running".into(),
+            cursor: 0,
+            processed: 0,
+            created_at: 5,
+            updated_at: 5,
+        }
+    }
+
+    #[test]
+    fn meta_round_trip_and_overwrite() {
+        let (_d, s) = new_store();
+        assert_eq!(s.meta_get("vault_id").unwrap(), None);
+        s.meta_put(&[("vault_id", b"abc"), ("kdf", b"argon2")])
+            .unwrap();
+        assert_eq!(s.meta_get("vault_id").unwrap(), Some(b"abc".to_vec()));
+        s.meta_put(&[("vault_id", b"xyz")]).unwrap();
+        assert_eq!(s.meta_get("vault_id").unwrap(), Some(b"xyz".to_vec()));
+        assert_eq!(s.meta_get("kdf").unwrap(), Some(b"argon2".to_vec()));
+    }
+
+    #[test]
+    fn key_create_load_and_duplicate() {
+        let (_d, s) = new_store();
+        s.key_create(
+            &key_name("data/pan", "data"),
+            &key_version("data/pan", 1, "active"),
+        )
+        .unwrap();
+        let err = s
+            .key_create(
+                &key_name("data/pan", "data"),
+                &key_version("data/pan", 1, "active"),
+            )
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        let t = s.keys_load().unwrap();
+        assert_eq!(t.names, vec![key_name("data/pan", "data")]);
+        assert_eq!(t.versions, vec![key_version("data/pan", 1, "active")]);
+        let err = s
+            .key_create(&key_name("a", "data"), &key_version("b", 1, "active"))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    }
+
+    #[test]
+    fn rotate_twice_conflicts() {
+        let (_d, s) = new_store();
+        s.key_create(
+            &key_name("data/pan", "data"),
+            &key_version("data/pan", 1, "active"),
+        )
+        .unwrap();
+        s.key_rotate(&key_version("data/pan", 2, "active")).unwrap();
+        // A concurrent rotation computed the same next version.
+        let err = s
+            .key_rotate(&key_version("data/pan", 2, "active"))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        let err = s.key_rotate(&key_version("nope", 2, "active")).unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+        let t = s.keys_load().unwrap();
+        let states: Vec<_> = t
+            .versions
+            .iter()
+            .map(|v| (v.version, v.state.as_str()))
+            .collect();
+        assert_eq!(states, vec![(1, "decrypt_only"), (2, "active")]);
+        s.key_rotate(&key_version("data/pan", 3, "active")).unwrap();
+    }
+
+    #[test]
+    fn set_state_is_compare_and_set() {
+        let (_d, s) = new_store();
+        s.key_create(
+            &key_name("data/pan", "data"),
+            &key_version("data/pan", 1, "active"),
+        )
+        .unwrap();
+        s.key_rotate(&key_version("data/pan", 2, "active")).unwrap();
+        let err = s
+            .key_set_state("data/pan", 1, "active", "retired", false)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        let err = s
+            .key_set_state("data/pan", 9, "active", "retired", false)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+        // Unknown states are refused by the table's CHECK.
+        let err = s
+            .key_set_state("data/pan", 1, "decrypt_only", "bogus", false)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        s.key_set_state("data/pan", 1, "decrypt_only", "retired", false)
+            .unwrap();
+        s.key_set_state("data/pan", 1, "retired", "destroyed", true)
+            .unwrap();
+        let t = s.keys_load().unwrap();
+        assert_eq!(t.versions[0].state, "destroyed");
+        assert_eq!(t.versions[0].wrapped, None);
+        assert!(t.versions[1].wrapped.is_some());
+    }
+
+    #[test]
+    fn retire_refused_while_records_remain() {
+        let (_d, s) = new_store();
+        s.key_create(
+            &key_name("data/pan", "data"),
+            &key_version("data/pan", 1, "active"),
+        )
+        .unwrap();
+        s.key_create(
+            &key_name("fp/pan", "fingerprint"),
+            &key_version("fp/pan", 1, "active"),
+        )
+        .unwrap();
+        s.key_rotate(&key_version("data/pan", 2, "active")).unwrap();
+        s.key_rotate(&key_version("fp/pan", 2, "active")).unwrap();
+        let ids = s.allocate_ids(1).unwrap();
+        let mut r = rec(ids.start);
+        r.fingerprint = Some((1, vec![7; 32]));
+        s.insert_records(&[r]).unwrap();
+        for name in ["data/pan", "fp/pan"] {
+            let err = s
+                .key_set_state(name, 1, "decrypt_only", "retired", false)
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Conflict(_)), "{name}: {err:?}");
+        }
+        s.delete_records(&[ids.start]).unwrap();
+        for name in ["data/pan", "fp/pan"] {
+            s.key_set_state(name, 1, "decrypt_only", "retired", false)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn min_version_only_rises() {
+        let (_d, s) = new_store();
+        s.key_create(
+            &key_name("data/pan", "data"),
+            &key_version("data/pan", 1, "active"),
+        )
+        .unwrap();
+        s.key_raise_min_version("data/pan", 3).unwrap();
+        s.key_raise_min_version("data/pan", 3).unwrap();
+        let err = s.key_raise_min_version("data/pan", 2).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        let err = s.key_raise_min_version("nope", 2).unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+        assert_eq!(s.keys_load().unwrap().names[0].min_decrypt_version, 3);
+    }
+
+    #[test]
+    fn rewrap_all_must_cover_every_wrapped_key() {
+        let (_d, s) = new_store();
+        s.key_create(
+            &key_name("data/pan", "data"),
+            &key_version("data/pan", 1, "active"),
+        )
+        .unwrap();
+        s.key_create(
+            &key_name("token", "token"),
+            &key_version("token", 1, "active"),
+        )
+        .unwrap();
+        s.meta_put(&[("check", b"old")]).unwrap();
+        // Missing one key: refused and nothing changed.
+        let err = s
+            .keys_rewrap_all(&[("token".into(), 1, vec![9; 48])], &[("check", b"new")])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        assert_eq!(s.meta_get("check").unwrap(), Some(b"old".to_vec()));
+        let err = s
+            .keys_rewrap_all(&[("ghost".into(), 1, vec![9; 48])], &[])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+        s.keys_rewrap_all(
+            &[
+                ("token".into(), 1, vec![9; 48]),
+                ("data/pan".into(), 1, vec![8; 48]),
+            ],
+            &[("check", b"new")],
+        )
+        .unwrap();
+        let t = s.keys_load().unwrap();
+        assert_eq!(t.versions[0].wrapped, Some(vec![8; 48]));
+        assert_eq!(t.versions[1].wrapped, Some(vec![9; 48]));
+        assert_eq!(s.meta_get("check").unwrap(), Some(b"new".to_vec()));
+    }
+
+    #[test]
+    fn nonce_reservation_accumulates() {
+        let (_d, s) = new_store();
+        s.key_create(
+            &key_name("data/pan", "data"),
+            &key_version("data/pan", 1, "active"),
+        )
+        .unwrap();
+        assert_eq!(s.key_reserve_nonces("data/pan", 1, 100).unwrap(), 100);
+        assert_eq!(s.key_reserve_nonces("data/pan", 1, 28).unwrap(), 128);
+        let err = s
+            .key_reserve_nonces("data/pan", 1, u64::MAX / 2)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        let err = s.key_reserve_nonces("data/pan", 2, 1).unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    }
+
+    #[test]
+    fn allocate_ids_never_repeats_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        let mut seen = Vec::new();
+        {
+            let s = SqliteStore::create(&path, &Options::default()).unwrap();
+            seen.push(s.allocate_ids(3).unwrap());
+            seen.push(s.allocate_ids(0).unwrap());
+            seen.push(s.allocate_ids(5000).unwrap());
+            seen.push(s.allocate_ids(2).unwrap());
+        }
+        for _ in 0..2 {
+            let s = SqliteStore::open(&path, &Options::default()).unwrap();
+            seen.push(s.allocate_ids(10).unwrap());
+        }
+        assert_eq!(seen[0], 1..4);
+        assert_eq!(seen[2].end - seen[2].start, 5000);
+        let mut all: Vec<u64> = seen.iter().flat_map(|r| r.clone()).collect();
+        let n = all.len();
+        assert!(all.windows(2).all(|w| w[0] < w[1]), "ids grow");
+        all.dedup();
+        assert_eq!(all.len(), n);
+    }
+
+    #[test]
+    fn insert_outcomes_within_and_across_batches() {
+        let (_d, s) = new_store();
+        let ids = s.allocate_ids(10).unwrap();
+        let id = |i: u64| ids.start + i;
+        let mut a = rec(id(0));
+        a.fingerprint = Some((1, vec![1; 32]));
+        a.idempotency = Some(vec![2; 32]);
+        let mut b = rec(id(1));
+        b.fingerprint = Some((1, vec![1; 32])); // same fingerprint as a
+        let mut c = rec(id(2));
+        c.idempotency = Some(vec![2; 32]); // same idempotency key as a
+        let mut d = rec(id(3));
+        d.lookup = Some(vec![3; 32]);
+        let mut e = rec(id(4));
+        e.lookup = Some(vec![3; 32]); // same lookup as d
+        let mut f = rec(id(5));
+        f.lookup = Some(vec![3; 32]);
+        f.template = "ssn".into(); // other template: no collision
+        let out = s.insert_records(&[a, b, c, d, e, f]).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                InsertOutcome::Inserted,
+                InsertOutcome::ExistingFingerprint(id(0)),
+                InsertOutcome::ExistingIdempotency(id(0)),
+                InsertOutcome::Inserted,
+                InsertOutcome::LookupCollision,
+                InsertOutcome::Inserted,
+            ]
+        );
+        // Across batches.
+        let mut g = rec(id(6));
+        g.fingerprint = Some((1, vec![1; 32]));
+        let mut h = rec(id(7));
+        h.idempotency = Some(vec![2; 32]);
+        let mut i = rec(id(8));
+        i.lookup = Some(vec![3; 32]);
+        let mut j = rec(id(9));
+        j.fingerprint = Some((2, vec![1; 32])); // new fingerprint version: distinct
+        let out = s.insert_records(&[g, h, i, j]).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                InsertOutcome::ExistingFingerprint(id(0)),
+                InsertOutcome::ExistingIdempotency(id(0)),
+                InsertOutcome::LookupCollision,
+                InsertOutcome::Inserted,
+            ]
+        );
+        let got = s.get_records(&[id(1), id(0), id(9)]).unwrap();
+        assert!(got[0].is_none());
+        assert_eq!(got[1].as_ref().unwrap().fingerprint, Some((1, vec![1; 32])));
+        assert_eq!(got[2].as_ref().unwrap().fingerprint, Some((2, vec![1; 32])));
+    }
+
+    #[test]
+    fn unallocated_or_duplicate_id_fails_the_whole_call() {
+        let (_d, s) = new_store();
+        let ids = s.allocate_ids(2).unwrap();
+        // Reserved in a block: ids past the handed-out range but inside the persisted counter
+        // are accepted; ids past the counter are not.
+        let err = s
+            .insert_records(&[rec(ids.start), rec(1 << 40)])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        assert_eq!(s.get_records(&[ids.start]).unwrap(), vec![None]);
+        let err = s.insert_records(&[rec(0)]).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        s.insert_records(&[rec(ids.start)]).unwrap();
+        let err = s.insert_records(&[rec(ids.start)]).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    }
+
+    #[test]
+    fn reads_finds_deletes_and_purge() {
+        let (_d, s) = new_store();
+        let ids = s.allocate_ids(4).unwrap();
+        let id = |i: u64| ids.start + i;
+        let mut a = rec(id(0));
+        a.fingerprint = Some((1, vec![1; 32]));
+        a.idempotency = Some(vec![2; 32]);
+        a.metadata = Some("{\"k\":1}".into());
+        let mut b = rec(id(1));
+        b.lookup = Some(vec![3; 32]);
+        b.expires_at = Some(100);
+        b.key_version = 2;
+        let mut c = rec(id(2));
+        c.expires_at = Some(200);
+        s.insert_records(&[a.clone(), b, c]).unwrap();
+
+        let got = s.get_records(&[id(3), id(0)]).unwrap();
+        assert_eq!(got[0], None);
+        let r = got[1].clone().unwrap();
+        assert_eq!(
+            (r.id, r.ciphertext, r.metadata, r.created_at),
+            (a.id, a.ciphertext, a.metadata, a.created_at)
+        );
+        assert_eq!(
+            s.find_by_fingerprint("pan", 1, &[1; 32]).unwrap(),
+            Some(id(0))
+        );
+        assert_eq!(s.find_by_fingerprint("pan", 2, &[1; 32]).unwrap(), None);
+        assert_eq!(s.find_by_fingerprint("ssn", 1, &[1; 32]).unwrap(), None);
+        assert_eq!(s.find_by_lookup("pan", &[3; 32]).unwrap(), Some(id(1)));
+        assert_eq!(s.find_by_idempotency(&[2; 32]).unwrap(), Some(id(0)));
+        assert_eq!(s.count_by_key_version("pan", 1).unwrap(), 2);
+        assert_eq!(s.count_by_key_version("pan", 2).unwrap(), 1);
+        assert_eq!(s.count_by_fp_version("pan", 1).unwrap(), 1);
+        assert_eq!(s.count_by_fp_version("pan", 2).unwrap(), 0);
+
+        assert_eq!(
+            s.delete_records(&[id(0), id(3)]).unwrap(),
+            vec![true, false]
+        );
+        assert_eq!(s.find_by_idempotency(&[2; 32]).unwrap(), None);
+        assert_eq!(s.find_by_fingerprint("pan", 1, &[1; 32]).unwrap(), None);
+
+        assert_eq!(s.purge_expired(99).unwrap(), 0);
+        assert_eq!(s.purge_expired(150).unwrap(), 1);
+        assert_eq!(s.get_records(&[id(1), id(2)]).unwrap()[0], None);
+        assert_eq!(s.purge_expired(i64::MAX).unwrap(), 1);
+        assert_eq!(s.count_by_key_version("pan", 1).unwrap(), 0);
+    }
+
+    #[test]
+    fn rewrap_batches_and_replay_is_safe() {
+        let (_d, s) = new_store();
+        let ids = s.allocate_ids(5).unwrap();
+        let mut rows = Vec::new();
+        for i in ids.clone() {
+            let mut r = rec(i);
+            r.fingerprint = Some((1, vec![i as u8; 32]));
+            rows.push(r);
+        }
+        rows[1].template = "ssn".into();
+        // Already at the target versions: not listed.
+        rows[4].key_version = 2;
+        rows[4].fingerprint = Some((2, vec![4; 32]));
+        s.insert_records(&rows).unwrap();
+
+        let mut j = job("pan");
+        j.id = s.rewrap_job_create(&j).unwrap();
+        let batch = s.records_to_rewrap("pan", 2, 2, 0, 2).unwrap();
+        let got: Vec<u64> = batch.iter().map(|r| r.id).collect();
+        assert_eq!(got, vec![ids.start, ids.start + 2]);
+
+        let updates: Vec<RecordUpdate> = batch
+            .iter()
+            .map(|r| RecordUpdate {
+                id: r.id,
+                old_key_version: r.key_version,
+                new_key_version: 2,
+                ciphertext: vec![0xee; 60],
+                fingerprint: Some((2, vec![r.id as u8 + 100; 32])),
+            })
+            .collect();
+        let mut progress = j.clone();
+        progress.cursor = got[1];
+        assert_eq!(s.rewrap_commit(&updates, &progress).unwrap(), 2);
+        // Replayed after a crash: every compare-and-set fails, nothing is rewritten twice.
+        assert_eq!(s.rewrap_commit(&updates, &progress).unwrap(), 0);
+        let saved = s.rewrap_job_get(j.id).unwrap().unwrap();
+        assert_eq!((saved.cursor, saved.processed), (got[1], 2));
+        // The cursor never moves back.
+        let mut back = progress.clone();
+        back.cursor = 1;
+        let err = s.rewrap_commit(&[], &back).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+
+        let rest = s.records_to_rewrap("pan", 2, 2, got[1], 10).unwrap();
+        assert_eq!(
+            rest.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![ids.start + 3]
+        );
+        // A fingerprint-only rewrap (data key already at target) is also replay safe.
+        let fp_only = RecordUpdate {
+            id: ids.start + 3,
+            old_key_version: 1,
+            new_key_version: 1,
+            ciphertext: vec![0xdd; 60],
+            fingerprint: Some((2, vec![0xaa; 32])),
+        };
+        assert_eq!(
+            s.rewrap_commit(std::slice::from_ref(&fp_only), &progress)
+                .unwrap(),
+            1
+        );
+        assert_eq!(s.rewrap_commit(&[fp_only], &progress).unwrap(), 0);
+        assert!(s.records_to_rewrap("pan", 1, 2, 0, 10).unwrap().is_empty());
+        assert_eq!(s.count_by_key_version("pan", 1).unwrap(), 1);
+        assert_eq!(s.count_by_fp_version("pan", 2).unwrap(), 4);
+        let r = s.get_records(&[ids.start]).unwrap()[0].clone().unwrap();
+        assert_eq!((r.key_version, r.ciphertext), (2, vec![0xee; 60]));
+
+        let err = s
+            .rewrap_commit(&[], &RewrapJobRow { id: 99, ..progress })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    }
+
+    #[test]
+    fn rewrap_scan_walks_the_rowid() {
+        let (_d, s) = new_store();
+        let plan: Vec<String> = s
+            .readers
+            .with(|c| {
+                let mut stmt = c.prepare(&format!(
+                    "EXPLAIN QUERY PLAN SELECT {RECORD_COLUMNS} FROM records NOT INDEXED \
+                     WHERE id > 1 AND template = 'a' \
+                       AND (key_version < 2 OR (fingerprint IS NOT NULL AND fp_version < 2)) \
+                     ORDER BY id LIMIT 10"
+                ))?;
+                Ok(stmt
+                    .query_map([], |r| r.get::<_, String>(3))?
+                    .collect::<Result<_, _>>()?)
+            })
+            .unwrap();
+        assert_eq!(
+            plan,
+            vec!["SEARCH records USING INTEGER PRIMARY KEY (rowid>?)"]
+        );
+    }
+
+    #[test]
+    fn rewrap_jobs_crud() {
+        let (_d, s) = new_store();
+        let a = s.rewrap_job_create(&job("pan")).unwrap();
+        let b = s.rewrap_job_create(&job("ssn")).unwrap();
+        assert!(b > a);
+        let list = s.rewrap_jobs().unwrap();
+        assert_eq!(list.iter().map(|j| j.id).collect::<Vec<_>>(), vec![b, a]);
+        let mut j = s.rewrap_job_get(a).unwrap().unwrap();
+        assert_eq!(j.template, "pan");
+        j.state = "paused".into();
+        s.rewrap_job_update(&j, "running").unwrap();
+        let err = s.rewrap_job_update(&j, "running").unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        assert_eq!(s.rewrap_job_get(a).unwrap().unwrap().state, "paused");
+        assert_eq!(s.rewrap_job_get(999).unwrap(), None);
+        let err = s
+            .rewrap_job_update(&RewrapJobRow { id: 999, ..j }, "paused")
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    }
+
+    /// Holds the writer thread inside a job until the returned sender is used, so the test can
+    /// queue jobs behind it deterministically.
+    fn block_writer(s: &Arc<SqliteStore>) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (release, wait) = mpsc::channel::<()>();
+        let (started, is_started) = mpsc::channel::<()>();
+        let s2 = Arc::clone(s);
+        let h = std::thread::spawn(move || {
+            s2.writer
+                .submit(move |_| {
+                    started.send(()).unwrap();
+                    wait.recv().unwrap();
+                    Ok(())
+                })
+                .unwrap();
+        });
+        is_started.recv().unwrap();
+        (release, h)
+    }
+
+    fn wait_queued(s: &SqliteStore, n: u64) {
+        while s.writer_stats().queued < n {
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn group_commit_batches_waiting_jobs() {
+        let (_d, s) = new_store();
+        let s = Arc::new(s);
+        let ids = s.allocate_ids(8).unwrap();
+        let before = s.writer_stats();
+        let (release, blocker) = block_writer(&s);
+        let writers: Vec<_> = ids
+            .clone()
+            .map(|id| {
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || s.insert_records(&[rec(id)]).unwrap())
+            })
+            .collect();
+        wait_queued(&s, 8);
+        release.send(()).unwrap();
+        blocker.join().unwrap();
+        for w in writers {
+            assert_eq!(w.join().unwrap(), vec![InsertOutcome::Inserted]);
+        }
+        let after = s.writer_stats();
+        // One transaction for the blocker, one for the eight inserts.
+        assert_eq!(after.transactions - before.transactions, 2);
+        assert_eq!(after.jobs - before.jobs, 9);
+        let ids: Vec<u64> = ids.collect();
+        assert!(s.get_records(&ids).unwrap().iter().all(Option::is_some));
+    }
+
+    #[test]
+    fn failing_job_does_not_fail_its_group() {
+        let (_d, s) = new_store();
+        let s = Arc::new(s);
+        let ids = s.allocate_ids(2).unwrap();
+        s.insert_records(&[rec(ids.start)]).unwrap();
+        let before = s.writer_stats();
+        let (release, blocker) = block_writer(&s);
+        let (s1, s2) = (Arc::clone(&s), Arc::clone(&s));
+        let (dup, good) = (ids.start, ids.start + 1);
+        let bad = std::thread::spawn(move || s1.insert_records(&[rec(good), rec(dup)]));
+        wait_queued(&s, 1);
+        let ok = std::thread::spawn(move || s2.insert_records(&[rec(good)]));
+        wait_queued(&s, 2);
+        release.send(()).unwrap();
+        blocker.join().unwrap();
+        let bad = bad.join().unwrap().unwrap_err();
+        assert!(matches!(bad, StoreError::Conflict(_)), "{bad:?}");
+        // The failed job's first row was rolled back with its savepoint, so `good` is free.
+        assert_eq!(ok.join().unwrap().unwrap(), vec![InsertOutcome::Inserted]);
+        assert_eq!(s.writer_stats().transactions - before.transactions, 2);
+        assert!(s.get_records(&[good]).unwrap()[0].is_some());
+    }
+
+    #[test]
+    fn eight_concurrent_writers() {
+        let (_d, s) = new_store();
+        let s = Arc::new(s);
+        let before = s.writer_stats();
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || {
+                    let mut mine = Vec::new();
+                    for _ in 0..50 {
+                        let ids = s.allocate_ids(3).unwrap();
+                        let rows: Vec<_> = ids.clone().map(rec).collect();
+                        assert!(
+                            s.insert_records(&rows)
+                                .unwrap()
+                                .iter()
+                                .all(|o| *o == InsertOutcome::Inserted)
+                        );
+                        mine.extend(ids);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut all: Vec<u64> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        let n = all.len();
+        all.dedup();
+        assert_eq!(all.len(), n);
+        assert_eq!(s.get_records(&all).unwrap().iter().flatten().count(), n);
+        let st = s.writer_stats();
+        assert!(st.transactions - before.transactions <= st.jobs - before.jobs);
+    }
+
+    #[test]
+    fn pragmas_are_set_on_every_connection() {
+        let (_d, s) = new_store();
+        let read = |c: &Connection| -> Result<(String, i64, i64, i64), Failure> {
+            Ok((
+                c.pragma_query_value(None, "journal_mode", |r| r.get(0))?,
+                c.pragma_query_value(None, "synchronous", |r| r.get(0))?,
+                c.pragma_query_value(None, "foreign_keys", |r| r.get(0))?,
+                c.pragma_query_value(None, "temp_store", |r| r.get(0))?,
+            ))
+        };
+        let w = s.writer.submit(move |c| read(c)).unwrap();
+        assert_eq!(w, ("wal".into(), 2, 1, 2));
+        assert_eq!(s.readers.with(read).unwrap(), ("wal".into(), 2, 1, 2));
+
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            synchronous: Synchronous::Normal,
+            ..Options::default()
+        };
+        let n = SqliteStore::create(dir.path().join("n.db"), &opts).unwrap();
+        assert_eq!(n.writer.submit(move |c| read(c)).unwrap().1, 1);
+    }
+
+    #[test]
+    fn pragma_read_back_mismatch_refuses() {
+        // An in-memory database cannot use WAL: journal_mode reads back "memory".
+        let err = conn::open(Path::new(":memory:"), &Options::default(), Role::Writer).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Pragma {
+                    pragma: "journal_mode",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn create_refuses_existing_and_open_refuses_missing_or_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        let err = SqliteStore::open(&path, &Options::default()).unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+        std::fs::write(&path, b"").unwrap();
+        let err = SqliteStore::create(&path, &Options::default()).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        let err = SqliteStore::open(&path, &Options::default()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+        // Never recreated: the file is still there, still empty.
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        // A foreign SQLite database (schema version 0) is refused and left as it was.
+        let foreign = dir.path().join("foreign.db");
+        let c = Connection::open(&foreign).unwrap();
+        c.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        drop(c);
+        let bytes = std::fs::read(&foreign).unwrap();
+        let err = SqliteStore::open(&foreign, &Options::default()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+        assert_eq!(std::fs::read(&foreign).unwrap(), bytes);
+    }
+
+    /// A populated database, closed (WAL checkpointed into the main file); returns its bytes.
+    fn populated(path: &Path) -> Vec<u8> {
+        let s = SqliteStore::create(path, &Options::default()).unwrap();
+        for _ in 0..20 {
+            let ids = s.allocate_ids(100).unwrap();
+            let rows: Vec<_> = ids
+                .map(|i| {
+                    let mut r = rec(i);
+                    r.fingerprint = Some((1, i.to_be_bytes().repeat(4)));
+                    r
+                })
+                .collect();
+            s.insert_records(&rows).unwrap();
+        }
+        drop(s);
+        std::fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn truncated_or_garbage_file_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        let bytes = populated(&path);
+        assert!(bytes.len() > 64 * 1024, "{}", bytes.len());
+        for cut in [50, 100, 4096, bytes.len() / 2, bytes.len() - 4096] {
+            let p = dir.path().join(format!("cut{cut}.db"));
+            std::fs::write(&p, &bytes[..cut]).unwrap();
+            // Detected at open (header checks, schema read, the counter check's walk down
+            // the right edge of the records tree), before any caller sees the store.
+            let err = SqliteStore::open(&p, &Options::default()).unwrap_err();
+            assert!(
+                matches!(err, StoreError::Corrupt(_)),
+                "cut at {cut}: {err:?}"
+            );
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().len(),
+                cut as u64,
+                "file untouched"
+            );
+        }
+        let p = dir.path().join("garbage.db");
+        std::fs::write(&p, vec![0x5a; 8192]).unwrap();
+        let err = SqliteStore::open(&p, &Options::default()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+        // The intact file still opens and checks clean.
+        let s = SqliteStore::open(&path, &Options::default()).unwrap();
+        s.integrity_check().unwrap();
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        drop(SqliteStore::create(&path, &Options::default()).unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        let err = SqliteStore::open(&path, &Options::default()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::SchemaTooNew { found: 99, supported } if supported == schema::current()),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn files_lists_db_wal_shm() {
+        let (dir, s) = new_store();
+        let files = s.files();
+        let names: Vec<_> = files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["vault.db", "vault.db-wal", "vault.db-shm"]);
+        // Nothing else in the directory.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), files.len());
+        s.integrity_check().unwrap();
+        assert_eq!(s.path(), dir.path().join("vault.db"));
+    }
 }

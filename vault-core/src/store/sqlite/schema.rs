@@ -154,3 +154,56 @@ pub(crate) fn migrate(conn: &mut Connection, target: u32) -> Result<u32, StoreEr
     tx.commit().map_err(|e| super::conn::map_sql(&e))?;
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Options, SqliteStore, conn};
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn upgrade_from_v1_keeps_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        std::fs::write(&path, b"").unwrap();
+        {
+            let mut c = conn::open(&path, &Options::default(), conn::Role::Writer).unwrap();
+            assert_eq!(migrate(&mut c, 1).unwrap(), 0);
+            assert_eq!(version(&c).unwrap(), 1);
+            c.execute_batch(
+                "INSERT INTO meta VALUES ('vault_id', x'0102');
+                 INSERT INTO key_names VALUES ('data/pan', 'data', 1, 10);
+                 INSERT INTO key_versions VALUES ('data/pan', 1, 'active', x'aa', 5, 10, 10);
+                 UPDATE counters SET value = 8 WHERE name = 'record_id';
+                 INSERT INTO records VALUES (7, 'pan', 1, x'beef', NULL, NULL, 1, x'f0', NULL, 3);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path, &Options::default()).unwrap();
+        assert_eq!(s.meta_get("vault_id").unwrap(), Some(vec![1, 2]));
+        let keys = s.keys_load().unwrap();
+        assert_eq!(keys.versions[0].nonce_count, 5);
+        let r = s.get_records(&[7]).unwrap()[0].clone().unwrap();
+        assert_eq!(
+            (r.ciphertext, r.fingerprint),
+            (vec![0xbe, 0xef], Some((1, vec![0xf0])))
+        );
+        // v2 tables work and the counter carried over.
+        assert_eq!(s.allocate_ids(1).unwrap(), 8..9);
+        assert!(s.rewrap_jobs().unwrap().is_empty());
+        let found = s.writer.submit(version).unwrap();
+        assert_eq!(found, current());
+        s.integrity_check().unwrap();
+    }
+
+    #[test]
+    fn migrations_are_idempotent_at_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        std::fs::write(&path, b"").unwrap();
+        let mut c = conn::open(&path, &Options::default(), conn::Role::Writer).unwrap();
+        assert_eq!(migrate(&mut c, current()).unwrap(), 0);
+        assert_eq!(migrate(&mut c, current()).unwrap(), current());
+        assert_eq!(migrate(&mut c, 1).unwrap(), current());
+    }
+}
