@@ -50,7 +50,7 @@ use super::{
 };
 
 /// Ids reserved per counter update; see the module docs.
-pub const ID_BLOCK: u64 = 1024;
+pub const ID_BLOCK: u64 = 1 << 16;
 
 /// How hard a commit waits for the disk (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -612,11 +612,22 @@ impl Store for SqliteStore {
             ids.start += n;
             return Ok(start..start + n);
         }
-        let want = n.max(ID_BLOCK);
+        let missing = n - (ids.end - ids.start);
+        let want = missing
+            .div_ceil(ID_BLOCK)
+            .checked_mul(ID_BLOCK)
+            .ok_or_else(|| StoreError::Conflict("record ids exhausted".into()))?;
         let block = self.writer.submit(move |c| reserve_ids(c, want))?;
-        // The rest of the old block is dropped: a gap, never a repeat.
-        *ids = block.start + n..block.end;
-        Ok(block.start..block.start + n)
+        // Only this method moves the counter, under this lock, so the new block normally
+        // starts where the cached one ends and the two join; if not, the cached rest is
+        // dropped (a gap, never a repeat).
+        let start = if block.start == ids.end {
+            ids.start
+        } else {
+            block.start
+        };
+        *ids = start + n..block.end;
+        Ok(start..start + n)
     }
 
     fn insert_records(&self, rows: &[NewRecord]) -> Result<Vec<InsertOutcome>, StoreError> {
@@ -1271,7 +1282,7 @@ mod tests {
             let s = SqliteStore::create(&path, &Options::default()).unwrap();
             seen.push(s.allocate_ids(3).unwrap());
             seen.push(s.allocate_ids(0).unwrap());
-            seen.push(s.allocate_ids(5000).unwrap());
+            seen.push(s.allocate_ids(ID_BLOCK + 5000).unwrap());
             seen.push(s.allocate_ids(2).unwrap());
         }
         for _ in 0..2 {
@@ -1279,7 +1290,11 @@ mod tests {
             seen.push(s.allocate_ids(10).unwrap());
         }
         assert_eq!(seen[0], 1..4);
-        assert_eq!(seen[2].end - seen[2].start, 5000);
+        // Within one open, ranges join even across a block boundary.
+        assert_eq!(seen[2], 4..4 + ID_BLOCK + 5000);
+        assert_eq!(seen[3].start, seen[2].end);
+        // A reopen starts past everything reserved before.
+        assert!(seen[4].start >= 2 * ID_BLOCK, "{:?}", seen[4]);
         let mut all: Vec<u64> = seen.iter().flat_map(|r| r.clone()).collect();
         let n = all.len();
         assert!(all.windows(2).all(|w| w[0] < w[1]), "ids grow");
