@@ -6,7 +6,7 @@
 //!   sends it a job over a channel and blocks until the job's transaction has committed. The
 //!   thread runs all jobs already waiting in its queue in one transaction (*group commit*),
 //!   each in its own `SAVEPOINT` so one failing job does not fail the others, commits once
-//!   (one fsync), then answers each caller ([`writer`] has the details). Writes are therefore
+//!   (one fsync), then answers each caller. A reply of `Ok` means committed. Writes are therefore
 //!   serialized without any lock held by callers, and N concurrent writers cost far fewer than N
 //!   fsyncs.
 //! - **A pool of readers.** Reads use a few read-only (`query_only`) connections; WAL lets them
@@ -22,13 +22,31 @@
 //!   survives power loss; `NORMAL` may lose the last commits on power loss but never corrupts),
 //!   foreign keys on, a busy timeout, temporary storage in memory. Set on every connection and
 //!   read back; a mismatch refuses to open ([`StoreError::Pragma`]).
-//! - Migrations are forward-only ([`schema`]); a newer file is refused.
+//! - Migrations are an append-only list keyed by `PRAGMA user_version`, all pending ones run
+//!   in one `BEGIN IMMEDIATE` transaction; a file written by newer code is refused
+//!   ([`StoreError::SchemaTooNew`]).
 //! - A file that fails to open is never deleted or recreated: [`SqliteStore::open`] needs an
 //!   existing, initialized vault database and reports damage as [`StoreError::Corrupt`];
 //!   [`SqliteStore::create`] refuses to touch an existing file.
 //! - Record ids come from a persisted counter. The store reserves them in blocks
 //!   ([`ID_BLOCK`]) so most [`Store::allocate_ids`] calls cost no transaction; a crash loses the
 //!   rest of a block (a gap), never hands an id out twice.
+//!
+//! # Tables
+//!
+//! The insert benchmark (`benches/store.rs`) drives the design:
+//! - `records` is keyed by `id INTEGER PRIMARY KEY` (the rowid). Ids come from a persisted
+//!   counter and grow, so inserts append at the right edge of the table B-tree.
+//! - Secondary indexes exist only where a lookup needs them, and the unique ones are partial
+//!   (`WHERE … IS NOT NULL`), so a random-token row without fingerprint or lookup touches none of
+//!   them. `records_version (template, key_version)` is on every row; its entries for new rows
+//!   share (template, current version) and carry a growing rowid, so they too append at the
+//!   right edge of one key range: measured at about 5% of bare insert throughput on a table of
+//!   100k rows. It serves [`Store::count_by_key_version`] (the retire check) as a covering
+//!   count; [`Store::records_to_rewrap`] deliberately walks the rowid from the job's cursor
+//!   instead, so a whole job reads each row once rather than sorting all old rows per batch.
+//! - `idempotency` is a separate `WITHOUT ROWID` table (most rows carry no key) with an index on
+//!   `record_id` so the cascading delete of a record finds its key without a scan.
 
 mod conn;
 mod schema;
@@ -1786,8 +1804,9 @@ mod tests {
         c.pragma_update(None, "user_version", 99).unwrap();
         drop(c);
         let err = SqliteStore::open(&path, &Options::default()).unwrap_err();
+        let current = schema::current();
         assert!(
-            matches!(err, StoreError::SchemaTooNew { found: 99, supported } if supported == schema::current()),
+            matches!(err, StoreError::SchemaTooNew { found: 99, supported } if supported == current),
             "{err:?}"
         );
     }

@@ -5,17 +5,6 @@
 //! IMMEDIATE` transaction together with the `user_version` bump, so a crash mid-upgrade leaves
 //! the previous version intact. A file whose version is above `MIGRATIONS.len()` was written
 //! by newer code and is refused ([`StoreError::SchemaTooNew`]), never "repaired".
-//!
-//! Table design (the insert benchmark drives it):
-//! - `records` is keyed by `id INTEGER PRIMARY KEY` (the rowid). Ids come from a persisted
-//!   counter and grow, so inserts append at the right edge of the table B-tree.
-//! - Secondary indexes exist only where a lookup needs them, and the unique ones are partial
-//!   (`WHERE … IS NOT NULL`), so a random-token row without fingerprint or lookup touches none of
-//!   them. `records_version (template, key_version)` is on every row; its entries for new rows
-//!   share (template, current version) and carry a growing rowid, so they too append at the
-//!   right edge of one key range (the bench measures the cost).
-//! - `idempotency` is a separate `WITHOUT ROWID` table (most rows carry no key) with an index on
-//!   `record_id` so the cascading delete of a record finds its key without a scan.
 
 use rusqlite::Connection;
 
