@@ -169,3 +169,35 @@ fn expect<T: PartialEq + ToString>(
         .into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::ffi;
+
+    use super::*;
+
+    fn code(c: i32) -> StoreError {
+        map_sql(&rusqlite::Error::SqliteFailure(ffi::Error::new(c), None))
+    }
+
+    #[test]
+    fn result_codes_map_to_kinds() {
+        for c in [
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_READONLY,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_IOERR_FSYNC,
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_CANTOPEN,
+        ] {
+            assert!(matches!(code(c), StoreError::Unavailable(_)), "{c}");
+        }
+        for c in [ffi::SQLITE_CORRUPT, ffi::SQLITE_NOTADB] {
+            assert!(matches!(code(c), StoreError::Corrupt(_)), "{c}");
+        }
+        assert!(matches!(
+            code(ffi::SQLITE_CONSTRAINT_UNIQUE),
+            StoreError::Conflict(_)
+        ));
+    }
+}

@@ -37,7 +37,10 @@ pub struct WriterStats {
 struct Counters {
     transactions: AtomicU64,
     jobs: AtomicU64,
-    queued: AtomicU64,
+    /// Jobs in the channel: counted after `send` returns, so a job counted here is really
+    /// waiting (the writer's `picked` may briefly run ahead; `queued` saturates at 0).
+    sent: AtomicU64,
+    picked: AtomicU64,
 }
 
 /// A job's result after it ran inside its savepoint: whether it failed (its savepoint is then
@@ -127,11 +130,10 @@ impl Writer {
         let (reply, answer) = mpsc::sync_channel(1);
         let stopped = || StoreError::Unavailable("writer thread stopped".into());
         let sender = self.sender.as_ref().ok_or_else(stopped)?;
-        self.counters.queued.fetch_add(1, Ordering::SeqCst);
         if sender.send(Box::new(Task { work, reply })).is_err() {
-            self.counters.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(stopped());
         }
+        self.counters.sent.fetch_add(1, Ordering::SeqCst);
         answer.recv().map_err(|_| stopped())?
     }
 
@@ -139,7 +141,11 @@ impl Writer {
         WriterStats {
             transactions: self.counters.transactions.load(Ordering::SeqCst),
             jobs: self.counters.jobs.load(Ordering::SeqCst),
-            queued: self.counters.queued.load(Ordering::SeqCst),
+            queued: self
+                .counters
+                .sent
+                .load(Ordering::SeqCst)
+                .saturating_sub(self.counters.picked.load(Ordering::SeqCst)),
         }
     }
 }
@@ -164,8 +170,8 @@ fn run(conn: Connection, jobs: Receiver<Box<dyn Job>>, counters: &Counters) {
             }
         }
         counters
-            .queued
-            .fetch_sub(group.len() as u64, Ordering::SeqCst);
+            .picked
+            .fetch_add(group.len() as u64, Ordering::SeqCst);
         counters
             .jobs
             .fetch_add(group.len() as u64, Ordering::SeqCst);
@@ -248,5 +254,36 @@ fn same_kind(e: &StoreError) -> StoreError {
         StoreError::Corrupt(_) => StoreError::Corrupt(msg),
         StoreError::Conflict(_) => StoreError::Conflict(msg),
         _ => StoreError::Unavailable(msg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_after_a_failed_job_still_commit() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+            .unwrap();
+        let w = Writer::spawn(conn).unwrap();
+        w.submit(|c| Ok(c.execute("INSERT INTO t VALUES (1)", [])?))
+            .unwrap();
+        let err = w
+            .submit(|c| {
+                c.execute("INSERT INTO t VALUES (2)", [])?;
+                Ok(c.execute("INSERT INTO t VALUES (1)", [])?)
+            })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        let n: i64 = w
+            .submit(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(
+            n, 1,
+            "the failed job's first insert was rolled back with its savepoint"
+        );
+        let st = w.stats();
+        assert_eq!((st.jobs, st.queued), (3, 0));
     }
 }
