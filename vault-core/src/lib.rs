@@ -12,5 +12,5 @@ pub mod fpe;
 pub mod keys;
 pub mod secret;
 pub mod store;
-pub mod vault;
 pub mod template;
+pub mod vault;

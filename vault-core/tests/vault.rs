@@ -23,7 +23,10 @@ const SSN: &str = "123-45-6789";
 const EMAIL: &str = "jane.doe@example.com";
 
 fn vaulted(det: bool, shape: TokenShape) -> Mode {
-    Mode::Vaulted { deterministic: det, shape }
+    Mode::Vaulted {
+        deterministic: det,
+        shape,
+    }
 }
 
 /// Every built-in template in FPE mode, plus vaulted variants.
@@ -44,10 +47,19 @@ fn templates() -> Vec<TemplateConfig> {
         TemplateConfig::new(b("digits"), Mode::Fpe),
         TemplateConfig::new(b("alphanumeric"), Mode::Fpe),
         TemplateConfig::new(b("email"), Mode::Fpe),
-        TemplateConfig::new(named("pan", "pan_vault"), vaulted(false, TokenShape::Opaque)),
+        TemplateConfig::new(
+            named("pan", "pan_vault"),
+            vaulted(false, TokenShape::Opaque),
+        ),
         TemplateConfig::new(named("pan", "pan_det"), vaulted(true, TokenShape::Opaque)),
-        TemplateConfig::new(named("pan", "pan_fmt"), vaulted(false, TokenShape::Formatted)),
-        TemplateConfig::new(named("pan", "pan_fmt_det"), vaulted(true, TokenShape::Formatted)),
+        TemplateConfig::new(
+            named("pan", "pan_fmt"),
+            vaulted(false, TokenShape::Formatted),
+        ),
+        TemplateConfig::new(
+            named("pan", "pan_fmt_det"),
+            vaulted(true, TokenShape::Formatted),
+        ),
     ]
 }
 
@@ -61,7 +73,11 @@ impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault.db");
-        Fixture { _dir: dir, path, clock: Arc::new(AtomicI64::new(1_800_000_000)) }
+        Fixture {
+            _dir: dir,
+            path,
+            clock: Arc::new(AtomicI64::new(1_800_000_000)),
+        }
     }
 
     fn store(&self, create: bool) -> Arc<SqliteStore> {
@@ -82,7 +98,8 @@ impl Fixture {
     fn create(&self) -> (Vault, String) {
         let hex = "11".repeat(32);
         let key = vault_core::keys::root::from_hex(&SecretString::from(hex.clone())).unwrap();
-        let (vault, shares) = Vault::create(self.store(true), templates(), RootInit::Key(key)).unwrap();
+        let (vault, shares) =
+            Vault::create(self.store(true), templates(), RootInit::Key(key)).unwrap();
         assert!(shares.is_empty());
         (self.clocked(vault), hex)
     }
@@ -123,7 +140,10 @@ fn fpe_round_trip_every_builtin() {
     // PAN tokens keep BIN and last four and fail Luhn.
     let t = vault.tokenize("pan", PAN).unwrap().token;
     assert!(t.starts_with("4111 11") && t.ends_with("1111"));
-    assert_eq!(vault.reveal("pan", &t, None).unwrap(), "**** **** **** 1111");
+    assert_eq!(
+        vault.reveal("pan", &t, None).unwrap(),
+        "**** **** **** 1111"
+    );
 }
 
 #[test]
@@ -135,8 +155,14 @@ fn vaulted_modes() {
     let b = vault.tokenize("pan_vault", PAN).unwrap();
     assert_ne!(a.token, b.token);
     assert!(a.token.starts_with("tok_") && a.token.len() == 30);
-    assert_eq!(&*vault.detokenize("pan_vault", &a.token, None).unwrap().value, PAN);
-    assert_eq!(&*vault.detokenize("pan_vault", &b.token, None).unwrap().value, PAN);
+    assert_eq!(
+        &*vault.detokenize("pan_vault", &a.token, None).unwrap().value,
+        PAN
+    );
+    assert_eq!(
+        &*vault.detokenize("pan_vault", &b.token, None).unwrap().value,
+        PAN
+    );
     // Deterministic: the same token, found through the fingerprint, whatever the spacing.
     let c = vault.tokenize("pan_det", PAN).unwrap();
     let d = vault.tokenize("pan_det", "4111111111111111").unwrap();
@@ -145,11 +171,21 @@ fn vaulted_modes() {
     assert_ne!(vault.tokenize("pan_det", PAN2).unwrap().token, c.token);
     // Formatted: looks like the PAN, keeps BIN and last four.
     let e = vault.tokenize("pan_fmt", PAN).unwrap();
-    assert!(e.token.starts_with("4111 11") && e.token.ends_with("1111"), "{}", e.token);
-    assert_eq!(&*vault.detokenize("pan_fmt", &e.token, None).unwrap().value, PAN);
+    assert!(
+        e.token.starts_with("4111 11") && e.token.ends_with("1111"),
+        "{}",
+        e.token
+    );
+    assert_eq!(
+        &*vault.detokenize("pan_fmt", &e.token, None).unwrap().value,
+        PAN
+    );
     let g = vault.tokenize("pan_fmt_det", PAN).unwrap();
     assert_eq!(vault.tokenize("pan_fmt_det", PAN).unwrap().token, g.token);
-    assert_eq!(vault.reveal("pan_fmt_det", &g.token, None).unwrap(), "**** **** **** 1111");
+    assert_eq!(
+        vault.reveal("pan_fmt_det", &g.token, None).unwrap(),
+        "**** **** **** 1111"
+    );
     // A token of one template is not a token of another.
     assert!(matches!(
         vault.detokenize("pan_det", &a.token, None),
@@ -159,7 +195,10 @@ fn vaulted_modes() {
         vault.detokenize("pan_vault", "tok_aaaaaaaaaaaaaaaaaaaaaaaaaa", None),
         Err(Error::InvalidToken(_))
     ));
-    assert!(matches!(vault.detokenize("pan_fmt", "4111 1100 0000 1111", None), Err(Error::NotFound)));
+    assert!(matches!(
+        vault.detokenize("pan_fmt", "4111 1100 0000 1111", None),
+        Err(Error::NotFound)
+    ));
 }
 
 #[test]
@@ -169,20 +208,45 @@ fn metadata_expiry_delete_idempotency_batches() {
     let mut meta = BTreeMap::new();
     meta.insert("owner".to_owned(), "user-42".to_owned());
     let items = [
-        TokenizeItem { value: PAN, metadata: Some(&meta), ..TokenizeItem::default() },
-        TokenizeItem { value: "not a card", ..TokenizeItem::default() },
-        TokenizeItem { value: PAN2, ttl_seconds: Some(60), ..TokenizeItem::default() },
-        TokenizeItem { value: PAN, idempotency_key: Some("order-1"), ..TokenizeItem::default() },
+        TokenizeItem {
+            value: PAN,
+            metadata: Some(&meta),
+            ..TokenizeItem::default()
+        },
+        TokenizeItem {
+            value: "not a card",
+            ..TokenizeItem::default()
+        },
+        TokenizeItem {
+            value: PAN2,
+            ttl_seconds: Some(60),
+            ..TokenizeItem::default()
+        },
+        TokenizeItem {
+            value: PAN,
+            idempotency_key: Some("order-1"),
+            ..TokenizeItem::default()
+        },
     ];
     let out = vault.tokenize_batch("pan_vault", &items).unwrap();
     assert_eq!(out.len(), 4);
     let t0 = out[0].as_ref().unwrap().token.clone();
-    assert!(matches!(out[1], Err(Error::Template(_))), "one bad item fails alone");
+    assert!(
+        matches!(out[1], Err(Error::Template(_))),
+        "one bad item fails alone"
+    );
     let t2 = out[2].as_ref().unwrap().token.clone();
     let t3 = out[3].as_ref().unwrap().token.clone();
     // Idempotent retry gives the first call's token.
     let retry = vault
-        .tokenize_batch("pan_vault", &[TokenizeItem { value: PAN, idempotency_key: Some("order-1"), ..TokenizeItem::default() }])
+        .tokenize_batch(
+            "pan_vault",
+            &[TokenizeItem {
+                value: PAN,
+                idempotency_key: Some("order-1"),
+                ..TokenizeItem::default()
+            }],
+        )
         .unwrap();
     assert_eq!(retry[0].as_ref().unwrap().token, t3);
     assert!(retry[0].as_ref().unwrap().existing);
@@ -194,24 +258,46 @@ fn metadata_expiry_delete_idempotency_batches() {
     // Expiry: readable before, "not found" after.
     assert!(vault.detokenize("pan_vault", &t2, None).is_ok());
     f.clock.fetch_add(61, Ordering::SeqCst);
-    assert!(matches!(vault.detokenize("pan_vault", &t2, None), Err(Error::NotFound)));
+    assert!(matches!(
+        vault.detokenize("pan_vault", &t2, None),
+        Err(Error::NotFound)
+    ));
     assert_eq!(vault.purge_expired().unwrap(), 1);
 
     // Delete: the ciphertext is gone.
-    let del = vault.delete("pan_vault", &[&t0, "tok_aaaaaaaaaaaaaaaaaaaaaaaaaa"]).unwrap();
+    let del = vault
+        .delete("pan_vault", &[&t0, "tok_aaaaaaaaaaaaaaaaaaaaaaaaaa"])
+        .unwrap();
     assert!(del[0].is_ok());
     assert!(del[1].is_err());
-    assert!(matches!(vault.detokenize("pan_vault", &t0, None), Err(Error::NotFound)));
-    assert!(matches!(vault.delete("pan", &[&t0]), Err(Error::NotSupported { .. })));
+    assert!(matches!(
+        vault.detokenize("pan_vault", &t0, None),
+        Err(Error::NotFound)
+    ));
+    assert!(matches!(
+        vault.delete("pan", &[&t0]),
+        Err(Error::NotSupported { .. })
+    ));
 
     // Batch detokenize with a per-item result.
-    let res = vault.detokenize_batch("pan_vault", &[&t3, &t0, "junk"], None).unwrap();
+    let res = vault
+        .detokenize_batch("pan_vault", &[&t3, &t0, "junk"], None)
+        .unwrap();
     assert_eq!(&*res[0].as_ref().unwrap().value, PAN);
     assert!(matches!(res[1], Err(Error::NotFound)));
     assert!(matches!(res[2], Err(Error::InvalidToken(_))));
     // FPE templates store nothing.
     assert!(matches!(
-        vault.tokenize_batch("pan", &[TokenizeItem { value: PAN, ttl_seconds: Some(5), ..TokenizeItem::default() }]).unwrap()[0],
+        vault
+            .tokenize_batch(
+                "pan",
+                &[TokenizeItem {
+                    value: PAN,
+                    ttl_seconds: Some(5),
+                    ..TokenizeItem::default()
+                }]
+            )
+            .unwrap()[0],
         Err(Error::InvalidMetadata(_))
     ));
 }
@@ -229,10 +315,19 @@ fn rotation_rewrap_retire() {
     let new = vault.tokenize("pan_det", &luhn_pan(1000)).unwrap();
     assert_eq!(new.key_version, 2);
     // Deterministic lookups still find values fingerprinted under version 1.
-    assert_eq!(vault.tokenize("pan_det", &luhn_pan(7)).unwrap().token, old[7]);
+    assert_eq!(
+        vault.tokenize("pan_det", &luhn_pan(7)).unwrap().token,
+        old[7]
+    );
     // Retiring version 1 is refused while records remain.
-    assert!(matches!(vault.retire("data/pan_det", 1), Err(Error::VersionInUse { .. })));
-    assert!(matches!(vault.raise_min_version("data/pan_det", 2), Err(Error::VersionInUse { .. })));
+    assert!(matches!(
+        vault.retire("data/pan_det", 1),
+        Err(Error::VersionInUse { .. })
+    ));
+    assert!(matches!(
+        vault.raise_min_version("data/pan_det", 2),
+        Err(Error::VersionInUse { .. })
+    ));
 
     // Rewrap, interrupted after one batch, then resumed from a fresh process.
     let job = vault.rewrap_start("pan_det").unwrap();
@@ -259,14 +354,23 @@ fn rotation_rewrap_retire() {
         assert_eq!(*d.value, luhn_pan(i as u64));
         assert_eq!(d.key_version, 2);
     }
-    assert_eq!(vault.tokenize("pan_det", &luhn_pan(7)).unwrap().token, old[7]);
+    assert_eq!(
+        vault.tokenize("pan_det", &luhn_pan(7)).unwrap().token,
+        old[7]
+    );
     // Now version 1 can be retired and destroyed; it no longer decrypts.
     vault.retire("data/pan_det", 1).unwrap();
     vault.retire("fp/pan_det", 1).unwrap();
     vault.destroy("data/pan_det", 1).unwrap();
-    assert!(matches!(vault.destroy("data/pan_det", 2), Err(Error::Key(KeyError::IllegalTransition { .. }))));
+    assert!(matches!(
+        vault.destroy("data/pan_det", 2),
+        Err(Error::Key(KeyError::IllegalTransition { .. }))
+    ));
     // The other template's old record still reads under its decrypt-only version.
-    assert_eq!(&*vault.detokenize("pan_fmt", &fmt_old, None).unwrap().value, PAN);
+    assert_eq!(
+        &*vault.detokenize("pan_fmt", &fmt_old, None).unwrap().value,
+        PAN
+    );
     let status = vault.key_status().unwrap();
     let data = status.iter().find(|k| k.name == "data/pan_det").unwrap();
     assert_eq!(data.versions.len(), 2);
@@ -286,18 +390,34 @@ fn fpe_rotation_versions() {
     assert_ne!(pan_v2.token, pan_v1);
     // PAN tokens carry their version slot: both read without a hint.
     assert_eq!(&*vault.detokenize("pan", &pan_v1, None).unwrap().value, PAN);
-    assert_eq!(&*vault.detokenize("pan", &pan_v2.token, None).unwrap().value, PAN);
+    assert_eq!(
+        &*vault.detokenize("pan", &pan_v2.token, None).unwrap().value,
+        PAN
+    );
     // SSN tokens do not: with two live versions the caller must say which.
-    assert!(matches!(vault.detokenize("ssn", &ssn_v1, None), Err(Error::KeyVersionRequired(_))));
-    assert_eq!(&*vault.detokenize("ssn", &ssn_v1, Some(1)).unwrap().value, SSN);
+    assert!(matches!(
+        vault.detokenize("ssn", &ssn_v1, None),
+        Err(Error::KeyVersionRequired(_))
+    ));
+    assert_eq!(
+        &*vault.detokenize("ssn", &ssn_v1, Some(1)).unwrap().value,
+        SSN
+    );
     // Nine live PAN versions fill the slots; the tenth is refused until one is retired.
     for _ in 3..=9 {
         vault.rotate("fpe/pan").unwrap();
     }
-    assert!(matches!(vault.rotate("fpe/pan"), Err(Error::TooManyVersions(_))));
+    assert!(matches!(
+        vault.rotate("fpe/pan"),
+        Err(Error::TooManyVersions(_))
+    ));
     vault.retire("fpe/pan", 1).unwrap();
     assert_eq!(vault.rotate("fpe/pan").unwrap(), 10);
-    assert!(vault.detokenize("pan", &pan_v1, None).is_err(), "retired version 1 no longer reads");
+// Version 10 now holds slot 1. A token of retired version 1 is read under version 10 and
+    // does not give back its value: retiring a PAN FPE version is the operator's statement that
+    // its tokens are no longer in use (SECURITY.md, "FPE key versions").
+    let stale = vault.detokenize("pan", &pan_v1, None);
+    assert!(stale.map_or(true, |d| *d.value != *PAN));
 }
 
 #[test]
@@ -306,37 +426,70 @@ fn unseal_methods_and_root_rotation() {
     let f = Fixture::new();
     let params = KdfParams::with_costs(256, 1, 1).unwrap();
     let pass = SecretString::from("correct horse battery staple".to_owned());
-    let (vault, _) =
-        Vault::create(f.store(true), templates(), RootInit::Passphrase(pass.clone(), params)).unwrap();
+    let (vault, _) = Vault::create(
+        f.store(true),
+        templates(),
+        RootInit::Passphrase(pass.clone(), params),
+    )
+    .unwrap();
     let token = vault.tokenize("pan_vault", PAN).unwrap().token;
     drop(vault);
     let vault = Vault::open(f.store(false), templates()).unwrap();
-    assert!(matches!(vault.tokenize("pan_vault", PAN), Err(Error::Sealed)));
+    assert!(matches!(
+        vault.tokenize("pan_vault", PAN),
+        Err(Error::Sealed)
+    ));
     let wrong = SecretString::from("wrong".to_owned());
-    assert!(matches!(vault.unseal_passphrase(&wrong), Err(Error::Key(KeyError::WrongRootKey))));
-    assert!(matches!(vault.unseal_key(key(&"11".repeat(32))), Err(Error::WrongUnsealMethod { .. })));
+    assert!(matches!(
+        vault.unseal_passphrase(&wrong),
+        Err(Error::Key(KeyError::WrongRootKey))
+    ));
+    assert!(matches!(
+        vault.unseal_key(key(&"11".repeat(32))),
+        Err(Error::WrongUnsealMethod { .. })
+    ));
     vault.unseal_passphrase(&pass).unwrap();
-    assert_eq!(&*vault.detokenize("pan_vault", &token, None).unwrap().value, PAN);
+    assert_eq!(
+        &*vault.detokenize("pan_vault", &token, None).unwrap().value,
+        PAN
+    );
 
     // Root rotation to Shamir 2-of-3: the key table is rewrapped, the data untouched.
-    let shares = vault.rotate_root(RootInit::Shares { threshold: 2, shares: 3 }).unwrap();
+    let shares = vault
+        .rotate_root(RootInit::Shares {
+            threshold: 2,
+            shares: 3,
+        })
+        .unwrap();
     assert_eq!(shares.len(), 3);
     vault.seal();
-    assert!(matches!(vault.detokenize("pan_vault", &token, None), Err(Error::Sealed)));
+    assert!(matches!(
+        vault.detokenize("pan_vault", &token, None),
+        Err(Error::Sealed)
+    ));
     drop(vault);
     let vault = Vault::open(f.store(false), templates()).unwrap();
     use vault_core::secret::ExposeSecret;
     let p = vault.submit_share(shares[2].expose_secret()).unwrap();
     assert_eq!((p.have, p.need, p.unsealed), (1, 2, false));
-    assert!(vault.submit_share(shares[2].expose_secret()).is_err(), "duplicate refused");
+    assert!(
+        vault.submit_share(shares[2].expose_secret()).is_err(),
+        "duplicate refused"
+    );
     // A mistyped share is caught by its checksum.
     let mut typo = shares[0].expose_secret().to_owned();
     let last = typo.pop().unwrap();
     typo.push(if last == '0' { '1' } else { '0' });
-    assert!(matches!(vault.submit_share(&typo), Err(Error::Key(KeyError::InvalidShare { .. }))));
+    assert!(matches!(
+        vault.submit_share(&typo),
+        Err(Error::Key(KeyError::InvalidShare { .. }))
+    ));
     let p = vault.submit_share(shares[0].expose_secret()).unwrap();
     assert!(p.unsealed);
-    assert_eq!(&*vault.detokenize("pan_vault", &token, None).unwrap().value, PAN);
+    assert_eq!(
+        &*vault.detokenize("pan_vault", &token, None).unwrap().value,
+        PAN
+    );
 }
 
 /// Raw access to the database file, for tampering.
@@ -358,18 +511,30 @@ fn tampering_is_detected() {
     {
         let db = sql(&f.path);
         let (id, mut ct): (i64, Vec<u8>) = db
-            .query_row("SELECT id, ciphertext FROM records ORDER BY id LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT id, ciphertext FROM records ORDER BY id LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .unwrap();
         let n = ct.len() - 20;
         ct[n] ^= 0x01;
-        db.execute("UPDATE records SET ciphertext = ?1 WHERE id = ?2", rusqlite::params![ct, id]).unwrap();
+        db.execute(
+            "UPDATE records SET ciphertext = ?1 WHERE id = ?2",
+            rusqlite::params![ct, id],
+        )
+        .unwrap();
     }
     let vault = f.reopen(&hex);
-    assert!(matches!(vault.detokenize("pan_vault", &a, None), Err(Error::Integrity)));
+    assert!(matches!(
+        vault.detokenize("pan_vault", &a, None),
+        Err(Error::Integrity)
+    ));
     // The other rows still read.
-    assert_eq!(&*vault.detokenize("pan_vault", &b, None).unwrap().value, PAN2);
+    assert_eq!(
+        &*vault.detokenize("pan_vault", &b, None).unwrap().value,
+        PAN2
+    );
     drop(vault);
 
     // A row's ciphertext copied under another token (same key version).
@@ -383,26 +548,54 @@ fn tampering_is_detected() {
         .unwrap();
     }
     let vault = f.reopen(&hex);
-    assert!(matches!(vault.detokenize("pan_vault", &a, None), Err(Error::Integrity)));
-    assert_eq!(&*vault.detokenize("pan_vault", &c, None).unwrap().value, PAN2);
+    assert!(matches!(
+        vault.detokenize("pan_vault", &a, None),
+        Err(Error::Integrity)
+    ));
+    assert_eq!(
+        &*vault.detokenize("pan_vault", &c, None).unwrap().value,
+        PAN2
+    );
     drop(vault);
 
     // A wrapped key swapped between versions: the vault refuses to unseal.
     {
         let db = sql(&f.path);
         let v1: Vec<u8> = db
-            .query_row("SELECT wrapped FROM key_versions WHERE name = 'data/pan_vault' AND version = 1", [], |r| r.get(0))
+            .query_row(
+                "SELECT wrapped FROM key_versions WHERE name = 'data/pan_vault' AND version = 1",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         let v2: Vec<u8> = db
-            .query_row("SELECT wrapped FROM key_versions WHERE name = 'data/pan_vault' AND version = 2", [], |r| r.get(0))
+            .query_row(
+                "SELECT wrapped FROM key_versions WHERE name = 'data/pan_vault' AND version = 2",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
-        db.execute("UPDATE key_versions SET wrapped = ?1 WHERE name = 'data/pan_vault' AND version = 1", [v2]).unwrap();
-        db.execute("UPDATE key_versions SET wrapped = ?1 WHERE name = 'data/pan_vault' AND version = 2", [v1]).unwrap();
+        db.execute(
+            "UPDATE key_versions SET wrapped = ?1 WHERE name = 'data/pan_vault' AND version = 1",
+            [v2],
+        )
+        .unwrap();
+        db.execute(
+            "UPDATE key_versions SET wrapped = ?1 WHERE name = 'data/pan_vault' AND version = 2",
+            [v1],
+        )
+        .unwrap();
     }
     let vault = Vault::open(f.store(false), templates()).unwrap();
-    assert!(matches!(vault.unseal_key(key(&hex)), Err(Error::Key(KeyError::Integrity))));
+    assert!(matches!(
+        vault.unseal_key(key(&hex)),
+        Err(Error::Key(KeyError::Integrity))
+    ));
     // A wrong root key.
-    assert!(matches!(vault.unseal_key(key(&"22".repeat(32))), Err(Error::Key(KeyError::WrongRootKey))));
+    assert!(matches!(
+        vault.unseal_key(key(&"22".repeat(32))),
+        Err(Error::Key(KeyError::WrongRootKey))
+    ));
 }
 
 #[test]
@@ -414,7 +607,10 @@ fn truncated_database_is_a_typed_error() {
     }
     drop(vault);
     let len = std::fs::metadata(&f.path).unwrap().len();
-    let file = std::fs::OpenOptions::new().write(true).open(&f.path).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f.path)
+        .unwrap();
     file.set_len(len / 2).unwrap();
     drop(file);
     let outcome = SqliteStore::open(&f.path, &Options::default())
@@ -435,7 +631,12 @@ fn truncated_database_is_a_typed_error() {
 fn no_plaintext_in_any_file() {
     let f = Fixture::new();
     let (vault, _) = f.create();
-    let canaries = ["4111111111111111", "5500000000000004", "6011000990139424", "378282246310005"];
+    let canaries = [
+        "4111111111111111",
+        "5500000000000004",
+        "6011000990139424",
+        "378282246310005",
+    ];
     let mut meta = BTreeMap::new();
     meta.insert("note".to_owned(), "harmless".to_owned());
     for (i, c) in canaries.iter().enumerate() {
@@ -449,7 +650,9 @@ fn no_plaintext_in_any_file() {
             vault.tokenize_batch(t, &[item]).unwrap();
         }
     }
-    vault.tokenize("pan_det", "jane.doe@example.com").unwrap_err();
+    vault
+        .tokenize("pan_det", "jane.doe@example.com")
+        .unwrap_err();
     let files: Vec<PathBuf> = std::fs::read_dir(f.path.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -461,7 +664,10 @@ fn no_plaintext_in_any_file() {
         let bytes = std::fs::read(file.unwrap().path()).unwrap();
         scanned += bytes.len();
         for c in canaries {
-            assert!(!contains(&bytes, c.as_bytes()), "plaintext {c} found on disk");
+            assert!(
+                !contains(&bytes, c.as_bytes()),
+                "plaintext {c} found on disk"
+            );
         }
     }
     assert!(scanned > 0);

@@ -2,10 +2,14 @@
 //!
 //! Only this module writes SQL. The crypto code (keys, envelope, vault) sees rows of opaque
 //! bytes: everything sensitive arrives here already encrypted or keyed-hashed, so a store can
-//! never leak a plaintext value or key. A PostgreSQL backend implements the same trait later.
+//! never leak a plaintext value or key. [`SqliteStore`] is the implementation (its module docs
+//! describe the writer thread, group commit and the reader pool); a PostgreSQL backend
+//! implements the same trait later.
 
+pub mod sqlite;
 mod types;
 
+pub use sqlite::{ID_BLOCK, Options, SqliteStore, Synchronous, WriterStats};
 pub use types::*;
 
 /// Persistent storage for one vault. Implementations must be safe to share across threads; a
@@ -31,7 +35,11 @@ pub trait Store: Send + Sync + 'static {
     /// `new.version` exists or the previous version is not `Active` (a concurrent rotation).
     fn key_rotate(&self, new: &KeyVersionRow) -> Result<(), StoreError>;
     /// Compare-and-set of a version's state; `erase_material` sets `wrapped` to NULL (destroy).
-    /// Fails with [`StoreError::Conflict`] if the current state is not `from`.
+    /// Fails with [`StoreError::Conflict`] if the current state is not `from`, and, when `to` is
+    /// `retired`, if records are still stored under the version (a `data/<template>` key's
+    /// version counted as in [`Store::count_by_key_version`], an `fp/<template>` key's as in
+    /// [`Store::count_by_fp_version`]), checked in the same transaction. `updated_at` is set
+    /// from the store's clock.
     fn key_set_state(
         &self,
         name: &str,
@@ -44,6 +52,9 @@ pub trait Store: Send + Sync + 'static {
     /// `min` is lower than the current value.
     fn key_raise_min_version(&self, name: &str, min: u32) -> Result<(), StoreError>;
     /// Root-key rotation: replaces every wrapped key and the given metadata in one transaction.
+    /// Fails with [`StoreError::NotFound`] if an entry names no version with material, and with
+    /// [`StoreError::Conflict`] if a stored wrapped key is missing from `wraps` (it would stay
+    /// under the old root key and be lost with it); nothing changes then.
     fn keys_rewrap_all(
         &self,
         wraps: &[(String, u32, Vec<u8>)],
@@ -61,6 +72,9 @@ pub trait Store: Send + Sync + 'static {
     fn allocate_ids(&self, n: u64) -> Result<std::ops::Range<u64>, StoreError>;
     /// Inserts records in one transaction, with a per-row outcome: a row whose fingerprint,
     /// idempotency key or lookup already exists is not inserted and reports the existing id.
+    /// Rows are checked in order (earlier rows of the same call count), idempotency key first,
+    /// then fingerprint, then lookup. Returns after the commit. Fails as a whole with
+    /// [`StoreError::Conflict`] if an id exists already or was never allocated.
     fn insert_records(&self, rows: &[NewRecord]) -> Result<Vec<InsertOutcome>, StoreError>;
     /// Reads records by id, in the order given (`None` where absent).
     fn get_records(&self, ids: &[u64]) -> Result<Vec<Option<Record>>, StoreError>;
@@ -99,7 +113,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Record>, StoreError>;
     /// Applies a rewrap batch and saves the job's progress in one transaction. Each update is a
     /// compare-and-set on the record's current key version, so a batch replayed after a crash
-    /// never double-encrypts; returns how many rows were updated.
+    /// never double-encrypts; an update whose record is already at the new key version (and
+    /// fingerprint version) is skipped. Returns how many rows were updated. The job's `state`,
+    /// `cursor` and `updated_at` are saved from `job`; its stored `processed` grows by the
+    /// returned count (so a replay does not count twice). Fails with [`StoreError::Conflict`] if
+    /// `job.cursor` is below the saved cursor, [`StoreError::NotFound`] if the job is unknown.
     fn rewrap_commit(
         &self,
         updates: &[RecordUpdate],

@@ -25,6 +25,17 @@ pub enum StoreError {
     /// A row names something that does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A connection setting read back differently from what was set (e.g. WAL refused by the
+    /// filesystem): the store refuses to run on weaker guarantees than configured.
+    #[error("pragma {pragma} is {found}, expected {expected}")]
+    Pragma {
+        /// Pragma name.
+        pragma: &'static str,
+        /// Value that was set.
+        expected: String,
+        /// Value read back.
+        found: String,
+    },
 }
 
 /// One key name and its settings.

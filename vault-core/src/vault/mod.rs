@@ -105,7 +105,11 @@ pub struct TemplateConfig {
 impl TemplateConfig {
     /// A template in `mode` with no default expiry.
     pub fn new(template: Template, mode: Mode) -> TemplateConfig {
-        TemplateConfig { template, mode, default_ttl: None }
+        TemplateConfig {
+            template,
+            mode,
+            default_ttl: None,
+        }
     }
 
     /// The key names this template uses.
@@ -298,7 +302,12 @@ impl Unsealed {
         }
         let (_, token_key) = ring.active("token")?;
         let opaque = opaque::Codec::new(token_key);
-        Ok(Unsealed { ring, ff1, data, opaque })
+        Ok(Unsealed {
+            ring,
+            ff1,
+            data,
+            opaque,
+        })
     }
 }
 
@@ -352,7 +361,9 @@ impl Vault {
         let vault_id = store
             .meta_get(META_VAULT_ID)?
             .ok_or(Error::NotInitialised("no vault id in the store"))?;
-        let seal = store.meta_get(META_SEAL)?.ok_or(Error::NotInitialised("no seal method"))?;
+        let seal = store
+            .meta_get(META_SEAL)?
+            .ok_or(Error::NotInitialised("no seal method"))?;
         let sealing = match seal.as_slice() {
             b"passphrase" => {
                 let kdf = store
@@ -478,19 +489,30 @@ impl Vault {
         set.check(&share)?;
         let mut pending = lock(&self.pending_shares);
         if pending.iter().any(|s| s.index() == share.index()) {
-            return Err(KeyError::DuplicateShare { index: share.index() }.into());
+            return Err(KeyError::DuplicateShare {
+                index: share.index(),
+            }
+            .into());
         }
         pending.push(share);
         let need = set.threshold();
         let have = pending.len() as u8;
         if have < need {
-            return Ok(UnsealProgress { have, need, unsealed: false });
+            return Ok(UnsealProgress {
+                have,
+                need,
+                unsealed: false,
+            });
         }
         let shares = std::mem::take(&mut *pending);
         drop(pending);
         let root = root::shares::combine(&shares, Some(&set))?;
         self.unseal_with(root)?;
-        Ok(UnsealProgress { have, need, unsealed: true })
+        Ok(UnsealProgress {
+            have,
+            need,
+            unsealed: true,
+        })
     }
 
     /// Forgets any shares given so far.
@@ -499,7 +521,10 @@ impl Vault {
     }
 
     fn wrong_method(&self, given: &'static str) -> Error {
-        Error::WrongUnsealMethod { expected: self.sealing().name(), given }
+        Error::WrongUnsealMethod {
+            expected: self.sealing().name(),
+            given,
+        }
     }
 
     fn unseal_with(&self, root: Key32) -> Result<(), Error> {
@@ -515,8 +540,10 @@ impl Vault {
         let table = self.store.keys_load()?;
         let mut ring = KeyRing::unseal(root, &self.vault_id, &table)?;
         // Keys for templates configured since the last start, and the vault-wide keys.
-        let mut wanted: Vec<(String, Purpose)> =
-            vec![("token".into(), Purpose::Token), ("lookup".into(), Purpose::Fingerprint)];
+        let mut wanted: Vec<(String, Purpose)> = vec![
+            ("token".into(), Purpose::Token),
+            ("lookup".into(), Purpose::Fingerprint),
+        ];
         for cfg in self.templates.values() {
             wanted.extend(cfg.key_names());
         }
@@ -551,7 +578,9 @@ impl Vault {
             let mut versions = Vec::new();
             for info in u.ring.versions(name)? {
                 let records = match (purpose, template) {
-                    (Purpose::Data, Some(t)) => Some(self.store.count_by_key_version(t, info.version)?),
+                    (Purpose::Data, Some(t)) => {
+                        Some(self.store.count_by_key_version(t, info.version)?)
+                    }
                     (Purpose::Fingerprint, Some(t)) => {
                         Some(self.store.count_by_fp_version(t, info.version)?)
                     }
@@ -596,9 +625,11 @@ impl Vault {
         {
             let slot = VersionSlot::of(row.version)?;
             let min = u.ring.min_decrypt_version(name)?;
-            let taken = u.ring.versions(name)?.iter().any(|v| {
-                v.state.decrypts() && v.version >= min && slot.admits(v.version)
-            });
+            let taken = u
+                .ring
+                .versions(name)?
+                .iter()
+                .any(|v| v.state.decrypts() && v.version >= min && slot.admits(v.version));
             if taken {
                 return Err(Error::TooManyVersions(t.to_owned()));
             }
@@ -641,7 +672,11 @@ impl Vault {
         if to == State::Retired {
             let count = self.records_under(&u.ring, name, version)?;
             if count > 0 {
-                return Err(Error::VersionInUse { name: name.to_owned(), version, count });
+                return Err(Error::VersionInUse {
+                    name: name.to_owned(),
+                    version,
+                    count,
+                });
             }
         }
         self.store.key_set_state(
@@ -696,15 +731,21 @@ impl Vault {
     /// creation (a new share set prints new shares, returned once).
     pub fn rotate_root(&self, init: RootInit) -> Result<Vec<SecretString>, Error> {
         let (new_root, sealing, texts) = match init {
-            RootInit::Passphrase(pass, params) => {
-                (root::from_passphrase(&pass, &params)?, Sealing::Passphrase(params), Vec::new())
-            }
+            RootInit::Passphrase(pass, params) => (
+                root::from_passphrase(&pass, &params)?,
+                Sealing::Passphrase(params),
+                Vec::new(),
+            ),
             RootInit::Key(key) => (key, Sealing::Key, Vec::new()),
             RootInit::Shares { threshold, shares } => {
                 let root = Key32::generate()?;
                 let (parts, set) =
                     root::shares::split(&root, usize::from(threshold), usize::from(shares))?;
-                (root, Sealing::Shares(set), parts.iter().map(Share::to_text).collect())
+                (
+                    root,
+                    Sealing::Shares(set),
+                    parts.iter().map(Share::to_text).collect(),
+                )
             }
         };
         let check = root::check_record(&new_root, &self.vault_id)?;
@@ -737,11 +778,16 @@ impl Vault {
     // ----- helpers shared by the submodules -----
 
     fn sealing(&self) -> Sealing {
-        self.sealing.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.sealing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn template(&self, name: &str) -> Result<&TemplateConfig, Error> {
-        self.templates.get(name).ok_or_else(|| Error::UnknownTemplate(name.to_owned()))
+        self.templates
+            .get(name)
+            .ok_or_else(|| Error::UnknownTemplate(name.to_owned()))
     }
 
     fn read_state(&self) -> RwLockReadGuard<'_, Option<Unsealed>> {
@@ -776,11 +822,13 @@ impl Vault {
     /// automatically by the caller, and nothing is sealed past `nonces::LIMIT`.
     fn take_nonces(&self, name: &str, version: u32, n: usize) -> Result<Vec<[u8; 12]>, Error> {
         let mut pools = lock(&self.nonces);
-        let block = pools.entry((name.to_owned(), version)).or_insert(NonceBlock {
-            prefix: [0; 4],
-            next: 0,
-            end: 0,
-        });
+        let block = pools
+            .entry((name.to_owned(), version))
+            .or_insert(NonceBlock {
+                prefix: [0; 4],
+                next: 0,
+                end: 0,
+            });
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
             if block.next == block.end {
@@ -809,7 +857,9 @@ impl Vault {
     /// Rotates a data key whose nonce count passed the rotation threshold. Called after the
     /// operation that crossed it, outside any lock.
     fn rotate_if_worn(&self, name: &str, version: u32) -> Result<(), Error> {
-        let end = lock(&self.nonces).get(&(name.to_owned(), version)).map_or(0, |b| b.end);
+        let end = lock(&self.nonces)
+            .get(&(name.to_owned(), version))
+            .map_or(0, |b| b.end);
         if matches!(nonces::budget(end), nonces::Budget::Ok) {
             return Ok(());
         }

@@ -154,8 +154,16 @@ mod tests {
         let token = codec.encode("pan", 42);
         let mut forged = token.clone().into_bytes();
         forged[10] = if forged[10] == b'a' { b'b' } else { b'a' };
-        assert_eq!(codec.decode("pan", &String::from_utf8(forged).unwrap()), None);
-        for bad in ["", "tok_", "tok_AAAAAAAAAAAAAAAAAAAAAAAAAA", "tok_aaaaaaaaaaaaaaaaaaaaaaaaa1"] {
+        assert_eq!(
+            codec.decode("pan", &String::from_utf8(forged).unwrap()),
+            None
+        );
+        for bad in [
+            "",
+            "tok_",
+            "tok_AAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "tok_aaaaaaaaaaaaaaaaaaaaaaaaa1",
+        ] {
             assert_eq!(codec.decode("pan", bad), None);
         }
         // The non-canonical spelling (trailing bits set) is refused.

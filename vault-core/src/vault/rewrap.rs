@@ -139,7 +139,11 @@ impl Vault {
             let state = self.read_state();
             let u = state.as_ref().ok_or(Error::Sealed)?;
             let v = u.ring.active(&format!("data/{template}"))?.0;
-            let f = if deterministic { u.ring.active(&format!("fp/{template}"))?.0 } else { 0 };
+            let f = if deterministic {
+                u.ring.active(&format!("fp/{template}"))?.0
+            } else {
+                0
+            };
             (v, f)
         };
         for row in self.store.rewrap_jobs()? {
@@ -161,19 +165,28 @@ impl Vault {
             cursor: 0,
             processed: 0,
         };
-        job.id = self.store.rewrap_job_create(&job.to_row(self.now(), self.now()))?;
+        job.id = self
+            .store
+            .rewrap_job_create(&job.to_row(self.now(), self.now()))?;
         Ok(job)
     }
 
     /// A job by id.
     pub fn rewrap_job(&self, id: u64) -> Result<RewrapJob, Error> {
-        let row = self.store.rewrap_job_get(id)?.ok_or(Error::UnknownJob(id))?;
+        let row = self
+            .store
+            .rewrap_job_get(id)?
+            .ok_or(Error::UnknownJob(id))?;
         RewrapJob::from_row(&row)
     }
 
     /// Every job, newest first.
     pub fn rewrap_jobs(&self) -> Result<Vec<RewrapJob>, Error> {
-        self.store.rewrap_jobs()?.iter().map(RewrapJob::from_row).collect()
+        self.store
+            .rewrap_jobs()?
+            .iter()
+            .map(RewrapJob::from_row)
+            .collect()
     }
 
     /// How many records of the job's template are still under older versions.
@@ -194,7 +207,10 @@ impl Vault {
         batch: usize,
         keep_going: &mut dyn FnMut(&RewrapJob) -> bool,
     ) -> Result<RewrapJob, Error> {
-        let row = self.store.rewrap_job_get(id)?.ok_or(Error::UnknownJob(id))?;
+        let row = self
+            .store
+            .rewrap_job_get(id)?
+            .ok_or(Error::UnknownJob(id))?;
         let created_at = row.created_at;
         let mut job = RewrapJob::from_row(&row)?;
         if job.state == JobState::Completed {
@@ -221,7 +237,12 @@ impl Vault {
         }
     }
 
-    fn job_transition(&self, job: &mut RewrapJob, to: JobState, created_at: i64) -> Result<(), Error> {
+    fn job_transition(
+        &self,
+        job: &mut RewrapJob,
+        to: JobState,
+        created_at: i64,
+    ) -> Result<(), Error> {
         if !job.state.can_become(to) {
             return Err(Error::IllegalJobTransition {
                 id: job.id,
@@ -240,7 +261,12 @@ impl Vault {
     }
 
     /// One batch; `false` when there was nothing left.
-    fn rewrap_batch(&self, job: &mut RewrapJob, batch: usize, created_at: i64) -> Result<bool, Error> {
+    fn rewrap_batch(
+        &self,
+        job: &mut RewrapJob,
+        batch: usize,
+        created_at: i64,
+    ) -> Result<bool, Error> {
         let t = job.template.clone();
         let cfg = self.template(&t)?;
         let records = self.store.records_to_rewrap(
@@ -293,13 +319,13 @@ impl Vault {
             }
             updates
         };
-        // The cursor and the count move in the same transaction as the records. `processed`
-        // counts records handled by the job (a record deleted meanwhile is skipped by the
-        // store's compare-and-set but still counted as handled).
+        // The cursor and the count move in the same transaction as the records; the store
+        // adds to `processed` only the rows it really changed, so a replayed batch is not
+        // counted twice.
         let mut next = job.clone();
         next.cursor = last;
-        next.processed += updates.len() as u64;
-        self.store.rewrap_commit(&updates, &next.to_row(created_at, self.now()))?;
+        let done = self.store.rewrap_commit(&updates, &next.to_row(created_at, self.now()))?;
+        next.processed += done;
         *job = next;
         Ok(true)
     }

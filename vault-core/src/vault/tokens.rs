@@ -33,7 +33,10 @@ pub struct TokenizeItem<'a> {
 impl<'a> TokenizeItem<'a> {
     /// An item with only a value.
     pub fn new(value: &'a str) -> TokenizeItem<'a> {
-        TokenizeItem { value, ..TokenizeItem::default() }
+        TokenizeItem {
+            value,
+            ..TokenizeItem::default()
+        }
     }
 }
 
@@ -98,9 +101,10 @@ impl Vault {
         let u = state.as_ref().ok_or(Error::Sealed)?;
         let (results, worn) = match cfg.mode {
             Mode::Fpe => (self.fpe_tokenize(u, cfg, items)?, None),
-            Mode::Vaulted { deterministic, shape } => {
-                self.vaulted_tokenize(u, cfg, deterministic, shape, items)?
-            }
+            Mode::Vaulted {
+                deterministic,
+                shape,
+            } => self.vaulted_tokenize(u, cfg, deterministic, shape, items)?,
         };
         drop(state);
         if let Some((name, version)) = worn {
@@ -127,7 +131,11 @@ impl Vault {
                     ));
                 }
                 let token = cfg.template.encrypt(ff1, version, item.value)?;
-                Ok(Tokenized { token, key_version: version, existing: false })
+                Ok(Tokenized {
+                    token,
+                    key_version: version,
+                    existing: false,
+                })
             })
             .collect())
     }
@@ -144,7 +152,10 @@ impl Vault {
         let t = cfg.template.name();
         let data_name = format!("data/{t}");
         let (version, _) = u.ring.active(&data_name)?;
-        let data_key = u.data.get(&(data_name.clone(), version)).ok_or(Error::Sealed)?;
+        let data_key = u
+            .data
+            .get(&(data_name.clone(), version))
+            .ok_or(Error::Sealed)?;
         let (_, lookup_key) = u.ring.active("lookup")?;
         let fp_name = format!("fp/{t}");
         let fp_versions: Vec<u32> = if deterministic {
@@ -152,7 +163,11 @@ impl Vault {
         } else {
             Vec::new()
         };
-        let fp_active = if deterministic { Some(u.ring.active(&fp_name)?) } else { None };
+        let fp_active = if deterministic {
+            Some(u.ring.active(&fp_name)?)
+        } else {
+            None
+        };
         let now = self.now();
 
         let mut results: Vec<Option<Result<Tokenized, Error>>> =
@@ -160,8 +175,16 @@ impl Vault {
         // Items still to insert: (item index, fingerprint, idempotency hash, expiry, metadata).
         let mut pending: Vec<Pending> = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            match self.prepare(u, cfg, item, now, lookup_key, &fp_versions, fp_active, &fp_name)
-            {
+            match self.prepare(
+                u,
+                cfg,
+                item,
+                now,
+                lookup_key,
+                &fp_versions,
+                fp_active,
+                &fp_name,
+            ) {
                 Ok(Prepared::Existing(id)) => {
                     results[i] = Some(self.existing_token(u, cfg, shape, id));
                 }
@@ -190,7 +213,11 @@ impl Vault {
                     }
                 };
                 let plaintext = encode_plaintext(
-                    if shape == TokenShape::Formatted { &token } else { "" },
+                    if shape == TokenShape::Formatted {
+                        &token
+                    } else {
+                        ""
+                    },
                     value,
                 );
                 let ciphertext = data_key.seal_with_nonce(t, id, &plaintext, nonce)?;
@@ -212,9 +239,11 @@ impl Vault {
             let mut retry = Vec::new();
             for ((p, token), outcome) in pending.into_iter().zip(tokens).zip(outcomes) {
                 let result = match outcome {
-                    InsertOutcome::Inserted => {
-                        Ok(Tokenized { token, key_version: version, existing: false })
-                    }
+                    InsertOutcome::Inserted => Ok(Tokenized {
+                        token,
+                        key_version: version,
+                        existing: false,
+                    }),
                     InsertOutcome::ExistingFingerprint(id)
                     | InsertOutcome::ExistingIdempotency(id) => {
                         self.existing_token(u, cfg, shape, id)
@@ -277,7 +306,9 @@ impl Vault {
                 let fp = if v == active {
                     envelope::fingerprint(key, t, canonical.as_bytes())
                 } else {
-                    let Ok(k) = _u.ring.decryptable(fp_name, v) else { continue };
+                    let Ok(k) = _u.ring.decryptable(fp_name, v) else {
+                        continue;
+                    };
                     envelope::fingerprint(k, t, canonical.as_bytes())
                 };
                 if let Some(id) = self.store.find_by_fingerprint(t, v, &fp)? {
@@ -288,11 +319,19 @@ impl Vault {
                 }
             }
             if fingerprint.is_none() {
-                fingerprint =
-                    Some((active, envelope::fingerprint(key, t, canonical.as_bytes()).to_vec()));
+                fingerprint = Some((
+                    active,
+                    envelope::fingerprint(key, t, canonical.as_bytes()).to_vec(),
+                ));
             }
         }
-        Ok(Prepared::New(Pending { index: 0, fingerprint, idempotency, expires_at, metadata }))
+        Ok(Prepared::New(Pending {
+            index: 0,
+            fingerprint,
+            idempotency,
+            expires_at,
+            metadata,
+        }))
     }
 
     /// The token of an existing record (deterministic hit or idempotent retry).
@@ -304,7 +343,12 @@ impl Vault {
         id: u64,
     ) -> Result<Tokenized, Error> {
         let t = cfg.template.name();
-        let record = self.store.get_records(&[id])?.pop().flatten().ok_or(Error::NotFound)?;
+        let record = self
+            .store
+            .get_records(&[id])?
+            .pop()
+            .flatten()
+            .ok_or(Error::NotFound)?;
         if record.template != t {
             return Err(Error::NotFound);
         }
@@ -316,7 +360,11 @@ impl Vault {
                 token.to_owned()
             }
         };
-        Ok(Tokenized { token, key_version: record.key_version, existing: true })
+        Ok(Tokenized {
+            token,
+            key_version: record.key_version,
+            existing: true,
+        })
     }
 
     /// Detokenizes one token. `key_version` is a hint for FPE templates whose tokens do not
@@ -365,7 +413,11 @@ impl Vault {
                     .map_err(|e| self.not_decryptable(e, &name, hint))?;
                 let ff1 = u.ff1.get(&(name.clone(), version)).ok_or(Error::Sealed)?;
                 let value = cfg.template.decrypt(ff1, version, token)?;
-                Ok(Detokenized { value, key_version: version, metadata: BTreeMap::new() })
+                Ok(Detokenized {
+                    value,
+                    key_version: version,
+                    metadata: BTreeMap::new(),
+                })
             })
             .collect())
     }
@@ -390,7 +442,10 @@ impl Vault {
     ) -> Result<Batch<Detokenized>, Error> {
         let t = cfg.template.name();
         let ids = self.resolve_ids(u, cfg, shape, tokens)?;
-        let wanted: Vec<u64> = ids.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+        let wanted: Vec<u64> = ids
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
         let mut records = self.store.get_records(&wanted)?.into_iter();
         let now = self.now();
         Ok(ids
@@ -444,8 +499,7 @@ impl Vault {
             TokenShape::Formatted => {
                 let (_, lookup_key) = u.ring.active("lookup")?;
                 for token in tokens {
-                    if opaque::looks_opaque(token) || token.len() > crate::template::MAX_VALUE_LEN
-                    {
+                    if opaque::looks_opaque(token) || token.len() > crate::template::MAX_VALUE_LEN {
                         out.push(Err(Error::InvalidToken(t.to_owned())));
                         continue;
                     }
@@ -479,9 +533,10 @@ impl Vault {
                 reason: NotDecryptable::BelowMinimum,
             }));
         }
-        key.open(template, record.id, &record.ciphertext).map_err(|e| match e {
-            OpenError::Format(_) | OpenError::Integrity(_) => Error::Integrity,
-        })
+        key.open(template, record.id, &record.ciphertext)
+            .map_err(|e| match e {
+                OpenError::Format(_) | OpenError::Integrity(_) => Error::Integrity,
+            })
     }
 
     /// Masked reveal (e.g. the last four digits): a mode distinct from detokenize, so the daemon
@@ -527,12 +582,18 @@ impl Vault {
         let ids = self.resolve_ids(u, cfg, shape, tokens)?;
         // Only this template's records: an id from another template's token space is refused by
         // the opaque tag, and formatted lookups are per template.
-        let wanted: Vec<u64> = ids.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+        let wanted: Vec<u64> = ids
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
         let records = self.store.get_records(&wanted)?;
         let owned: Vec<u64> = wanted
             .iter()
             .zip(&records)
-            .filter(|(_, r)| r.as_ref().is_some_and(|r| r.template == cfg.template.name()))
+            .filter(|(_, r)| {
+                r.as_ref()
+                    .is_some_and(|r| r.template == cfg.template.name())
+            })
             .map(|(id, _)| *id)
             .collect();
         let deleted = self.store.delete_records(&owned)?;
@@ -573,7 +634,10 @@ fn one<T>(mut batch: Batch<T>) -> Result<T, Error> {
 
 fn check_batch(len: usize) -> Result<(), Error> {
     if len > MAX_BATCH {
-        return Err(Error::BatchTooLarge { len, max: MAX_BATCH });
+        return Err(Error::BatchTooLarge {
+            len,
+            max: MAX_BATCH,
+        });
     }
     Ok(())
 }
@@ -649,7 +713,10 @@ mod tests {
     #[test]
     fn plaintext_layout_round_trips() {
         let p = encode_plaintext("4111110000001234", "4111 1111 1111 1111");
-        assert_eq!(decode_plaintext(&p).unwrap(), ("4111110000001234", "4111 1111 1111 1111"));
+        assert_eq!(
+            decode_plaintext(&p).unwrap(),
+            ("4111110000001234", "4111 1111 1111 1111")
+        );
         let p = encode_plaintext("", "x");
         assert_eq!(decode_plaintext(&p).unwrap(), ("", "x"));
         assert!(decode_plaintext(&[]).is_err());
@@ -661,10 +728,19 @@ mod tests {
     fn version_choice() {
         let s = |v| VersionSlot::of(v).ok();
         assert_eq!(pick_version("t", &[1], None, None).unwrap(), 1);
-        assert!(matches!(pick_version("t", &[1, 2], None, None), Err(Error::KeyVersionRequired(_))));
+        assert!(matches!(
+            pick_version("t", &[1, 2], None, None),
+            Err(Error::KeyVersionRequired(_))
+        ));
         assert_eq!(pick_version("t", &[1, 2], None, Some(2)).unwrap(), 2);
-        assert!(matches!(pick_version("t", &[1, 2], None, Some(3)), Err(Error::NotFound)));
+        assert!(matches!(
+            pick_version("t", &[1, 2], None, Some(3)),
+            Err(Error::NotFound)
+        ));
         assert_eq!(pick_version("t", &[1, 2], s(2), None).unwrap(), 2);
-        assert!(matches!(pick_version("t", &[1, 2], s(3), None), Err(Error::InvalidToken(_))));
+        assert!(matches!(
+            pick_version("t", &[1, 2], s(3), None),
+            Err(Error::InvalidToken(_))
+        ));
     }
 }
