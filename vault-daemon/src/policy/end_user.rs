@@ -138,7 +138,8 @@ impl Issuer {
     pub(crate) fn compile(name: &str, raw: RawIssuer, base: Option<&Path>) -> Result<Self, String> {
         let read = |file: &str| {
             let path = base.map_or_else(|| Path::new(file).to_owned(), |b| b.join(file));
-            std::fs::read_to_string(&path).map_err(|e| format!("issuer `{name}`: {}: {e}", path.display()))
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("issuer `{name}`: {}: {e}", path.display()))
         };
         let mut keys = Vec::new();
         let mut jwks_texts = Vec::new();
@@ -149,8 +150,8 @@ impl Issuer {
             jwks_texts.push(text);
         }
         for text in jwks_texts {
-            let set: JwkSet =
-                serde_json::from_str(&text).map_err(|e| format!("issuer `{name}`: invalid JWKS: {e}"))?;
+            let set: JwkSet = serde_json::from_str(&text)
+                .map_err(|e| format!("issuer `{name}`: invalid JWKS: {e}"))?;
             for jwk in &set.keys {
                 keys.push(from_jwk(jwk).map_err(|e| format!("issuer `{name}`: {e}"))?);
             }
@@ -159,11 +160,17 @@ impl Issuer {
             let alg = Algorithm::from_str(&key.algorithm)
                 .ok()
                 .filter(|a| ACCEPTED.contains(a))
-                .ok_or_else(|| format!("issuer `{name}`: unsupported algorithm `{}`", key.algorithm))?;
+                .ok_or_else(|| {
+                    format!("issuer `{name}`: unsupported algorithm `{}`", key.algorithm)
+                })?;
             let pem = match (key.pem, key.pem_file) {
                 (Some(pem), None) => pem,
                 (None, Some(file)) => read(&file)?,
-                _ => return Err(format!("issuer `{name}`: each key needs exactly one of `pem`, `pem_file`")),
+                _ => {
+                    return Err(format!(
+                        "issuer `{name}`: each key needs exactly one of `pem`, `pem_file`"
+                    ));
+                }
             };
             let decoded = match alg {
                 Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem.as_bytes()),
@@ -171,19 +178,33 @@ impl Issuer {
                 _ => DecodingKey::from_rsa_pem(pem.as_bytes()),
             }
             .map_err(|e| format!("issuer `{name}`: invalid {} PEM key: {e}", key.algorithm))?;
-            keys.push(IssuerKey { kid: key.kid, alg, key: decoded });
+            keys.push(IssuerKey {
+                kid: key.kid,
+                alg,
+                key: decoded,
+            });
         }
         if keys.is_empty() {
-            return Err(format!("issuer `{name}` has no keys (jwks_file, jwks or keys)"));
+            return Err(format!(
+                "issuer `{name}` has no keys (jwks_file, jwks or keys)"
+            ));
         }
         let audience = match raw.audience {
             OneOrMany::One(a) => vec![a],
             OneOrMany::Many(a) => a,
         };
         if audience.is_empty() || raw.issuer.is_empty() {
-            return Err(format!("issuer `{name}` needs a non-empty `issuer` and `audience`"));
+            return Err(format!(
+                "issuer `{name}` needs a non-empty `issuer` and `audience`"
+            ));
         }
-        Ok(Issuer { name: name.to_owned(), iss: raw.issuer, audience, keys, leeway: raw.leeway_secs })
+        Ok(Issuer {
+            name: name.to_owned(),
+            iss: raw.issuer,
+            audience,
+            keys,
+            leeway: raw.leeway_secs,
+        })
     }
 }
 
@@ -192,16 +213,26 @@ fn from_jwk(jwk: &Jwk) -> Result<IssuerKey, String> {
         Some(ka) => Algorithm::from_str(&ka.to_string()).ok(),
         None => match &jwk.algorithm {
             AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
-            AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Some(Algorithm::ES256),
-            AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P384 => Some(Algorithm::ES384),
-            AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => Some(Algorithm::EdDSA),
+            AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+                Some(Algorithm::ES256)
+            }
+            AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P384 => {
+                Some(Algorithm::ES384)
+            }
+            AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+                Some(Algorithm::EdDSA)
+            }
             _ => None,
         },
     }
     .filter(|a| ACCEPTED.contains(a))
     .ok_or("JWKS key with an unsupported algorithm or key type (symmetric keys are refused)")?;
     let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("invalid JWK: {e}"))?;
-    Ok(IssuerKey { kid: jwk.common.key_id.clone(), alg, key })
+    Ok(IssuerKey {
+        kid: jwk.common.key_id.clone(),
+        alg,
+        key,
+    })
 }
 
 #[derive(Deserialize)]
@@ -231,8 +262,8 @@ pub(crate) fn verify(
     }
     // The unverified `iss` only selects which issuer's keys to try; the signature check that
     // follows covers it.
-    let peek: Peek =
-        jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(|_| TokenRejection::Malformed)?;
+    let peek: Peek = jsonwebtoken::dangerous::insecure_decode_claims(token)
+        .map_err(|_| TokenRejection::Malformed)?;
     let iss = peek.iss.ok_or(TokenRejection::MissingClaim)?;
     let issuer = issuers
         .iter()
@@ -251,7 +282,10 @@ pub(crate) fn verify(
         return Err(TokenRejection::UnknownKey);
     }
     let mut validation = Validation::new(header.alg);
-    validation.required_spec_claims = ["exp", "iss", "aud", "sub"].map(String::from).into_iter().collect::<HashSet<_>>();
+    validation.required_spec_claims = ["exp", "iss", "aud", "sub"]
+        .map(String::from)
+        .into_iter()
+        .collect::<HashSet<_>>();
     // Time checks are done below against the injected clock.
     validation.validate_exp = false;
     validation.validate_nbf = false;
@@ -264,7 +298,9 @@ pub(crate) fn verify(
                 ErrorKind::InvalidSignature => continue,
                 ErrorKind::InvalidAudience => return Err(TokenRejection::WrongAudience),
                 ErrorKind::InvalidIssuer => return Err(TokenRejection::UnknownIssuer),
-                ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) | ErrorKind::Json(_) => {
+                ErrorKind::MissingRequiredClaim(_)
+                | ErrorKind::InvalidClaimFormat(_)
+                | ErrorKind::Json(_) => {
                     return Err(TokenRejection::MissingClaim);
                 }
                 _ => return Err(TokenRejection::Malformed),
@@ -274,13 +310,19 @@ pub(crate) fn verify(
         if claims.exp.saturating_add(issuer.leeway) <= now {
             return Err(TokenRejection::Expired);
         }
-        if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(issuer.leeway)) {
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(issuer.leeway))
+        {
             return Err(TokenRejection::NotYetValid);
         }
         if claims.sub.is_empty() {
             return Err(TokenRejection::MissingClaim);
         }
-        return Ok(EndUser { issuer: issuer.name.clone(), subject: claims.sub });
+        return Ok(EndUser {
+            issuer: issuer.name.clone(),
+            subject: claims.sub,
+        });
     }
     Err(TokenRejection::BadSignature)
 }

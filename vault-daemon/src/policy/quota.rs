@@ -17,7 +17,9 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Duration {
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
     }
 }
 
@@ -36,7 +38,10 @@ impl Rate {
         let (n, unit) = text
             .split_once('/')
             .ok_or_else(|| format!("rate `{text}` is not of the form N/s, N/min or N/h"))?;
-        let n: u32 = n.trim().parse().map_err(|_| format!("rate `{text}`: N must be a positive integer"))?;
+        let n: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("rate `{text}`: N must be a positive integer"))?;
         let seconds = match unit.trim() {
             "s" | "sec" => 1.0,
             "m" | "min" => 60.0,
@@ -44,7 +49,9 @@ impl Rate {
             other => return Err(format!("rate `{text}`: unknown unit `{other}` (s, min, h)")),
         };
         if n == 0 {
-            return Err(format!("rate `{text}`: N must be positive (omit the grant instead)"));
+            return Err(format!(
+                "rate `{text}`: N must be positive (omit the grant instead)"
+            ));
         }
         let per_second = f64::from(n) / seconds;
         let burst = burst.unwrap_or((per_second.ceil() as u32).max(1));
@@ -76,12 +83,26 @@ pub(crate) struct Quotas {
 
 impl Quotas {
     /// Take one token; on refusal, how long until one is available.
-    pub(crate) fn take(&self, caller: &str, scope: &str, rate: Rate, now: Duration) -> Result<(), Duration> {
-        let key = (caller.to_owned(), scope.to_owned(), rate.per_second.to_bits(), rate.burst);
+    pub(crate) fn take(
+        &self,
+        caller: &str,
+        scope: &str,
+        rate: Rate,
+        now: Duration,
+    ) -> Result<(), Duration> {
+        let key = (
+            caller.to_owned(),
+            scope.to_owned(),
+            rate.per_second.to_bits(),
+            rate.burst,
+        );
         // A poisoned lock only means another thread panicked mid-update of a counter; the
         // map is still usable.
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = buckets.entry(key).or_insert(Bucket { tokens: f64::from(rate.burst), last: now });
+        let bucket = buckets.entry(key).or_insert(Bucket {
+            tokens: f64::from(rate.burst),
+            last: now,
+        });
         let elapsed = now.saturating_sub(bucket.last).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate.per_second).min(f64::from(rate.burst));
         bucket.last = bucket.last.max(now);
@@ -89,7 +110,9 @@ impl Quotas {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate.per_second))
+            Err(Duration::from_secs_f64(
+                (1.0 - bucket.tokens) / rate.per_second,
+            ))
         }
     }
 }
@@ -100,8 +123,20 @@ mod tests {
 
     #[test]
     fn parses_rates() {
-        assert_eq!(Rate::parse("100/s", Some(200)).unwrap(), Rate { per_second: 100.0, burst: 200 });
-        assert_eq!(Rate::parse("60/min", None).unwrap(), Rate { per_second: 1.0, burst: 1 });
+        assert_eq!(
+            Rate::parse("100/s", Some(200)).unwrap(),
+            Rate {
+                per_second: 100.0,
+                burst: 200
+            }
+        );
+        assert_eq!(
+            Rate::parse("60/min", None).unwrap(),
+            Rate {
+                per_second: 1.0,
+                burst: 1
+            }
+        );
         assert_eq!(Rate::parse("7200/h", None).unwrap().per_second, 2.0);
         for bad in ["100", "x/s", "0/s", "5/day", "-1/s"] {
             assert!(Rate::parse(bad, None).is_err(), "{bad}");
@@ -112,7 +147,10 @@ mod tests {
     #[test]
     fn bucket_exhausts_and_refills() {
         let q = Quotas::default();
-        let rate = Rate { per_second: 2.0, burst: 3 };
+        let rate = Rate {
+            per_second: 2.0,
+            burst: 3,
+        };
         let t0 = Duration::from_secs(1000);
         for _ in 0..3 {
             q.take("a", "tokenize:pan", rate, t0).unwrap();
@@ -123,7 +161,8 @@ mod tests {
         q.take("b", "tokenize:pan", rate, t0).unwrap();
         q.take("a", "tokenize:ssn", rate, t0).unwrap();
         // Half a second later one token is back; a clock going backwards adds nothing.
-        q.take("a", "tokenize:pan", rate, t0 + Duration::from_millis(500)).unwrap();
+        q.take("a", "tokenize:pan", rate, t0 + Duration::from_millis(500))
+            .unwrap();
         assert!(q.take("a", "tokenize:pan", rate, t0).is_err());
         // Refill is capped at the burst.
         let later = t0 + Duration::from_secs(3600);
