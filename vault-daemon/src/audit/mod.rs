@@ -479,6 +479,33 @@ mod tests {
     }
 
     #[test]
+    fn interval_checkpoints_and_checkpoint_file() {
+        // A zero interval makes every commit due, exercising the time-based path without sleeping.
+        let cfg = Config {
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::ZERO,
+            max_batch: 4096,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path(), cfg).unwrap();
+        for i in 1..=3 {
+            log.record(event(i)).unwrap();
+        }
+        assert_eq!(log.stats().checkpoints, 3);
+        let cp: chain::Line = serde_json::from_str(
+            fs::read_to_string(dir.path().join(CHECKPOINT_FILE))
+                .unwrap()
+                .trim_end(),
+        )
+        .unwrap();
+        assert!(matches!(
+            cp,
+            chain::Line::Checkpoint(Checkpoint { seq: 3, .. })
+        ));
+        assert_eq!(log.verify().unwrap().first_bad, None);
+    }
+
+    #[test]
     fn edited_field_is_detected_at_its_seq() {
         let (_dir, path, keys) = log_with(10, config());
         let mut l = lines(&path);
