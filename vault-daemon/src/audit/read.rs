@@ -1,0 +1,362 @@
+//! Reading the log: verification, query, tail, export, and the torn-tail repair.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use super::chain::{self, Checkpoint, GENESIS, Line, Record};
+use super::{AuditError, Operation, VerifyKeys};
+
+/// What the verifier found wrong, at the sequence number reported with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Defect {
+    /// The last line is incomplete (no newline): a write was cut short.
+    #[error("torn last line")]
+    TornLine,
+    /// A line that is not a valid event or checkpoint.
+    #[error("unparsable line")]
+    Unparsable,
+    /// A line that parses but is not byte-identical to how the writer writes it (edited).
+    #[error("line was edited (not in canonical form)")]
+    NonCanonical,
+    /// An event with an unexpected sequence number: events were deleted or reordered.
+    #[error("expected this sequence number, found {found}: events deleted or reordered")]
+    Sequence {
+        /// The sequence number found instead.
+        found: u64,
+    },
+    /// `prev` does not equal the previous event's MAC.
+    #[error("chain link broken (prev does not match the previous event)")]
+    BrokenLink,
+    /// The event's MAC does not verify: its content was changed.
+    #[error("MAC mismatch: event content changed")]
+    Mac,
+    /// A checkpoint whose signature does not verify.
+    #[error("checkpoint signature invalid")]
+    CheckpointSignature,
+    /// A checkpoint that does not match the chain at its position.
+    #[error("checkpoint does not match the chain")]
+    CheckpointHead,
+    /// The log has checkpoints but `audit.checkpoint` is missing.
+    #[error("checkpoint file missing")]
+    CheckpointFileMissing,
+    /// `audit.checkpoint` is unreadable or its signature does not verify.
+    #[error("checkpoint file invalid")]
+    CheckpointFile,
+    /// The log ends before the checkpoint file's sequence number: its tail was cut off.
+    #[error("log truncated: the checkpoint file commits to sequence number {checkpoint_seq}")]
+    Truncated {
+        /// The sequence number the checkpoint file commits to.
+        checkpoint_seq: u64,
+    },
+    /// The checkpoint file's (sequence number, head) is not in the log.
+    #[error("checkpoint file does not match the log")]
+    CheckpointFileMismatch,
+}
+
+/// The verifier's findings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Events that verified, before the first defect.
+    pub events: u64,
+    /// Checkpoints that verified, before the first defect.
+    pub checkpoints: u64,
+    /// The first bad sequence number and what is wrong there; `None` if the log verifies.
+    pub first_bad: Option<(u64, Defect)>,
+    /// Whether event MACs were checked (false for a public-key-only verifier, which checks
+    /// signatures, sequence and linkage only).
+    pub macs_checked: bool,
+}
+
+/// Query filter for the admin API. Events are returned in sequence order.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Only events at or after this Unix time (ms).
+    pub since_ms: Option<u64>,
+    /// Only events before this Unix time (ms).
+    pub until_ms: Option<u64>,
+    /// Only this caller.
+    pub caller: Option<String>,
+    /// Only this operation.
+    pub operation: Option<Operation>,
+    /// Skip this many matches.
+    pub offset: usize,
+    /// Return at most this many.
+    pub limit: Option<usize>,
+}
+
+impl Filter {
+    fn matches(&self, r: &Record) -> bool {
+        self.since_ms.is_none_or(|t| r.time_ms >= t)
+            && self.until_ms.is_none_or(|t| r.time_ms < t)
+            && self.caller.as_ref().is_none_or(|c| *c == r.event.caller)
+            && self.operation.is_none_or(|op| op == r.event.operation)
+    }
+}
+
+pub(crate) struct ScanReport {
+    pub(crate) report: VerifyReport,
+    pub(crate) last_seq: u64,
+    pub(crate) head: [u8; 32],
+    pub(crate) last_checkpoint_seq: u64,
+    /// Byte length of the log up to the end of the last good line.
+    pub(crate) good_len: u64,
+}
+
+impl std::ops::Deref for ScanReport {
+    type Target = VerifyReport;
+    fn deref(&self) -> &VerifyReport {
+        &self.report
+    }
+}
+
+/// Verify `log` (and the `audit.checkpoint` beside it) and report the first defect.
+pub fn verify(log: &Path, keys: &VerifyKeys) -> Result<VerifyReport, AuditError> {
+    Ok(scan(log, keys)?.report)
+}
+
+pub(crate) fn scan(log: &Path, keys: &VerifyKeys) -> Result<ScanReport, AuditError> {
+    let mut s = ScanReport {
+        report: VerifyReport {
+            events: 0,
+            checkpoints: 0,
+            first_bad: None,
+            macs_checked: keys.mac.is_some(),
+        },
+        last_seq: 0,
+        head: GENESIS,
+        last_checkpoint_seq: 0,
+        good_len: 0,
+    };
+    let mut seen_checkpoints: HashMap<u64, [u8; 32]> = HashMap::new();
+    let file = match File::open(log) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(AuditError::io(log, e)),
+    };
+    if let Some(file) = file {
+        let mut reader = BufReader::new(file);
+        let mut raw = Vec::new();
+        loop {
+            raw.clear();
+            let n = reader
+                .read_until(b'\n', &mut raw)
+                .map_err(|e| AuditError::io(log, e))?;
+            if n == 0 {
+                break;
+            }
+            let bad_at = s.last_seq + 1;
+            if raw.last() != Some(&b'\n') {
+                s.report.first_bad = Some((bad_at, Defect::TornLine));
+                return Ok(s);
+            }
+            let text = &raw[..raw.len() - 1];
+            let Ok(line) = serde_json::from_slice::<Line>(text) else {
+                s.report.first_bad = Some((bad_at, Defect::Unparsable));
+                return Ok(s);
+            };
+            if line.to_json().as_bytes() != text {
+                s.report.first_bad = Some((bad_at, Defect::NonCanonical));
+                return Ok(s);
+            }
+            if let Err(bad) = check_line(&mut s, &line, keys, &mut seen_checkpoints) {
+                s.report.first_bad = Some(bad);
+                return Ok(s);
+            }
+            s.good_len += n as u64;
+        }
+    }
+    s.report.first_bad = check_checkpoint_file(log, &s, keys, &seen_checkpoints).err();
+    Ok(s)
+}
+
+fn check_line(
+    s: &mut ScanReport,
+    line: &Line,
+    keys: &VerifyKeys,
+    seen: &mut HashMap<u64, [u8; 32]>,
+) -> Result<(), (u64, Defect)> {
+    let expected = s.last_seq + 1;
+    match line {
+        Line::Event(r) => {
+            if r.seq != expected {
+                return Err((expected, Defect::Sequence { found: r.seq }));
+            }
+            let prev = chain::decode_mac(&r.prev).ok_or((expected, Defect::Unparsable))?;
+            let mac = chain::decode_mac(&r.mac).ok_or((expected, Defect::Unparsable))?;
+            if prev != s.head {
+                return Err((expected, Defect::BrokenLink));
+            }
+            if let Some(key) = &keys.mac
+                && !chain::verify_event_mac(key, r, &prev, &mac)
+            {
+                return Err((expected, Defect::Mac));
+            }
+            s.head = mac;
+            s.last_seq = r.seq;
+            s.report.events += 1;
+        }
+        Line::Checkpoint(cp) => {
+            let head = check_signature(cp, keys).ok_or((cp.seq, Defect::CheckpointSignature))?;
+            if cp.seq != s.last_seq || head != s.head {
+                return Err((cp.seq, Defect::CheckpointHead));
+            }
+            seen.insert(cp.seq, head);
+            s.last_checkpoint_seq = cp.seq;
+            s.report.checkpoints += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The checkpoint's head if its signature verifies.
+fn check_signature(cp: &Checkpoint, keys: &VerifyKeys) -> Option<[u8; 32]> {
+    let head = chain::decode_mac(&cp.head)?;
+    let sig = hex::decode(&cp.sig).ok()?;
+    keys.public
+        .verify(&chain::checkpoint_message(cp.seq, &head, cp.time_ms), &sig)
+        .then_some(head)
+}
+
+fn check_checkpoint_file(
+    log: &Path,
+    s: &ScanReport,
+    keys: &VerifyKeys,
+    seen: &HashMap<u64, [u8; 32]>,
+) -> Result<(), (u64, Defect)> {
+    let path = checkpoint_path(log);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return if s.report.checkpoints > 0 {
+                Err((s.last_checkpoint_seq, Defect::CheckpointFileMissing))
+            } else {
+                Ok(())
+            };
+        }
+        Err(_) => return Err((s.last_seq, Defect::CheckpointFile)),
+    };
+    let cp = match serde_json::from_str::<Line>(text.trim_end()) {
+        Ok(Line::Checkpoint(cp)) => cp,
+        _ => return Err((s.last_seq, Defect::CheckpointFile)),
+    };
+    let head = check_signature(&cp, keys).ok_or((cp.seq, Defect::CheckpointFile))?;
+    if cp.seq > s.last_seq {
+        return Err((
+            s.last_seq + 1,
+            Defect::Truncated {
+                checkpoint_seq: cp.seq,
+            },
+        ));
+    }
+    if seen.get(&cp.seq) != Some(&head) {
+        return Err((cp.seq, Defect::CheckpointFileMismatch));
+    }
+    Ok(())
+}
+
+/// `audit.checkpoint` beside the given `audit.log`.
+pub(crate) fn checkpoint_path(log: &Path) -> PathBuf {
+    log.with_file_name(super::CHECKPOINT_FILE)
+}
+
+/// Every complete line of the log, parsed; lines that do not parse are skipped (integrity is
+/// `verify`'s job) and an incomplete last line (a write in progress) is ignored.
+fn for_each_event(log: &Path, mut f: impl FnMut(Record, &[u8])) -> Result<(), AuditError> {
+    let file = match File::open(log) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(AuditError::io(log, e)),
+    };
+    let mut reader = BufReader::new(file);
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        let n = reader
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| AuditError::io(log, e))?;
+        if n == 0 || raw.last() != Some(&b'\n') {
+            return Ok(());
+        }
+        if let Ok(Line::Event(record)) = serde_json::from_slice::<Line>(&raw) {
+            f(record, &raw);
+        }
+    }
+}
+
+/// Events matching `filter`, in sequence order.
+pub fn query(log: &Path, filter: &Filter) -> Result<Vec<Record>, AuditError> {
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    let limit = filter.limit.unwrap_or(usize::MAX);
+    for_each_event(log, |r, _| {
+        if out.len() < limit && filter.matches(&r) {
+            if skipped < filter.offset {
+                skipped += 1;
+            } else {
+                out.push(r);
+            }
+        }
+    })?;
+    Ok(out)
+}
+
+/// The last `n` events.
+pub fn tail(log: &Path, n: usize) -> Result<Vec<Record>, AuditError> {
+    let mut out = VecDeque::with_capacity(n.min(4096));
+    for_each_event(log, |r, _| {
+        if n > 0 {
+            if out.len() == n {
+                out.pop_front();
+            }
+            out.push_back(r);
+        }
+    })?;
+    Ok(out.into())
+}
+
+/// Write the stored lines of matching events to `out` as JSON lines; returns how many. (For a
+/// copy that an auditor can verify, copy `audit.log` and `audit.checkpoint` as they are.)
+pub fn export(log: &Path, filter: &Filter, out: &mut dyn Write) -> Result<u64, AuditError> {
+    let mut count = 0u64;
+    let mut skipped = 0;
+    let limit = filter.limit.unwrap_or(usize::MAX) as u64;
+    let mut result = Ok(());
+    for_each_event(log, |r, raw| {
+        if result.is_ok() && count < limit && filter.matches(&r) {
+            if skipped < filter.offset {
+                skipped += 1;
+            } else {
+                result = out.write_all(raw);
+                count += 1;
+            }
+        }
+    })?;
+    result.map_err(|e| AuditError::io(Path::new("<export>"), e))?;
+    Ok(count)
+}
+
+/// Operator action after a crash tore the last line: if (and only if) the log's first defect is a
+/// torn final line, save the torn bytes to `audit.log.torn` and cut them off. The torn event was
+/// never acknowledged (acknowledgement follows fsync of the whole line), so nothing recorded is
+/// lost. Returns the number of bytes removed.
+pub fn repair_torn_tail(log: &Path, keys: &VerifyKeys) -> Result<u64, AuditError> {
+    let s = scan(log, keys)?;
+    if !matches!(s.report.first_bad, Some((_, Defect::TornLine))) {
+        return Err(AuditError::NotRepairable);
+    }
+    let bytes = fs::read(log).map_err(|e| AuditError::io(log, e))?;
+    let torn = bytes.get(s.good_len as usize..).unwrap_or_default();
+    let saved = log.with_extension("log.torn");
+    fs::write(&saved, torn).map_err(|e| AuditError::io(&saved, e))?;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(log)
+        .map_err(|e| AuditError::io(log, e))?;
+    file.set_len(s.good_len)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| AuditError::io(log, e))?;
+    Ok(torn.len() as u64)
+}
