@@ -378,6 +378,35 @@ fn rotation_rewrap_retire() {
 }
 
 #[test]
+fn data_keys_rotate_before_their_nonce_bound() {
+    let f = Fixture::new();
+    let (vault, _) = f.create();
+    let vault = vault.with_nonce_rotation_at(5000);
+    let mut tokens = Vec::new();
+    for chunk in 0..12 {
+        let values: Vec<String> = (0..1000).map(|i| luhn_pan(chunk * 1000 + i)).collect();
+        let items: Vec<TokenizeItem<'_>> = values.iter().map(|v| TokenizeItem::new(v)).collect();
+        for r in vault.tokenize_batch("pan_vault", &items).unwrap() {
+            tokens.push(r.unwrap());
+        }
+    }
+    let status = vault.key_status().unwrap();
+    let data = status.iter().find(|k| k.name == "data/pan_vault").unwrap();
+    assert!(data.versions.len() >= 2, "rotated automatically: {data:?}");
+    assert!(
+        data.versions
+            .iter()
+            .all(|v| v.nonce_count <= 5000 + 4096 + 1000)
+    );
+    // Everything sealed under every version still reads.
+    let last = tokens.last().unwrap();
+    assert!(last.key_version >= 2);
+    for t in [&tokens[0], &tokens[6000], last] {
+        assert!(vault.detokenize("pan_vault", &t.token, None).is_ok());
+    }
+}
+
+#[test]
 fn fpe_rotation_versions() {
     let f = Fixture::new();
     let (vault, _) = f.create();

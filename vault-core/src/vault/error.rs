@@ -101,6 +101,14 @@ pub enum Error {
     /// The OS random number generator failed.
     #[error("the operating system's random number generator failed")]
     Rng,
+    /// A data-key version has sealed as many values as GCM allows (SP 800-38D §8.3): rotate.
+    #[error("{name} version {version} has used its GCM nonce budget: rotate the key")]
+    NonceBudgetExhausted {
+        /// Key name.
+        name: String,
+        /// Version.
+        version: u32,
+    },
     /// A PAN FPE key may keep at most 9 decryptable versions (the token's version slot).
     #[error("template {0:?} already has 9 decryptable FPE key versions: retire one first")]
     TooManyVersions(String),

@@ -43,7 +43,7 @@ use crate::envelope::DataKey;
 use crate::fpe::Ff1;
 use crate::keys::root::shares::{Share, ShareSet};
 use crate::keys::root::{self, KdfParams};
-use crate::keys::{KeyError, KeyRing, NotDecryptable, Purpose, State, nonces};
+use crate::keys::{KeyError, KeyRing, Purpose, State, nonces};
 use crate::secret::{Key32, SecretString, fill_random};
 use crate::store::Store;
 use crate::template::{Kind, Template, VersionSlot};
@@ -241,6 +241,7 @@ pub struct Vault {
     ids: Mutex<Range<u64>>,
     nonces: Mutex<HashMap<(String, u32), NonceBlock>>,
     clock: Clock,
+    rotate_at: u64,
 }
 
 /// A source of Unix seconds (replaceable in tests to exercise expiry without sleeping).
@@ -403,12 +404,20 @@ impl Vault {
             ids: Mutex::new(0..0),
             nonces: Mutex::new(HashMap::new()),
             clock: Arc::new(now),
+            rotate_at: nonces::ROTATE_AT,
         }
     }
 
     /// Replaces the clock used for expiry and timestamps (tests, simulations).
     pub fn with_clock(mut self, clock: Clock) -> Vault {
         self.clock = clock;
+        self
+    }
+
+    /// Sets the nonce count after which a data key is rotated automatically (default
+    /// `keys::nonces::ROTATE_AT`, 2^31). Lower values only: tests and cautious deployments.
+    pub fn with_nonce_rotation_at(mut self, count: u64) -> Vault {
+        self.rotate_at = count.min(nonces::ROTATE_AT);
         self
     }
 
@@ -607,6 +616,12 @@ impl Vault {
     /// readable until rewrapped. `token` and `lookup` are not rotatable (every issued token
     /// depends on them). Returns the new version.
     pub fn rotate(&self, name: &str) -> Result<u32, Error> {
+        self.rotate_from(name, None)
+    }
+
+    /// Rotation; with `only_from`, only if that version is still the active one (else the
+    /// active version is returned unchanged).
+    fn rotate_from(&self, name: &str, only_from: Option<u32>) -> Result<u32, Error> {
         if name == "token" || name == "lookup" {
             return Err(Error::NotSupported {
                 operation: "rotate",
@@ -616,6 +631,12 @@ impl Vault {
         }
         let mut state = self.write_state();
         let u = state.as_mut().ok_or(Error::Sealed)?;
+        if let Some(from) = only_from {
+            let (active, _) = u.ring.active(name)?;
+            if active != from {
+                return Ok(active);
+            }
+        }
         let row = u.ring.rotation(name, self.now())?;
         // PAN FPE tokens carry their key version in one of 9 slots (template docs): refuse a
         // new version whose slot a still-decryptable version holds.
@@ -835,11 +856,10 @@ impl Vault {
                 let want = ((n - out.len()) as u64).max(NONCE_BLOCK);
                 let total = self.store.key_reserve_nonces(name, version, want)?;
                 if total > nonces::LIMIT {
-                    return Err(Error::Key(KeyError::VersionNotDecryptable {
+                    return Err(Error::NonceBudgetExhausted {
                         name: name.to_owned(),
                         version,
-                        reason: NotDecryptable::Unknown,
-                    }));
+                    });
                 }
                 fill_random(&mut block.prefix)?;
                 block.next = total - want;
@@ -860,18 +880,12 @@ impl Vault {
         let end = lock(&self.nonces)
             .get(&(name.to_owned(), version))
             .map_or(0, |b| b.end);
-        if matches!(nonces::budget(end), nonces::Budget::Ok) {
+        if end < self.rotate_at {
             return Ok(());
         }
-        let active = {
-            let state = self.read_state();
-            let u = state.as_ref().ok_or(Error::Sealed)?;
-            u.ring.active(name)?.0
-        };
-        if active == version {
-            self.rotate(name)?;
-        }
-        Ok(())
+        // Only if `version` is still the active one: concurrent callers that crossed the
+        // threshold together rotate once.
+        self.rotate_from(name, Some(version)).map(|_| ())
     }
 }
 
