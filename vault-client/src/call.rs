@@ -130,8 +130,12 @@ impl Shared {
             };
             let mut grpc_request = tonic::Request::new(request.clone());
             grpc_request.set_timeout(remaining);
+            let sent_at = Instant::now();
             let result = match tokio::time::timeout(remaining, send(grpc_request)).await {
                 Ok(Ok(response)) => Ok(response.into_inner()),
+                Ok(Err(status)) if is_server_timeout(&status, sent_at.elapsed(), remaining) => {
+                    Err(Error::DeadlineExceeded)
+                }
                 Ok(Err(status)) => Err(Error::from(status)),
                 Err(_elapsed) => Err(Error::DeadlineExceeded),
             };
@@ -150,5 +154,42 @@ impl Shared {
             last_error = Some(error);
             tokio::time::sleep(backoff).await;
         }
+    }
+}
+
+/// tonic reports a `grpc-timeout` that ran out as CANCELLED "Timeout expired" rather than
+/// DEADLINE_EXCEEDED (`tonic::Status::from_error`); the server's timer, started when the
+/// request arrived, can beat the client's by a hair. Either way, it is the call's deadline.
+fn is_server_timeout(status: &Status, waited: Duration, timeout: Duration) -> bool {
+    const SLACK: Duration = Duration::from_millis(20);
+    status.code() == tonic::Code::Cancelled
+        && (status.message() == "Timeout expired" || waited + SLACK >= timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tonic_timeouts_read_as_deadline_exceeded() {
+        let second = Duration::from_secs(1);
+        let timeout = Status::cancelled("Timeout expired");
+        assert!(is_server_timeout(&timeout, Duration::ZERO, second));
+        let cancelled = Status::cancelled("client went away");
+        assert!(!is_server_timeout(
+            &cancelled,
+            Duration::from_millis(10),
+            second
+        ));
+        assert!(is_server_timeout(
+            &cancelled,
+            Duration::from_millis(995),
+            second
+        ));
+        assert!(!is_server_timeout(
+            &Status::unavailable("x"),
+            second,
+            second
+        ));
     }
 }
