@@ -413,3 +413,37 @@ impl fmt::Debug for AdminClient {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_returned_secrets() {
+        let created = CreatedCaller {
+            caller: pb::Caller {
+                name: "payments".into(),
+                ..Default::default()
+            },
+            api_key: "vk_SECRETKEY".into(),
+        };
+        let debug = format!("{created:?}");
+        assert!(
+            !debug.contains("SECRETKEY") && debug.contains("payments"),
+            "{debug}"
+        );
+        let rotation = RootKeyRotation {
+            shares: vec!["SHARE-ONE".into(), "SHARE-TWO".into()],
+            root_key_hex: Some("00ff00ff".into()),
+            status: None,
+        };
+        let debug = format!("{rotation:?}");
+        assert!(
+            !debug.contains("SHARE") && !debug.contains("00ff"),
+            "{debug}"
+        );
+        assert!(debug.contains("<2 redacted>"), "{debug}");
+        let debug = format!("{:?}", NewRootKey::Passphrase("hunter2".into()));
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+}

@@ -633,3 +633,19 @@ async fn debug_of_client_shows_no_secrets() {
     assert!(!debug.contains(API_KEY), "{debug}");
     assert!(debug.contains("VaultClient"));
 }
+
+#[tokio::test]
+async fn admin_client_has_no_breaker_and_reports_each_error() {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let admin = vault_client::AdminClient::connect_lazy(config(addr)).unwrap();
+    for _ in 0..8 {
+        let err = admin.seal_status().await.unwrap_err();
+        assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    }
+    let debug = format!("{admin:?}");
+    assert!(!debug.contains(API_KEY), "{debug}");
+}
