@@ -212,6 +212,11 @@ impl Running {
         Ok(warnings)
     }
 
+    /// Tokenizer and Admin calls in flight now (past authentication).
+    pub fn in_flight(&self) -> usize {
+        self.shared.limits.max_concurrent_calls - self.shared.permits.available_permits()
+    }
+
     /// Whether the server task has stopped (it should not before `shutdown`).
     pub fn is_finished(&self) -> bool {
         self.server.as_ref().is_none_or(JoinHandle::is_finished)
