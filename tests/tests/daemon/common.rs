@@ -21,8 +21,18 @@ use vault_proto::v1::{
     tokenize_result,
 };
 
-/// The policy every daemon of these tests loads.
+/// The policy every daemon of these tests loads (the issuer's key file is added in front).
 pub(crate) const POLICY: &str = r#"
+[roles.helpdesk]
+[[roles.helpdesk.grants]]
+scopes = ["reveal:pan_vault"]
+require_end_user = true
+end_user_issuer = "corp"
+subject_matches_metadata = "owner"
+require_purpose = true
+
+[callers."spiffe://test.example/helpdesk"]
+roles = ["helpdesk"]
 [roles.checkout]
 [[roles.checkout.grants]]
 scopes = ["tokenize:*"]
@@ -110,7 +120,7 @@ pub(crate) fn pki() -> &'static Pki {
         );
         let client = ExtendedKeyUsagePurpose::ClientAuth;
         let mut clients = HashMap::new();
-        for name in ["checkout", "payments", "all"] {
+        for name in ["checkout", "payments", "all", "helpdesk"] {
             clients.insert(
                 name,
                 leaf(
@@ -176,7 +186,15 @@ pub(crate) fn config(dir: &std::path::Path) -> Config {
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.allow_plaintext_loopback = false;
     cfg.reflection = false;
-    cfg.policy = Some(w("policy.toml", POLICY));
+    let issuer = format!(
+        "[issuers.corp]\nissuer = \"https://id.example.com\"\naudience = \"vault\"\n\
+         keys = [{{ algorithm = \"RS256\", kid = \"corp-1\", pem_file = \"{}\" }}]\n",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../vault-daemon/examples/end-user-rs256.pub.pem"
+        )
+    );
+    cfg.policy = Some(w("policy.toml", &format!("{issuer}{POLICY}")));
     cfg.tls = Some(Tls {
         cert: w("server.pem", &pki.server.0),
         key: w("server.key", &pki.server.1),

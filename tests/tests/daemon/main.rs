@@ -4,5 +4,6 @@
 mod audit;
 mod authz;
 mod common;
+mod end_user;
 mod lifecycle;
 mod templates;
