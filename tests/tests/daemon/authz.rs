@@ -63,6 +63,7 @@ async fn authorization_matrix() {
                     operation: Operation::Tokenize as i32,
                     template: "email".into(),
                 }],
+                expires_at: None,
             },
             None,
         ))
@@ -76,6 +77,7 @@ async fn authorization_matrix() {
                 description: String::new(),
                 roles: vec!["ops".into()],
                 scopes: vec![],
+                expires_at: None,
             },
             None,
         ))
@@ -213,20 +215,56 @@ async fn authorization_matrix() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    // Unknown roles are refused.
+    // Unknown roles are refused, and so is an expiry in the past.
     let err = admin
         .create_caller(req(
             CreateCallerRequest {
                 name: "x".into(),
-                description: String::new(),
                 roles: vec!["no-such-role".into()],
-                scopes: vec![],
+                ..CreateCallerRequest::default()
             },
             None,
         ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+    let err = admin
+        .create_caller(req(
+            CreateCallerRequest {
+                name: "expired".into(),
+                roles: vec!["ops".into()],
+                expires_at: Some(prost_types::Timestamp {
+                    seconds: 1,
+                    nanos: 0,
+                }),
+                ..CreateCallerRequest::default()
+            },
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // A future expiry is accepted and shown.
+    let later = admin
+        .create_caller(req(
+            CreateCallerRequest {
+                name: "temporary".into(),
+                roles: vec!["ops".into()],
+                expires_at: Some(prost_types::Timestamp {
+                    seconds: 4_000_000_000,
+                    nanos: 0,
+                }),
+                ..CreateCallerRequest::default()
+            },
+            None,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        later.caller.unwrap().expires_at.map(|t| t.seconds),
+        Some(4_000_000_000)
+    );
     d.stop().await;
 }
 

@@ -641,6 +641,15 @@ mod tests {
     use super::pan::luhn;
     use super::*;
 
+    #[test]
+    fn renamed_keeps_the_kind_under_a_new_name() {
+        let ssn = Template::builtin("ssn").unwrap();
+        let vaulted = ssn.renamed("ssn_vault").unwrap();
+        assert_eq!(vaulted.name(), "ssn_vault");
+        assert!(matches!(vaulted.kind(), Kind::Ssn));
+        assert!(ssn.renamed("no spaces").is_err());
+    }
+
     const KEY: [u8; 32] = [7; 32];
 
     fn ff1(radix: u32) -> Ff1 {

@@ -282,6 +282,7 @@ fn pb_caller(c: &Caller) -> PbCaller {
         api_key_prefix: c.key_prefix.clone(),
         created_at: Some(ts(c.created_ms)),
         revoked_at: c.revoked_ms.map(ts),
+        expires_at: c.expires_ms.map(ts),
     }
 }
 
@@ -750,7 +751,21 @@ impl Admin for Service {
         let meta = Meta::of(&request);
         let req = request.into_inner();
         let scopes = self.check_scopes(&req.roles, &req.scopes);
-        let validate = scopes.as_ref().map(|_| ()).map_err(Clone::clone);
+        let expires_ms = req.expires_at.as_ref().map(ts_ms);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let validate = scopes
+            .as_ref()
+            .map(|_| ())
+            .map_err(Clone::clone)
+            .and_then(|()| {
+                if expires_ms.is_some_and(|e| e <= now_ms) {
+                    Err(Status::invalid_argument("expires_at is in the past"))
+                } else {
+                    Ok(())
+                }
+            });
         let scopes = scopes.unwrap_or_default();
         self.admin(
             meta,
@@ -760,7 +775,7 @@ impl Admin for Service {
             move |s| {
                 let (c, key) = s
                     .registry
-                    .create(&req.name, &req.description, req.roles, scopes, None)
+                    .create(&req.name, &req.description, req.roles, scopes, expires_ms)
                     .map_err(|e| registry_status(&e))?;
                 Ok(CreateCallerResponse {
                     caller: Some(pb_caller(&c)),
