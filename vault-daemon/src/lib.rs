@@ -1,6 +1,20 @@
-//! The tokenization daemon's transport-independent parts: the audit log and the policy
-//! evaluator. The gRPC server (`vaultd`) and the admin CLI (`vaultctl`) are built on these.
+//! The tokenization daemon: the gRPC server (`vaultd`), and the transport-independent parts it
+//! is built on (the audit log, the policy evaluator, the caller registry).
+//!
+//! The request path (see ARCHITECTURE.md, "The daemon"): authentication ([`auth`]) → load
+//! shedding → authorization ([`policy`] + [`callers`]) → the vault (on a blocking thread) →
+//! the audit event ([`audit`], durable before the response) → the response. Domain errors
+//! become gRPC codes in one table (`status.rs`).
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod auth;
+pub mod callers;
+pub mod config;
+pub mod hardening;
 pub mod policy;
+pub mod server;
+mod status;
+
+pub use config::Config;
+pub use server::{Running, StartError, spawn};

@@ -1412,6 +1412,9 @@ pub struct Caller {
     /// When the caller was revoked; unset while it is active.
     #[prost(message, optional, tag = "8")]
     pub revoked_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// When the caller's API key stops working; unset when it does not expire.
+    #[prost(message, optional, tag = "9")]
+    pub expires_at: ::core::option::Option<::prost_types::Timestamp>,
 }
 /// The caller to create.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1428,6 +1431,10 @@ pub struct CreateCallerRequest {
     /// Scopes to grant in addition to the roles.
     #[prost(message, repeated, tag = "4")]
     pub scopes: ::prost::alloc::vec::Vec<Scope>,
+    /// When the API key stops working. Optional: unset, it works until revoked. A time in the
+    /// past fails with INVALID_ARGUMENT.
+    #[prost(message, optional, tag = "5")]
+    pub expires_at: ::core::option::Option<::prost_types::Timestamp>,
 }
 /// The new caller and its API key.
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -198,6 +198,17 @@ impl Template {
         })
     }
 
+    /// The same template under another name, so one kind can serve several configured
+    /// templates (the daemon's `pan` in FPE mode and `pan_vault` vaulted). The name is part of
+    /// every tweak and key name, so the two never share tokens.
+    pub fn renamed(&self, name: &str) -> Result<Template, Error> {
+        check_name(name)?;
+        Ok(Template {
+            name: name.to_owned(),
+            kind: self.kind.clone(),
+        })
+    }
+
     /// A PAN template that keeps at most `keep_first` (≤ 8) leading and exactly `keep_last`
     /// (≤ 4) trailing digits.
     pub fn pan(name: &str, keep_first: u8, keep_last: u8) -> Result<Template, Error> {
@@ -629,6 +640,15 @@ mod tests {
 
     use super::pan::luhn;
     use super::*;
+
+    #[test]
+    fn renamed_keeps_the_kind_under_a_new_name() {
+        let ssn = Template::builtin("ssn").unwrap();
+        let vaulted = ssn.renamed("ssn_vault").unwrap();
+        assert_eq!(vaulted.name(), "ssn_vault");
+        assert!(matches!(vaulted.kind(), Kind::Ssn));
+        assert!(ssn.renamed("no spaces").is_err());
+    }
 
     const KEY: [u8; 32] = [7; 32];
 

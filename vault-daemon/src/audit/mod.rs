@@ -37,6 +37,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -252,15 +253,89 @@ impl fmt::Debug for AuditLog {
     }
 }
 
+/// A switch that makes every append of the audit writer fail while it is on, as a full disk
+/// would. For end-to-end tests of the fail-closed path (root ignores file permissions, so a
+/// read-only file cannot simulate it); a production daemon never builds one.
+#[derive(Clone, Debug, Default)]
+pub struct FaultSwitch(Arc<AtomicBool>);
+
+impl FaultSwitch {
+    /// A switch, off.
+    pub fn new() -> Self {
+        FaultSwitch::default()
+    }
+
+    /// Turn failures on or off.
+    pub fn set(&self, failing: bool) {
+        self.0.store(failing, Ordering::SeqCst);
+    }
+
+    fn is_on(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A sink whose appends fail while its switch is on (nothing is written, as with ENOSPC before
+/// any byte lands), so the writer rolls back and stays usable once the switch is off.
+struct Faulty {
+    inner: Box<dyn Sink>,
+    switch: FaultSwitch,
+}
+
+impl Sink for Faulty {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.switch.is_on() {
+            return Err(io::Error::other("injected audit failure"));
+        }
+        self.inner.append(bytes)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.inner.sync()
+    }
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn rollback(&mut self, len: u64) -> io::Result<()> {
+        self.inner.rollback(len)
+    }
+    fn publish(&mut self, checkpoint: &Checkpoint) -> io::Result<()> {
+        self.inner.publish(checkpoint)
+    }
+}
+
 impl AuditLog {
     /// Open (or create) the log in `dir`: load or create `audit.key`, verify the existing log,
     /// and start the writer thread.
     pub fn open(dir: &Path, config: Config) -> Result<Self, AuditError> {
+        AuditLog::open_with(dir, config, None)
+    }
+
+    /// [`AuditLog::open`] with an injected-failure switch (tests of the fail-closed path).
+    pub fn open_with_faults(
+        dir: &Path,
+        config: Config,
+        switch: FaultSwitch,
+    ) -> Result<Self, AuditError> {
+        AuditLog::open_with(dir, config, Some(switch))
+    }
+
+    fn open_with(
+        dir: &Path,
+        config: Config,
+        switch: Option<FaultSwitch>,
+    ) -> Result<Self, AuditError> {
         fs::create_dir_all(dir).map_err(|e| AuditError::io(dir, e))?;
         let keys = Keys::load_or_create(&dir.join(KEY_FILE))?;
         let log_path = dir.join(LOG_FILE);
-        let sink = FileSink::open(&log_path, &dir.join(CHECKPOINT_FILE))?;
-        AuditLog::start(log_path, keys, Box::new(sink), config)
+        let sink: Box<dyn Sink> = Box::new(FileSink::open(&log_path, &dir.join(CHECKPOINT_FILE))?);
+        let sink = match switch {
+            Some(switch) => Box::new(Faulty {
+                inner: sink,
+                switch,
+            }),
+            None => sink,
+        };
+        AuditLog::start(log_path, keys, sink, config)
     }
 
     fn start(
@@ -358,6 +433,13 @@ impl AuditLog {
     pub fn verify(&self) -> Result<VerifyReport, AuditError> {
         verify(&self.log_path, &self.keys.verify_keys())
     }
+
+    /// [`AuditLog::verify`], plus the MAC of the last event that verified (all zeros for an
+    /// empty log), for an operator to compare with a copy kept elsewhere.
+    pub fn verify_with_head(&self) -> Result<(VerifyReport, [u8; 32]), AuditError> {
+        let scan = read::scan(&self.log_path, &self.keys.verify_keys())?;
+        Ok((scan.report.clone(), scan.head))
+    }
 }
 
 impl Drop for AuditLog {
@@ -392,7 +474,7 @@ pub(crate) fn now_ms() -> u64 {
 mod tests {
     use std::fs::File;
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
 
     use super::*;
 

@@ -81,6 +81,10 @@ pub struct Filter {
     pub caller: Option<String>,
     /// Only this operation.
     pub operation: Option<Operation>,
+    /// Only this request id.
+    pub request_id: Option<String>,
+    /// Only this admin action.
+    pub action: Option<String>,
     /// Skip this many matches.
     pub offset: usize,
     /// Return at most this many.
@@ -93,6 +97,14 @@ impl Filter {
             && self.until_ms.is_none_or(|t| r.time_ms < t)
             && self.caller.as_ref().is_none_or(|c| *c == r.event.caller)
             && self.operation.is_none_or(|op| op == r.event.operation)
+            && self
+                .action
+                .as_ref()
+                .is_none_or(|a| r.event.action.as_ref() == Some(a))
+            && self
+                .request_id
+                .as_ref()
+                .is_none_or(|id| *id == r.event.request_id)
     }
 }
 

@@ -265,6 +265,9 @@ pub enum Via {
     Role(String),
     /// The caller's own `grants`.
     Caller,
+    /// Scopes stored with an API-key caller in the caller registry (Admin API), unconditioned
+    /// except for the purpose every detokenize needs.
+    Registry,
 }
 
 impl fmt::Display for Via {
@@ -272,6 +275,7 @@ impl fmt::Display for Via {
         match self {
             Via::Role(r) => write!(f, "role `{r}`"),
             Via::Caller => f.write_str("the caller's own grants"),
+            Via::Registry => f.write_str("the caller registry's scopes"),
         }
     }
 }
@@ -438,7 +442,19 @@ struct CallerEntry {
 #[derive(Debug)]
 pub struct Policy {
     callers: HashMap<String, CallerEntry>,
+    roles: HashMap<String, Vec<Arc<Rule>>>,
     issuers: Vec<Issuer>,
+}
+
+/// What the caller registry (API-key callers created through the Admin API) holds for one
+/// caller: role names (defined in the policy file, conditions included) and scopes of its own.
+/// The authorizer adds these to whatever the policy file says about the same identity.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Registered<'a> {
+    /// Roles of the policy file; a role the file does not (or no longer) define grants nothing.
+    pub roles: &'a [String],
+    /// Scopes granted directly, without conditions.
+    pub scopes: &'a [Scope],
 }
 
 // ----- the file format -----
@@ -685,8 +701,13 @@ impl Policy {
                 },
             );
         }
-        let policy = Policy { callers, issuers };
+        let mut policy = Policy {
+            callers,
+            roles: HashMap::new(),
+            issuers,
+        };
         let warnings = policy.warnings(&roles, templates);
+        policy.roles = roles;
         Ok((policy, warnings))
     }
 
@@ -749,6 +770,11 @@ impl Policy {
         self.callers.keys().map(String::as_str)
     }
 
+    /// Whether the policy defines a role of this name (the Admin API refuses unknown roles).
+    pub fn has_role(&self, name: &str) -> bool {
+        self.roles.contains_key(name)
+    }
+
     /// Which grants allow `scope` to `caller`, with their conditions, or why none does.
     pub fn explain(&self, caller: &str, scope: &Scope) -> Explanation {
         let entry = self.callers.get(caller);
@@ -781,6 +807,7 @@ impl Policy {
     fn authorize(
         &self,
         caller: &str,
+        registered: Option<Registered<'_>>,
         scope: &Scope,
         ctx: &Context<'_>,
         quotas: &Quotas,
@@ -793,11 +820,33 @@ impl Policy {
         if scope.target == Target::All {
             return Err(missing());
         }
-        let entry = self.callers.get(caller).ok_or_else(missing)?;
-        let candidates: Vec<&Rule> = entry
-            .rules
+        // The registry's own scopes as one unconditioned rule (built per call: registry callers
+        // change at runtime, the policy file only on reload).
+        let registry_rule = registered.filter(|r| !r.scopes.is_empty()).map(|r| Rule {
+            via: Via::Registry,
+            index: 1,
+            line: 0,
+            scopes: r.scopes.to_vec(),
+            rate: None,
+            networks: Vec::new(),
+            require_purpose: false,
+            require_end_user: false,
+            end_user_issuer: None,
+            subject_matches_metadata: None,
+        });
+        let file_rules = self.callers.get(caller).map(|e| e.rules.as_slice());
+        let role_rules = registered
+            .map(|r| r.roles)
+            .unwrap_or_default()
             .iter()
+            .filter_map(|name| self.roles.get(name))
+            .flatten();
+        let candidates: Vec<&Rule> = file_rules
+            .unwrap_or_default()
+            .iter()
+            .chain(role_rules)
             .map(Arc::as_ref)
+            .chain(registry_rule.as_ref())
             .filter(|r| r.scopes.iter().any(|s| s.covers(scope)))
             .collect();
         if candidates.is_empty() {
@@ -968,7 +1017,26 @@ impl PolicyStore {
         ctx: &Context<'_>,
     ) -> Result<Grant, Denied> {
         self.policy()
-            .authorize(caller, scope, ctx, &self.quotas, self.clock.as_ref())
+            .authorize(caller, None, scope, ctx, &self.quotas, self.clock.as_ref())
+    }
+
+    /// [`PolicyStore::authorize`] for a caller of the registry: its roles and scopes are
+    /// considered together with the policy file's entry for the same identity (if any).
+    pub fn authorize_registered(
+        &self,
+        caller: &str,
+        registered: Registered<'_>,
+        scope: &Scope,
+        ctx: &Context<'_>,
+    ) -> Result<Grant, Denied> {
+        self.policy().authorize(
+            caller,
+            Some(registered),
+            scope,
+            ctx,
+            &self.quotas,
+            self.clock.as_ref(),
+        )
     }
 
     /// [`Policy::explain`] on the policy in force.

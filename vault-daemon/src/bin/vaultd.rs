@@ -1,0 +1,153 @@
+//! `vaultd`: the tokenization daemon.
+//!
+//! `vaultd serve --dev` starts a vault a newcomer can try at once (loopback, plaintext, built-in
+//! templates, a generated root key, a dev API key). `vaultd serve --config vault.toml` is for
+//! deployments. Signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the policy.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use vault_daemon::config::{Config, DEFAULT_DATA_DIR};
+
+#[derive(Parser)]
+#[command(
+    name = "vaultd",
+    version,
+    about = "The tokenization vault daemon (gRPC)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Development mode: loopback plaintext, built-in templates, a vault created on first
+        /// start with a generated root key file, and an API key allowed every scope.
+        #[arg(long, conflicts_with = "config")]
+        dev: bool,
+        /// The configuration file (see examples/vault.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Data directory (vault database, audit log, caller registry). Dev default
+        /// `./vault-data`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Listen address (dev mode: loopback only).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+}
+
+fn main() -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    for failure in vault_daemon::hardening::harden() {
+        tracing::warn!(%failure, "process hardening");
+    }
+    let cli = Cli::parse();
+    let Command::Serve {
+        dev,
+        config,
+        data_dir,
+        listen,
+    } = cli.command;
+    let mut cfg = match (&config, dev) {
+        (Some(path), _) => {
+            Config::from_file(path).with_context(|| format!("loading {}", path.display()))?
+        }
+        (None, true) => Config::dev(DEFAULT_DATA_DIR),
+        (None, false) => anyhow::bail!("give --dev or --config <file>"),
+    };
+    cfg.apply_env().context("environment overrides")?;
+    if let Some(d) = data_dir {
+        if dev {
+            cfg = Config {
+                listen: cfg.listen,
+                ..Config::dev(d)
+            };
+        } else {
+            cfg.data_dir = d;
+        }
+    }
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(cfg))
+}
+
+async fn serve(cfg: Config) -> Result<()> {
+    let data_dir = cfg.data_dir.clone();
+    let dev = cfg.dev;
+    let running = vault_daemon::spawn(cfg).await.context("starting vaultd")?;
+    let addr = running.addr();
+    // The first stdout line is machine-readable, for scripts and tests that start vaultd on
+    // port 0: `listening on <addr>`.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {addr}")?;
+    if dev && let Some(key) = running.dev_api_key() {
+        let key_file = data_dir.join(vault_daemon::server::DEV_KEY_FILE);
+        writeln!(
+            out,
+            "dev mode: NOT for production (plaintext on loopback, root key file next to the data)\n\
+             dev API key (every scope), also in {}:\n  {key}\n\
+             try:\n  grpcurl -plaintext -H \"authorization: Bearer $(cat {})\" \\\n    \
+             -d '{{\"template\":\"pan\",\"items\":[{{\"value\":\"4111 1111 1111 1111\"}}]}}' \\\n    \
+             {addr} vault.v1.Tokenizer/Tokenize",
+            key_file.display(),
+            key_file.display(),
+        )?;
+    }
+    out.flush()?;
+    drop(out);
+
+    wait_for_stop(&running).await;
+    if !running.shutdown().await {
+        tracing::warn!("some calls did not finish within the drain time");
+    }
+    Ok(())
+}
+
+/// Wait for SIGTERM or SIGINT, reloading the policy on each SIGHUP meanwhile.
+#[cfg(unix)]
+async fn wait_for_stop(running: &vault_daemon::Running) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stopping on Ctrl-C only");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => {
+                if let Err(e) = running.reload_policy() {
+                    tracing::error!(error = %e, "policy reload failed; the old policy stays in force");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_stop(_running: &vault_daemon::Running) {
+    let _ = tokio::signal::ctrl_c().await;
+}

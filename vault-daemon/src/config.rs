@@ -1,0 +1,617 @@
+//! The daemon's configuration: a TOML file (`vaultd serve --config vault.toml`), environment
+//! overrides, and the embedded dev default (`vaultd serve --dev`).
+//!
+//! Why one struct for all three: the tests start the real server from a [`Config`] built in
+//! code, `vaultd` builds the same struct from a file or from `--dev`, so both run exactly the
+//! same start-up path ([`crate::server::spawn`]). See `examples/vault.toml` for every key.
+//!
+//! Environment overrides (applied after the file, before command-line flags):
+//!
+//! | variable | key |
+//! |---|---|
+//! | `VAULT_LISTEN` | `listen` |
+//! | `VAULT_DATA_DIR` | `data_dir` |
+//! | `VAULT_POLICY` | `policy` |
+//! | `VAULT_ROOT_KEY_FILE` | `root_key_file` |
+//! | `VAULT_TLS_CERT`, `VAULT_TLS_KEY`, `VAULT_TLS_CLIENT_CA` | `tls.cert`, `tls.key`, `tls.client_ca` |
+//! | `VAULT_SYNCHRONOUS` | `synchronous` (`full` or `normal`) |
+//! | `VAULT_MAX_CONCURRENT_CALLS` | `limits.max_concurrent_calls` |
+//! | `VAULT_REFLECTION` | `reflection` (`true`/`false`) |
+//! | `VAULT_LOG` | log filter (`info`, `vault_daemon=debug`), read by `vaultd` |
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use vault_core::store::Synchronous;
+use vault_core::template::Template;
+use vault_core::vault::{Mode as VaultMode, TemplateConfig, TokenShape};
+
+use crate::audit::FaultSwitch;
+use crate::policy::{Mode as PolicyMode, TemplateInfo};
+
+/// Default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./vault-data";
+
+/// Configuration errors, naming the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not parse.
+    #[error("{}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why (with line and column).
+        message: String,
+    },
+    /// A key has an unusable value.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The key (or environment variable).
+        key: String,
+        /// Why.
+        message: String,
+    },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// TLS files (PEM).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Server certificate chain.
+    pub cert: PathBuf,
+    /// Server private key.
+    pub key: PathBuf,
+    /// CA that signs client certificates. Without it, no mTLS: callers use API keys over TLS.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Resource limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request or response message, bytes.
+    pub max_message_bytes: usize,
+    /// Most items in one Tokenizer call (at most the vault's own limit, 10,000).
+    pub max_batch: usize,
+    /// Calls served at once (Tokenizer and Admin); more are refused with RESOURCE_EXHAUSTED
+    /// at once rather than queued.
+    pub max_concurrent_calls: usize,
+    /// How long shutdown waits for calls in flight, seconds.
+    pub drain_timeout_secs: u64,
+    /// How often health checking probes storage, milliseconds.
+    pub health_probe_interval_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 4 * 1024 * 1024,
+            max_batch: 1000,
+            max_concurrent_calls: 256,
+            drain_timeout_secs: 10,
+            health_probe_interval_ms: 5000,
+        }
+    }
+}
+
+/// Audit log settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// Signed checkpoint after this many events.
+    pub checkpoint_every: u64,
+    /// Signed checkpoint at least this often while events arrive, seconds.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        let d = crate::audit::Config::default();
+        Audit {
+            checkpoint_every: d.checkpoint_every,
+            checkpoint_interval_secs: d.checkpoint_interval.as_secs(),
+        }
+    }
+}
+
+/// One template as configured.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSpec {
+    /// Template name (what callers pass).
+    pub name: String,
+    /// `pan`, `ssn`, `digits`, `alphanumeric`, `email` or `custom`.
+    pub kind: String,
+    /// `fpe` or `vaulted`.
+    pub mode: String,
+    /// Vaulted: `opaque` (default) or `formatted`.
+    #[serde(default)]
+    pub shape: Option<String>,
+    /// Vaulted: same value, same token.
+    #[serde(default)]
+    pub deterministic: bool,
+    /// `pan`: leading digits kept (at most 8; default 6).
+    #[serde(default)]
+    pub keep_first: Option<u8>,
+    /// `pan`: trailing digits kept (at most 4; default 4).
+    #[serde(default)]
+    pub keep_last: Option<u8>,
+    /// `custom`: the alphabet.
+    #[serde(default)]
+    pub alphabet: Option<String>,
+    /// `custom`: the regex whose capture groups are encrypted.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// Vaulted: default expiry, seconds.
+    #[serde(default)]
+    pub default_ttl_secs: Option<u64>,
+    /// log10 of the number of possible values, for the policy loader's guessing warning.
+    /// Defaults by kind (custom: 6, which warns).
+    #[serde(default)]
+    pub domain_log10: Option<f64>,
+}
+
+impl TemplateSpec {
+    fn simple(name: &str, kind: &str, mode: &str, shape: Option<&str>, det: bool) -> Self {
+        TemplateSpec {
+            name: name.into(),
+            kind: kind.into(),
+            mode: mode.into(),
+            shape: shape.map(Into::into),
+            deterministic: det,
+            keep_first: None,
+            keep_last: None,
+            alphabet: None,
+            pattern: None,
+            default_ttl_secs: None,
+            domain_log10: None,
+        }
+    }
+
+    /// Build the vault's template.
+    pub fn build(&self) -> Result<TemplateConfig, ConfigError> {
+        let key = format!("templates.{}", self.name);
+        let bad = |e: vault_core::template::Error| invalid(&key, e.to_string());
+        let template = match self.kind.as_str() {
+            "pan" => Template::pan(
+                &self.name,
+                self.keep_first.unwrap_or(6),
+                self.keep_last.unwrap_or(4),
+            )
+            .map_err(bad)?,
+            "ssn" | "digits" | "alphanumeric" | "email" => Template::builtin(&self.kind)
+                .ok_or_else(|| invalid(&key, "unknown kind"))?
+                .renamed(&self.name)
+                .map_err(bad)?,
+            "custom" => Template::custom(
+                &self.name,
+                self.alphabet
+                    .as_deref()
+                    .ok_or_else(|| invalid(&key, "custom needs `alphabet`"))?,
+                self.pattern
+                    .as_deref()
+                    .ok_or_else(|| invalid(&key, "custom needs `pattern`"))?,
+            )
+            .map_err(bad)?,
+            other => return Err(invalid(&key, format!("unknown kind `{other}`"))),
+        };
+        let mode = match self.mode.as_str() {
+            "fpe" => {
+                if self.shape.is_some() || self.deterministic {
+                    return Err(invalid(
+                        &key,
+                        "`shape` and `deterministic` are for vaulted templates (FPE is always deterministic)",
+                    ));
+                }
+                VaultMode::Fpe
+            }
+            "vaulted" => VaultMode::Vaulted {
+                deterministic: self.deterministic,
+                shape: match self.shape.as_deref().unwrap_or("opaque") {
+                    "opaque" => TokenShape::Opaque,
+                    "formatted" => TokenShape::Formatted,
+                    other => return Err(invalid(&key, format!("unknown shape `{other}`"))),
+                },
+            },
+            other => return Err(invalid(&key, format!("unknown mode `{other}`"))),
+        };
+        let mut cfg = TemplateConfig::new(template, mode);
+        cfg.default_ttl = self.default_ttl_secs;
+        Ok(cfg)
+    }
+
+    /// What the policy loader needs to know.
+    pub fn info(&self) -> TemplateInfo {
+        let domain = self.domain_log10.unwrap_or(match self.kind.as_str() {
+            // 10^5 Luhn-valid middles per BIN and last four (template docs).
+            "pan" => 5.0,
+            "ssn" => 9.0,
+            "digits" => 6.0,
+            "alphanumeric" => 10.0,
+            "email" => 7.0,
+            _ => 6.0,
+        });
+        TemplateInfo {
+            name: self.name.clone(),
+            mode: if self.mode == "fpe" {
+                PolicyMode::Fpe
+            } else {
+                PolicyMode::Vaulted
+            },
+            deterministic: self.mode == "fpe" || self.deterministic,
+            domain_log10: domain,
+        }
+    }
+}
+
+/// The built-in template set: each built-in kind in FPE mode under its own name, and vaulted
+/// variants (`<kind>_vault` opaque random, `pan_vault_fmt` formatted random, `pan_vault_det`
+/// deterministic).
+pub fn builtin_templates() -> Vec<TemplateSpec> {
+    let mut out = Vec::new();
+    for kind in ["pan", "ssn", "digits", "alphanumeric", "email"] {
+        out.push(TemplateSpec::simple(kind, kind, "fpe", None, false));
+    }
+    out.push(TemplateSpec::simple(
+        "pan_vault",
+        "pan",
+        "vaulted",
+        Some("opaque"),
+        false,
+    ));
+    out.push(TemplateSpec::simple(
+        "pan_vault_fmt",
+        "pan",
+        "vaulted",
+        Some("formatted"),
+        false,
+    ));
+    out.push(TemplateSpec::simple(
+        "pan_vault_det",
+        "pan",
+        "vaulted",
+        Some("opaque"),
+        true,
+    ));
+    for kind in ["ssn", "digits", "alphanumeric", "email"] {
+        out.push(TemplateSpec::simple(
+            &format!("{kind}_vault"),
+            kind,
+            "vaulted",
+            Some("opaque"),
+            false,
+        ));
+    }
+    out
+}
+
+/// Test-only knobs. Never set by `vaultd`; hidden from the docs so nobody mistakes them for
+/// features.
+#[doc(hidden)]
+#[derive(Clone, Debug, Default)]
+pub struct TestHooks {
+    /// Makes audit appends fail while on.
+    pub audit_fault: Option<FaultSwitch>,
+    /// Every Tokenizer/Admin call sleeps this long after authorization (a "slow call" for the
+    /// deadline, load-shedding and drain tests).
+    pub call_delay: Option<Duration>,
+}
+
+/// Everything `spawn` needs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where to listen. Port 0 picks a free port (the bound address is reported).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Vault database, audit log, caller registry.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Dev mode (set by `--dev`, not by the file).
+    #[serde(skip)]
+    pub dev: bool,
+    /// TLS; without it only loopback plaintext is possible (dev, or `allow_plaintext_loopback`).
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    /// Allow plaintext on a loopback address outside dev mode.
+    #[serde(default)]
+    pub allow_plaintext_loopback: bool,
+    /// The policy file (required outside dev mode; dev writes its own).
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// Raw root key file (0600/0400). Without it the daemon starts sealed.
+    #[serde(default)]
+    pub root_key_file: Option<PathBuf>,
+    /// Create the vault (and a root key file, if missing) when the database does not exist.
+    #[serde(default)]
+    pub create_if_missing: bool,
+    /// Templates; omitted means the built-in set.
+    #[serde(default)]
+    pub templates: Vec<TemplateSpec>,
+    /// SQLite `synchronous`: `full` (default) or `normal`.
+    #[serde(default = "default_sync", deserialize_with = "de_sync")]
+    pub synchronous: Synchronous,
+    /// Serve gRPC reflection (always on in dev mode).
+    #[serde(default)]
+    pub reflection: bool,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Audit log settings.
+    #[serde(default)]
+    pub audit: Audit,
+    /// Test-only knobs.
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub testing: TestHooks,
+}
+
+fn default_listen() -> SocketAddr {
+    // Invariant: a literal, valid socket address.
+    DEFAULT_LISTEN.parse().expect("valid default address")
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA_DIR)
+}
+
+fn default_sync() -> Synchronous {
+    Synchronous::Full
+}
+
+fn parse_sync(s: &str) -> Option<Synchronous> {
+    match s.to_ascii_lowercase().as_str() {
+        "full" => Some(Synchronous::Full),
+        "normal" => Some(Synchronous::Normal),
+        _ => None,
+    }
+}
+
+fn de_sync<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Synchronous, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_sync(&s).ok_or_else(|| serde::de::Error::custom("expected `full` or `normal`"))
+}
+
+impl Config {
+    /// The dev default: loopback plaintext, `data_dir`, built-in templates, created and
+    /// unsealed on first start with a generated root key file, reflection on.
+    pub fn dev(data_dir: impl Into<PathBuf>) -> Config {
+        let data_dir = data_dir.into();
+        Config {
+            listen: default_listen(),
+            root_key_file: Some(data_dir.join("root.key")),
+            data_dir,
+            dev: true,
+            tls: None,
+            allow_plaintext_loopback: true,
+            policy: None,
+            create_if_missing: true,
+            templates: Vec::new(),
+            synchronous: Synchronous::Full,
+            reflection: true,
+            limits: Limits::default(),
+            audit: Audit::default(),
+            testing: TestHooks::default(),
+        }
+    }
+
+    /// Read a config file. Relative paths in it resolve against the file's directory.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut cfg.data_dir);
+        if let Some(p) = cfg.policy.as_mut() {
+            abs(p);
+        }
+        if let Some(p) = cfg.root_key_file.as_mut() {
+            abs(p);
+        }
+        if let Some(t) = cfg.tls.as_mut() {
+            abs(&mut t.cert);
+            abs(&mut t.key);
+            if let Some(ca) = t.client_ca.as_mut() {
+                abs(ca);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Apply `VAULT_*` environment overrides (see the module docs).
+    pub fn apply_env(&mut self) -> Result<(), ConfigError> {
+        self.apply_vars(|k| std::env::var(k).ok())
+    }
+
+    fn apply_vars(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("VAULT_LISTEN") {
+            self.listen = v
+                .parse()
+                .map_err(|_| invalid("VAULT_LISTEN", "not an address:port"))?;
+        }
+        if let Some(v) = get("VAULT_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("VAULT_POLICY") {
+            self.policy = Some(v.into());
+        }
+        if let Some(v) = get("VAULT_ROOT_KEY_FILE") {
+            self.root_key_file = Some(v.into());
+        }
+        let cert = get("VAULT_TLS_CERT");
+        let key = get("VAULT_TLS_KEY");
+        if cert.is_some() || key.is_some() {
+            let tls = self.tls.get_or_insert_with(|| Tls {
+                cert: PathBuf::new(),
+                key: PathBuf::new(),
+                client_ca: None,
+            });
+            if let Some(c) = cert {
+                tls.cert = c.into();
+            }
+            if let Some(k) = key {
+                tls.key = k.into();
+            }
+        }
+        if let Some(ca) = get("VAULT_TLS_CLIENT_CA") {
+            match self.tls.as_mut() {
+                Some(t) => t.client_ca = Some(ca.into()),
+                None => {
+                    return Err(invalid(
+                        "VAULT_TLS_CLIENT_CA",
+                        "needs a server cert and key",
+                    ));
+                }
+            }
+        }
+        if let Some(v) = get("VAULT_SYNCHRONOUS") {
+            self.synchronous =
+                parse_sync(&v).ok_or_else(|| invalid("VAULT_SYNCHRONOUS", "`full` or `normal`"))?;
+        }
+        if let Some(v) = get("VAULT_MAX_CONCURRENT_CALLS") {
+            self.limits.max_concurrent_calls = v
+                .parse()
+                .map_err(|_| invalid("VAULT_MAX_CONCURRENT_CALLS", "not a number"))?;
+        }
+        if let Some(v) = get("VAULT_REFLECTION") {
+            self.reflection = v
+                .parse()
+                .map_err(|_| invalid("VAULT_REFLECTION", "`true` or `false`"))?;
+        }
+        Ok(())
+    }
+
+    /// The templates in force: the configured ones, or the built-in set.
+    pub fn template_specs(&self) -> Vec<TemplateSpec> {
+        if self.templates.is_empty() {
+            builtin_templates()
+        } else {
+            self.templates.clone()
+        }
+    }
+
+    /// Check the combination of settings (called by `spawn`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls.is_none() {
+            if !self.listen.ip().is_loopback() {
+                return Err(invalid(
+                    "listen",
+                    "plaintext is only allowed on a loopback address; configure [tls]",
+                ));
+            }
+            if !self.dev && !self.allow_plaintext_loopback {
+                return Err(invalid(
+                    "tls",
+                    "no TLS configured: set [tls], or allow_plaintext_loopback = true for a \
+                     loopback-only daemon",
+                ));
+            }
+        }
+        if self.dev && !self.listen.ip().is_loopback() {
+            return Err(invalid("listen", "dev mode listens on loopback only"));
+        }
+        if !self.dev && self.policy.is_none() {
+            return Err(invalid(
+                "policy",
+                "a policy file is required outside dev mode",
+            ));
+        }
+        let l = &self.limits;
+        if l.max_batch == 0 || l.max_batch > vault_core::vault::MAX_BATCH {
+            return Err(invalid(
+                "limits.max_batch",
+                format!("between 1 and {}", vault_core::vault::MAX_BATCH),
+            ));
+        }
+        if l.max_concurrent_calls == 0 {
+            return Err(invalid("limits.max_concurrent_calls", "at least 1"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for t in self.template_specs() {
+            t.build()?;
+            if !names.insert(t.name.clone()) {
+                return Err(invalid("templates", format!("`{}` defined twice", t.name)));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_builtins_build() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/vault.toml"));
+        let cfg = Config::from_file(path).unwrap();
+        cfg.validate().unwrap();
+        assert!(cfg.data_dir.is_absolute());
+        for t in builtin_templates() {
+            t.build().unwrap();
+        }
+    }
+
+    #[test]
+    fn env_overrides() {
+        let mut cfg = Config::dev("/tmp/x");
+        let vars = [
+            ("VAULT_LISTEN", "127.0.0.1:6000"),
+            ("VAULT_SYNCHRONOUS", "normal"),
+            ("VAULT_MAX_CONCURRENT_CALLS", "3"),
+        ];
+        cfg.apply_vars(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap();
+        assert_eq!(cfg.listen.port(), 6000);
+        assert_eq!(cfg.synchronous, Synchronous::Normal);
+        assert_eq!(cfg.limits.max_concurrent_calls, 3);
+    }
+
+    #[test]
+    fn plaintext_rules() {
+        let mut cfg = Config::dev("/tmp/x");
+        cfg.listen = "0.0.0.0:1".parse().unwrap();
+        assert!(cfg.validate().is_err());
+        let mut cfg = Config::dev("/tmp/x");
+        cfg.dev = false;
+        cfg.allow_plaintext_loopback = false;
+        cfg.policy = Some("p.toml".into());
+        assert!(cfg.validate().is_err());
+    }
+}

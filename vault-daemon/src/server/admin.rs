@@ -1,0 +1,979 @@
+//! `vault.v1.Admin`: sealing, keys and rotation, callers, the audit log.
+//!
+//! Scopes: every key and seal operation needs `admin:keys`, caller management `admin:callers`,
+//! audit queries and verification `admin:audit` (the policy's admin areas are coarser than the
+//! rpcs: a registry scope naming one admin rpc grants its whole area). While the vault is sealed
+//! only GetSealStatus, Unseal and Seal run; the rest answer `FAILED_PRECONDITION`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use prost_types::Timestamp;
+use tonic::{Request, Response, Status};
+use vault_core::keys::root::KdfParams;
+use vault_core::keys::{Purpose, State};
+use vault_core::secret::{ExposeSecret, SecretString};
+use vault_core::vault::{JobState, RootInit, Vault};
+use vault_proto::v1::admin_server::Admin;
+use vault_proto::v1::{
+    self as pb, AuditEvent, Caller as PbCaller, CreateCallerRequest, CreateCallerResponse,
+    DestroyKeyVersionRequest, GetKeyStatusRequest, GetKeyStatusResponse, GetRewrapRequest,
+    GetSealStatusRequest, KeyPurpose, KeyVersionState, ListCallersRequest, ListCallersResponse,
+    ListRewrapsRequest, ListRewrapsResponse, NonceBudget, QueryAuditEventsRequest,
+    QueryAuditEventsResponse, RaiseMinDecryptionVersionRequest, ResumeRewrapRequest,
+    RetireKeyVersionRequest, RevokeCallerRequest, RewrapState, RotateKeyRequest, RotateKeyResponse,
+    RotateRootKeyRequest, RotateRootKeyResponse, SealRequest, SealStatus, SetCallerScopesRequest,
+    StartRewrapRequest, UnsealMethod, UnsealRequest, VerifyAuditLogRequest, VerifyAuditLogResponse,
+    rotate_key_request, rotate_root_key_request, unseal_request,
+};
+use zeroize::Zeroizing;
+
+use super::Shared;
+use super::call::{Done, Meta, Spec};
+use crate::audit::{Filter, Outcome, Record};
+use crate::callers::{Caller, RegistryError, StoredScope};
+use crate::policy::{Operation, Scope, Target};
+use crate::status;
+
+/// A GCM data key should be rotated past this many nonces (SP 800-38D §8.3; ARCHITECTURE.md).
+const NONCE_ROTATE: u64 = 1 << 31;
+/// ... and refuses to seal at this many.
+const NONCE_LIMIT: u64 = 1 << 32;
+/// Default and largest page sizes.
+const PAGE_DEFAULT: usize = 100;
+const PAGE_MAX: usize = 1000;
+/// Default and largest rewrap batch.
+const REWRAP_BATCH: usize = 500;
+const REWRAP_BATCH_MAX: usize = 5000;
+
+/// Each admin rpc: its `Operation`, the audit action and the policy's admin area.
+const ADMIN_OPS: [(pb::Operation, &str, &str); 17] = [
+    (pb::Operation::GetSealStatus, "get_seal_status", "keys"),
+    (pb::Operation::Unseal, "unseal", "keys"),
+    (pb::Operation::Seal, "seal", "keys"),
+    (pb::Operation::GetKeyStatus, "get_key_status", "keys"),
+    (pb::Operation::RotateKey, "rotate_key", "keys"),
+    (pb::Operation::Rewrap, "rewrap", "keys"),
+    (pb::Operation::GetRewrap, "get_rewrap", "keys"),
+    (
+        pb::Operation::RaiseMinDecryptionVersion,
+        "raise_min_decryption_version",
+        "keys",
+    ),
+    (
+        pb::Operation::RetireKeyVersion,
+        "retire_key_version",
+        "keys",
+    ),
+    (
+        pb::Operation::DestroyKeyVersion,
+        "destroy_key_version",
+        "keys",
+    ),
+    (pb::Operation::RotateRootKey, "rotate_root_key", "keys"),
+    (pb::Operation::CreateCaller, "create_caller", "callers"),
+    (pb::Operation::ListCallers, "list_callers", "callers"),
+    (pb::Operation::RevokeCaller, "revoke_caller", "callers"),
+    (
+        pb::Operation::SetCallerScopes,
+        "set_caller_scopes",
+        "callers",
+    ),
+    (
+        pb::Operation::QueryAuditEvents,
+        "query_audit_events",
+        "audit",
+    ),
+    (pb::Operation::VerifyAuditLog, "verify_audit_log", "audit"),
+];
+
+fn admin_op(op: pb::Operation) -> Option<(&'static str, &'static str)> {
+    ADMIN_OPS
+        .iter()
+        .find(|(o, _, _)| *o == op)
+        .map(|(_, a, area)| (*a, *area))
+}
+
+fn tokenizer_op(op: pb::Operation) -> Option<Operation> {
+    Some(match op {
+        pb::Operation::Tokenize => Operation::Tokenize,
+        pb::Operation::Detokenize => Operation::Detokenize,
+        pb::Operation::Reveal => Operation::Reveal,
+        pb::Operation::DeleteTokens => Operation::Delete,
+        _ => return None,
+    })
+}
+
+/// A stored registry scope as a policy scope (`None` for an operation this build does not know).
+pub(crate) fn stored_to_scope(s: &StoredScope) -> Option<Scope> {
+    let op = pb::Operation::from_str_name(&s.operation)?;
+    if let Some(op) = tokenizer_op(op) {
+        return Some(if s.template.is_empty() {
+            Scope {
+                operation: op,
+                target: Target::All,
+            }
+        } else {
+            Scope::new(op, &s.template)
+        });
+    }
+    admin_op(op).map(|(_, area)| Scope::new(Operation::Admin, area))
+}
+
+/// The Admin service.
+#[derive(Debug, Clone)]
+pub(crate) struct Service(pub(crate) Arc<Shared>);
+
+fn ts(ms: u64) -> Timestamp {
+    Timestamp {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+fn ts_ms(t: &Timestamp) -> u64 {
+    u64::try_from(t.seconds).unwrap_or(0) * 1000 + u64::try_from(t.nanos).unwrap_or(0) / 1_000_000
+}
+
+fn page(token: &str) -> Result<usize, Status> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token
+        .parse()
+        .map_err(|_| Status::invalid_argument("bad page_token"))
+}
+
+fn page_size(n: u32) -> usize {
+    match n as usize {
+        0 => PAGE_DEFAULT,
+        n => n.min(PAGE_MAX),
+    }
+}
+
+pub(crate) fn seal_status(v: &Vault) -> SealStatus {
+    let st = v.status();
+    let method = match st.seal_method {
+        "passphrase" => UnsealMethod::Passphrase,
+        "key" => UnsealMethod::RootKey,
+        "shares" => UnsealMethod::Shamir,
+        _ => UnsealMethod::Unspecified,
+    };
+    let (have, need) = st.progress.unwrap_or((0, 0));
+    SealStatus {
+        sealed: st.sealed,
+        unseal_method: method as i32,
+        shares_received: if st.sealed { u32::from(have) } else { 0 },
+        shares_threshold: u32::from(need),
+        shares_total: 0,
+        vault_id: st.vault_id,
+        server_version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+fn key_status(k: &vault_core::vault::KeyStatus) -> pb::KeyStatus {
+    let purpose = match k.purpose {
+        Purpose::Fpe => KeyPurpose::Fpe,
+        Purpose::Data => KeyPurpose::Data,
+        Purpose::Fingerprint => KeyPurpose::Fingerprint,
+        Purpose::Token => KeyPurpose::Token,
+    };
+    let template = k
+        .name
+        .split_once('/')
+        .map(|(_, t)| t.to_owned())
+        .unwrap_or_default();
+    let versions = k
+        .versions
+        .iter()
+        .map(|v| pb::KeyVersionStatus {
+            version: v.version,
+            state: match v.state {
+                State::Active => KeyVersionState::Active,
+                State::DecryptOnly => KeyVersionState::DecryptOnly,
+                State::Retired => KeyVersionState::Retired,
+                State::Destroyed => KeyVersionState::Destroyed,
+            } as i32,
+            nonce_count: v.nonce_count,
+            nonce_budget: if k.purpose != Purpose::Data {
+                NonceBudget::Unspecified
+            } else if v.nonce_count >= NONCE_LIMIT {
+                NonceBudget::Exhausted
+            } else if v.nonce_count >= NONCE_ROTATE {
+                NonceBudget::RotateNow
+            } else {
+                NonceBudget::Ok
+            } as i32,
+            record_count: v.records.unwrap_or(0),
+            created_at: None,
+        })
+        .collect();
+    pb::KeyStatus {
+        name: k.name.clone(),
+        purpose: purpose as i32,
+        template,
+        active_version: k
+            .versions
+            .iter()
+            .find(|v| v.state == State::Active)
+            .map_or(0, |v| v.version),
+        min_decryption_version: k.min_decrypt_version,
+        versions,
+    }
+}
+
+fn one_key(vault: &Vault, name: &str) -> Result<pb::KeyStatus, Status> {
+    vault
+        .key_status()
+        .map_err(|e| status::status(&e))?
+        .iter()
+        .find(|k| k.name == name)
+        .map(key_status)
+        .ok_or_else(|| Status::not_found(format!("no key named {name:?}")))
+}
+
+fn rewrap_job(vault: &Vault, j: &vault_core::vault::RewrapJob) -> pb::RewrapJob {
+    let remaining = vault.rewrap_remaining(j).unwrap_or(0);
+    pb::RewrapJob {
+        job_id: j.id.to_string(),
+        key_name: format!("data/{}", j.template),
+        target_version: j.target_version,
+        state: match j.state {
+            JobState::Pending | JobState::Running => RewrapState::Running,
+            JobState::Paused => RewrapState::Paused,
+            JobState::Completed => RewrapState::Succeeded,
+            JobState::Failed => RewrapState::Failed,
+        } as i32,
+        cursor: j.cursor.to_string(),
+        processed: j.processed,
+        total: j.processed + remaining,
+        started_at: None,
+        updated_at: None,
+        failure_reason: String::new(),
+    }
+}
+
+fn registry_status(e: &RegistryError) -> Status {
+    match e {
+        RegistryError::NameTaken(_) => Status::already_exists(e.to_string()),
+        RegistryError::UnknownCaller(_) => Status::not_found(e.to_string()),
+        RegistryError::InvalidName => Status::invalid_argument(e.to_string()),
+        _ => {
+            tracing::error!(error = %e, "caller registry");
+            Status::unavailable("caller registry unavailable")
+        }
+    }
+}
+
+fn pb_caller(c: &Caller) -> PbCaller {
+    PbCaller {
+        caller_id: c.id.clone(),
+        name: c.name.clone(),
+        description: c.description.clone(),
+        roles: c.roles.clone(),
+        scopes: c
+            .scopes
+            .iter()
+            .map(|s| pb::Scope {
+                operation: pb::Operation::from_str_name(&s.operation).map_or(0, |o| o as i32),
+                template: s.template.clone(),
+            })
+            .collect(),
+        api_key_prefix: c.key_prefix.clone(),
+        created_at: Some(ts(c.created_ms)),
+        revoked_at: c.revoked_ms.map(ts),
+        expires_at: c.expires_ms.map(ts),
+    }
+}
+
+impl Service {
+    /// The common shape of an admin rpc: admit under `op`'s area, run `work` on a blocking
+    /// thread, record the event, answer.
+    async fn admin<T, F>(
+        &self,
+        meta: Meta,
+        op: pb::Operation,
+        needs_unsealed: bool,
+        validate: Result<(), Status>,
+        work: F,
+    ) -> Result<Response<T>, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Arc<Shared>) -> Result<T, Status> + Send + 'static,
+    {
+        let s = &self.0;
+        // Invariant: every admin rpc is in ADMIN_OPS.
+        let (action, area) = admin_op(op).unwrap_or(("unknown", "keys"));
+        let call = s
+            .admit(
+                &meta,
+                Spec::admin(action),
+                Scope::new(Operation::Admin, area),
+                validate,
+                needs_unsealed,
+            )
+            .await?;
+        let shared = Arc::clone(s);
+        let out = s.run(&call, move || work(&shared)).await?;
+        s.finish(&call, Done::default()).await?;
+        Ok(Response::new(out))
+    }
+
+    fn check_scopes(
+        &self,
+        roles: &[String],
+        scopes: &[pb::Scope],
+    ) -> Result<Vec<StoredScope>, Status> {
+        let policy = self.0.policy.policy();
+        if let Some(r) = roles.iter().find(|r| !policy.has_role(r)) {
+            return Err(Status::invalid_argument(format!("unknown role `{r}`")));
+        }
+        scopes
+            .iter()
+            .map(|s| {
+                let op = pb::Operation::try_from(s.operation)
+                    .ok()
+                    .filter(|o| *o != pb::Operation::Unspecified)
+                    .ok_or_else(|| Status::invalid_argument("scope: unknown operation"))?;
+                if tokenizer_op(op).is_some()
+                    && !s.template.is_empty()
+                    && !self
+                        .0
+                        .vault
+                        .templates()
+                        .any(|t| t.template.name() == s.template)
+                {
+                    return Err(Status::invalid_argument(format!(
+                        "scope: unknown template {:?}",
+                        s.template
+                    )));
+                }
+                Ok(StoredScope {
+                    operation: op.as_str_name().to_owned(),
+                    template: if tokenizer_op(op).is_some() {
+                        s.template.clone()
+                    } else {
+                        String::new()
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+/// Run (or resume) a rewrap job in the background until done, sealed or shutting down.
+fn spawn_rewrap(shared: &Arc<Shared>, id: u64, batch: usize) {
+    let shared = Arc::clone(shared);
+    tokio::task::spawn_blocking(move || {
+        let vault = Arc::clone(&shared.vault);
+        let result = vault.rewrap_run(id, batch, &mut |_| {
+            !shared.stopping.load(Ordering::SeqCst) && !vault.is_sealed()
+        });
+        match result {
+            Ok(job) => tracing::info!(job = id, state = job.state.as_str(), "rewrap stopped"),
+            Err(e) => tracing::warn!(job = id, error = %e, "rewrap failed"),
+        }
+    });
+}
+
+fn job_id(text: &str) -> Result<u64, Status> {
+    text.parse()
+        .map_err(|_| Status::invalid_argument("job_id is not a job id"))
+}
+
+#[tonic::async_trait]
+impl Admin for Service {
+    async fn get_seal_status(
+        &self,
+        request: Request<GetSealStatusRequest>,
+    ) -> Result<Response<SealStatus>, Status> {
+        self.admin(
+            Meta::of(&request),
+            pb::Operation::GetSealStatus,
+            false,
+            Ok(()),
+            |s| Ok(seal_status(&s.vault)),
+        )
+        .await
+    }
+
+    async fn unseal(
+        &self,
+        request: Request<UnsealRequest>,
+    ) -> Result<Response<SealStatus>, Status> {
+        let meta = Meta::of(&request);
+        let req = request.into_inner();
+        let validate = if req.secret.is_none() && !req.reset {
+            Err(Status::invalid_argument(
+                "give a passphrase or a share (or reset)",
+            ))
+        } else {
+            Ok(())
+        };
+        let out = self
+            .admin(meta, pb::Operation::Unseal, false, validate, move |s| {
+                let v = &s.vault;
+                if req.reset {
+                    v.reset_unseal();
+                }
+                if v.is_sealed() {
+                    let r = match req.secret {
+                        Some(unseal_request::Secret::Passphrase(p)) => {
+                            v.unseal_passphrase(&SecretString::from(p))
+                        }
+                        Some(unseal_request::Secret::Share(text)) => {
+                            let text = Zeroizing::new(text);
+                            v.submit_share(&text).map(|_| ())
+                        }
+                        None => Ok(()),
+                    };
+                    match r {
+                        Ok(()) | Err(vault_core::vault::Error::AlreadyUnsealed) => {}
+                        Err(e) => {
+                            // A wrong secret discards the shares received (proto contract).
+                            v.reset_unseal();
+                            return Err(status::status(&e));
+                        }
+                    }
+                }
+                Ok(seal_status(v))
+            })
+            .await;
+        self.0.update_health().await;
+        out
+    }
+
+    async fn seal(&self, request: Request<SealRequest>) -> Result<Response<SealStatus>, Status> {
+        let out = self
+            .admin(
+                Meta::of(&request),
+                pb::Operation::Seal,
+                false,
+                Ok(()),
+                |s| {
+                    s.vault.seal();
+                    Ok(seal_status(&s.vault))
+                },
+            )
+            .await;
+        self.0.update_health().await;
+        out
+    }
+
+    async fn get_key_status(
+        &self,
+        request: Request<GetKeyStatusRequest>,
+    ) -> Result<Response<GetKeyStatusResponse>, Status> {
+        let meta = Meta::of(&request);
+        let req = request.into_inner();
+        self.admin(meta, pb::Operation::GetKeyStatus, true, Ok(()), move |s| {
+            let keys = s.vault.key_status().map_err(|e| status::status(&e))?;
+            let mut keys: Vec<pb::KeyStatus> = keys
+                .iter()
+                .map(key_status)
+                .filter(|k| req.key_name.as_ref().is_none_or(|n| *n == k.name))
+                .filter(|k| req.template.as_ref().is_none_or(|t| *t == k.template))
+                .collect();
+            keys.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(GetKeyStatusResponse { keys })
+        })
+        .await
+    }
+
+    async fn rotate_key(
+        &self,
+        request: Request<RotateKeyRequest>,
+    ) -> Result<Response<RotateKeyResponse>, Status> {
+        let meta = Meta::of(&request);
+        let req = request.into_inner();
+        let name = match req.key {
+            Some(rotate_key_request::Key::KeyName(n)) => Ok(n),
+            Some(rotate_key_request::Key::TemplateKey(tk)) => {
+                match KeyPurpose::try_from(tk.purpose) {
+                    Ok(KeyPurpose::Fpe) => Ok(format!("fpe/{}", tk.template)),
+                    Ok(KeyPurpose::Data) => Ok(format!("data/{}", tk.template)),
+                    Ok(KeyPurpose::Fingerprint) => Ok(format!("fp/{}", tk.template)),
+                    Ok(KeyPurpose::Token) => Ok("token".to_owned()),
+                    _ => Err(Status::invalid_argument("template_key: unknown purpose")),
+                }
+            }
+            None => Err(Status::invalid_argument(
+                "key_name or template_key is required",
+            )),
+        };
+        let validate = name.as_ref().map(|_| ()).map_err(Clone::clone);
+        let name = name.unwrap_or_default();
+        self.admin(meta, pb::Operation::RotateKey, true, validate, move |s| {
+            let v = s.vault.rotate(&name).map_err(|e| status::status(&e))?;
+            Ok(RotateKeyResponse {
+                new_version: v,
+                key: Some(one_key(&s.vault, &name)?),
+            })
+        })
+        .await
+    }
+
+    async fn start_rewrap(
+        &self,
+        request: Request<StartRewrapRequest>,
+    ) -> Result<Response<pb::RewrapJob>, Status> {
+        let meta = Meta::of(&request);
+        let req = request.into_inner();
+        let template = req
+            .key_name
+            .strip_prefix("data/")
+            .or_else(|| req.key_name.strip_prefix("fp/"))
+            .map(str::to_owned);
+        let validate = match &template {
+            Some(t) if self.0.vault.templates().any(|c| c.template.name() == t) => Ok(()),
+            _ => Err(Status::invalid_argument(
+                "only data/<template> and fp/<template> keys encrypt records",
+            )),
+        };
+        let batch = req
+            .batch_size
+            .map_or(REWRAP_BATCH, |b| (b as usize).clamp(1, REWRAP_BATCH_MAX));
+        let template = template.unwrap_or_default();
+        self.admin(meta, pb::Operation::Rewrap, true, validate, move |s| {
+            let job = s.vault.rewrap_start(&template).map_err(|e| match e {
+                vault_core::vault::Error::NotSupported { .. } => {
+                    Status::invalid_argument("format-preserving templates store no records")
+                }
+                e => status::status(&e),
+            })?;
+            if job.state != JobState::Pending {
+                return Err(Status::already_exists(format!(
+                    "rewrap job {} for this key is {}",
+                    job.id,
+                    job.state.as_str()
+                )));
+            }
+            spawn_rewrap(s, job.id, batch);
+            Ok(rewrap_job(&s.vault, &job))
+        })
+        .await
+    }
+
+    async fn resume_rewrap(
+        &self,
+        request: Request<ResumeRewrapRequest>,
+    ) -> Result<Response<pb::RewrapJob>, Status> {
+        let meta = Meta::of(&request);
+        let id = job_id(&request.get_ref().job_id);
+        let validate = id.as_ref().map(|_| ()).map_err(Clone::clone);
+        let id = id.unwrap_or_default();
+        self.admin(meta, pb::Operation::Rewrap, true, validate, move |s| {
+            let job = s.vault.rewrap_job(id).map_err(|e| status::status(&e))?;
+            if !matches!(job.state, JobState::Paused | JobState::Failed) {
+                return Err(Status::failed_precondition(format!(
+                    "job is {}, not paused or failed",
+                    job.state.as_str()
+                )));
+            }
+            spawn_rewrap(s, id, REWRAP_BATCH);
+            Ok(rewrap_job(&s.vault, &job))
+        })
+        .await
+    }
+
+    async fn get_rewrap(
+        &self,
+        request: Request<GetRewrapRequest>,
+    ) -> Result<Response<pb::RewrapJob>, Status> {
+        let meta = Meta::of(&request);
+        let id = job_id(&request.get_ref().job_id);
+        let validate = id.as_ref().map(|_| ()).map_err(Clone::clone);
+        let id = id.unwrap_or_default();
+        self.admin(meta, pb::Operation::GetRewrap, true, validate, move |s| {
+            let job = s.vault.rewrap_job(id).map_err(|e| status::status(&e))?;
+            Ok(rewrap_job(&s.vault, &job))
+        })
+        .await
+    }
+
+    async fn list_rewraps(
+        &self,
+        request: Request<ListRewrapsRequest>,
+    ) -> Result<Response<ListRewrapsResponse>, Status> {
+        let meta = Meta::of(&request);
+        let req = request.into_inner();
+        let offset = page(&req.page_token);
+        let validate = offset.as_ref().map(|_| ()).map_err(Clone::clone);
+        let offset = offset.unwrap_or_default();
+        let size = page_size(req.page_size);
+        self.admin(meta, pb::Operation::GetRewrap, true, validate, move |s| {
+            let jobs = s.vault.rewrap_jobs().map_err(|e| status::status(&e))?;
+            let matching: Vec<pb::RewrapJob> = jobs
+                .iter()
+                .map(|j| rewrap_job(&s.vault, j))
+                .filter(|j| req.key_name.as_ref().is_none_or(|k| *k == j.key_name))
+                .collect();
+            let next = offset + size;
+            Ok(ListRewrapsResponse {
+                jobs: matching.iter().skip(offset).take(size).cloned().collect(),
+                next_page_token: if matching.len() > next {
+                    next.to_string()
+                } else {
+                    String::new()
+                },
+            })
+        })
+        .await
+    }
+
+    async fn raise_min_decryption_version(
+        &self,
+        request: Request<RaiseMinDecryptionVersionRequest>,
+    ) -> Result<Response<pb::KeyStatus>, Status> {
+        let meta = Meta::of(&request);
+        let req = request.into_inner();
+        self.admin(
+            meta,
+            pb::Operation::RaiseMinDecryptionVersion,
+            true,
+            Ok(()),
+            move |s| {
+                s.vault
+                    .raise_min_version(&req.key_name, req.min_decryption_version)
+                    .map_err(|e| status::status(&e))?;
+                one_key(&s.vault, &req.key_name)
+            },
+        )
+        .await
+    }
+
+    async fn retire_key_version(
+        &self,
+        request: Request<RetireKeyVersionRequest>,
+    ) -> Result<Response<pb::KeyStatus>, Status> {
+        let meta = Meta::of(&request);
+        let req = request.into_inner();
+        self.admin(
+            meta,
+            pb::Operation::RetireKeyVersion,
+            true,
+            Ok(()),
+            move |s| {
+                s.vault
+                    .retire(&req.key_name, req.version)
+                    .map_err(|e| status::status(&e))?;
+                one_key(&s.vault, &req.key_name)
+            },
+        )
+        .await
+    }
+
+    async fn destroy_key_version(
+        &self,
+        request: Request<DestroyKeyVersionRequest>,
+    ) -> Result<Response<pb::KeyStatus>, Status> {
+        let meta = Meta::of(&request);
+        let req = request.into_inner();
+        self.admin(
+            meta,
+            pb::Operation::DestroyKeyVersion,
+            true,
+            Ok(()),
+            move |s| {
+                s.vault
+                    .destroy(&req.key_name, req.version)
+                    .map_err(|e| status::status(&e))?;
+                one_key(&s.vault, &req.key_name)
+            },
+        )
+        .await
+    }
+
+    async fn rotate_root_key(
+        &self,
+        request: Request<RotateRootKeyRequest>,
+    ) -> Result<Response<RotateRootKeyResponse>, Status> {
+        let meta = Meta::of(&request);
+        let req = request.into_inner();
+        let validate = match &req.new_root {
+            None => Err(Status::invalid_argument("new_root is required")),
+            Some(rotate_root_key_request::NewRoot::Shamir(s))
+                if s.threshold < 2 || s.shares < s.threshold || s.shares > 255 =>
+            {
+                Err(Status::invalid_argument(
+                    "shamir: 2 <= threshold <= shares <= 255",
+                ))
+            }
+            _ => Ok(()),
+        };
+        self.admin(
+            meta,
+            pb::Operation::RotateRootKey,
+            true,
+            validate,
+            move |s| {
+                let mut root_hex = None;
+                let init = match req.new_root {
+                    Some(rotate_root_key_request::NewRoot::Passphrase(p)) => RootInit::Passphrase(
+                        SecretString::from(p),
+                        KdfParams::generate().map_err(|_| Status::internal("internal error"))?,
+                    ),
+                    Some(rotate_root_key_request::NewRoot::Shamir(sh)) => RootInit::Shares {
+                        threshold: u8::try_from(sh.threshold).unwrap_or(u8::MAX),
+                        shares: u8::try_from(sh.shares).unwrap_or(u8::MAX),
+                    },
+                    Some(rotate_root_key_request::NewRoot::GeneratedKey(_)) => {
+                        let mut bytes = Zeroizing::new([0u8; 32]);
+                        getrandom::fill(&mut *bytes)
+                            .map_err(|_| Status::internal("internal error"))?;
+                        let hex = Zeroizing::new(hex::encode(*bytes));
+                        let key =
+                            vault_core::keys::root::from_hex(&SecretString::from(hex.to_string()))
+                                .map_err(|_| Status::internal("internal error"))?;
+                        root_hex = Some(hex);
+                        RootInit::Key(key)
+                    }
+                    None => return Err(Status::invalid_argument("new_root is required")),
+                };
+                let shares = s.vault.rotate_root(init).map_err(|e| status::status(&e))?;
+                Ok(RotateRootKeyResponse {
+                    shares: shares
+                        .iter()
+                        .map(|t| t.expose_secret().to_owned())
+                        .collect(),
+                    root_key_hex: root_hex.map(|h| h.to_string()),
+                    status: Some(seal_status(&s.vault)),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn create_caller(
+        &self,
+        request: Request<CreateCallerRequest>,
+    ) -> Result<Response<CreateCallerResponse>, Status> {
+        let meta = Meta::of(&request);
+        let req = request.into_inner();
+        let scopes = self.check_scopes(&req.roles, &req.scopes);
+        let expires_ms = req.expires_at.as_ref().map(ts_ms);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let validate = scopes
+            .as_ref()
+            .map(|_| ())
+            .map_err(Clone::clone)
+            .and_then(|()| {
+                if expires_ms.is_some_and(|e| e <= now_ms) {
+                    Err(Status::invalid_argument("expires_at is in the past"))
+                } else {
+                    Ok(())
+                }
+            });
+        let scopes = scopes.unwrap_or_default();
+        self.admin(
+            meta,
+            pb::Operation::CreateCaller,
+            true,
+            validate,
+            move |s| {
+                let (c, key) = s
+                    .registry
+                    .create(&req.name, &req.description, req.roles, scopes, expires_ms)
+                    .map_err(|e| registry_status(&e))?;
+                Ok(CreateCallerResponse {
+                    caller: Some(pb_caller(&c)),
+                    api_key: key.0.to_string(),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn list_callers(
+        &self,
+        request: Request<ListCallersRequest>,
+    ) -> Result<Response<ListCallersResponse>, Status> {
+        let meta = Meta::of(&request);
+        let req = request.into_inner();
+        let offset = page(&req.page_token);
+        let validate = offset.as_ref().map(|_| ()).map_err(Clone::clone);
+        let offset = offset.unwrap_or_default();
+        let size = page_size(req.page_size);
+        self.admin(meta, pb::Operation::ListCallers, true, validate, move |s| {
+            let all: Vec<Caller> = s
+                .registry
+                .list()
+                .into_iter()
+                .filter(|c| req.include_revoked || c.revoked_ms.is_none())
+                .collect();
+            let next = offset + size;
+            Ok(ListCallersResponse {
+                callers: all.iter().skip(offset).take(size).map(pb_caller).collect(),
+                next_page_token: if all.len() > next {
+                    next.to_string()
+                } else {
+                    String::new()
+                },
+            })
+        })
+        .await
+    }
+
+    async fn revoke_caller(
+        &self,
+        request: Request<RevokeCallerRequest>,
+    ) -> Result<Response<PbCaller>, Status> {
+        let meta = Meta::of(&request);
+        let id = request.into_inner().caller_id;
+        self.admin(meta, pb::Operation::RevokeCaller, true, Ok(()), move |s| {
+            let c = s.registry.revoke(&id).map_err(|e| registry_status(&e))?;
+            Ok(pb_caller(&c))
+        })
+        .await
+    }
+
+    async fn set_caller_scopes(
+        &self,
+        request: Request<SetCallerScopesRequest>,
+    ) -> Result<Response<PbCaller>, Status> {
+        let meta = Meta::of(&request);
+        let req = request.into_inner();
+        let scopes = self.check_scopes(&req.roles, &req.scopes);
+        let validate = scopes.as_ref().map(|_| ()).map_err(Clone::clone);
+        let scopes = scopes.unwrap_or_default();
+        self.admin(
+            meta,
+            pb::Operation::SetCallerScopes,
+            true,
+            validate,
+            move |s| {
+                let c = s
+                    .registry
+                    .set_scopes(&req.caller_id, req.roles, scopes)
+                    .map_err(|e| registry_status(&e))?;
+                Ok(pb_caller(&c))
+            },
+        )
+        .await
+    }
+
+    async fn query_audit_events(
+        &self,
+        request: Request<QueryAuditEventsRequest>,
+    ) -> Result<Response<QueryAuditEventsResponse>, Status> {
+        let meta = Meta::of(&request);
+        let req = request.into_inner();
+        let offset = page(&req.page_token);
+        let validate = offset.as_ref().map(|_| ()).map_err(Clone::clone);
+        let offset = offset.unwrap_or_default();
+        let limit = match req.limit {
+            0 => PAGE_DEFAULT,
+            n => (n as usize).min(PAGE_MAX),
+        };
+        let mut filter = Filter {
+            since_ms: req.start_time.as_ref().map(ts_ms),
+            until_ms: req.end_time.as_ref().map(ts_ms),
+            caller: req.caller_id.clone(),
+            request_id: req.request_id.clone(),
+            offset,
+            limit: Some(limit + 1),
+            ..Filter::default()
+        };
+        let op = pb::Operation::try_from(req.operation).unwrap_or(pb::Operation::Unspecified);
+        if let Some(t) = tokenizer_op(op) {
+            filter.operation = Some(t);
+        } else if let Some((action, _)) = admin_op(op) {
+            filter.operation = Some(Operation::Admin);
+            filter.action = Some(action.to_owned());
+        }
+        self.admin(
+            meta,
+            pb::Operation::QueryAuditEvents,
+            true,
+            validate,
+            move |s| {
+                let mut records = s.audit.query(&filter).map_err(|e| status::audit(&e))?;
+                let more = records.len() > limit;
+                records.truncate(limit);
+                Ok(QueryAuditEventsResponse {
+                    events: records.iter().map(audit_event).collect(),
+                    next_page_token: if more {
+                        (offset + limit).to_string()
+                    } else {
+                        String::new()
+                    },
+                })
+            },
+        )
+        .await
+    }
+
+    async fn verify_audit_log(
+        &self,
+        request: Request<VerifyAuditLogRequest>,
+    ) -> Result<Response<VerifyAuditLogResponse>, Status> {
+        self.admin(
+            Meta::of(&request),
+            pb::Operation::VerifyAuditLog,
+            true,
+            Ok(()),
+            |s| {
+                let (report, head) = s.audit.verify_with_head().map_err(|e| status::audit(&e))?;
+                Ok(match report.first_bad {
+                    None => VerifyAuditLogResponse {
+                        ok: true,
+                        events_checked: report.events,
+                        first_bad_index: None,
+                        reason: String::new(),
+                        last_hash: head.to_vec(),
+                    },
+                    Some((seq, defect)) => VerifyAuditLogResponse {
+                        ok: false,
+                        events_checked: report.events + 1,
+                        first_bad_index: Some(seq),
+                        reason: defect.to_string(),
+                        last_hash: head.to_vec(),
+                    },
+                })
+            },
+        )
+        .await
+    }
+}
+
+/// One stored record as the API shows it.
+fn audit_event(r: &Record) -> AuditEvent {
+    let e = &r.event;
+    let operation = match e.operation {
+        Operation::Tokenize => pb::Operation::Tokenize,
+        Operation::Detokenize => pb::Operation::Detokenize,
+        Operation::Reveal => pb::Operation::Reveal,
+        Operation::Delete => pb::Operation::DeleteTokens,
+        _ => e
+            .action
+            .as_deref()
+            .and_then(|a| ADMIN_OPS.iter().find(|(_, name, _)| *name == a))
+            .map_or(pb::Operation::Unspecified, |(op, _, _)| *op),
+    };
+    let (status_code, failed) = match &e.outcome {
+        Outcome::Ok => (0, 0),
+        Outcome::Partial { failed } => (0, *failed),
+        Outcome::Denied { reason } => (
+            status::code_from_name(reason.split(':').next().unwrap_or_default()) as i32,
+            e.items,
+        ),
+        Outcome::Failed { code } => (status::code_from_name(code) as i32, e.items),
+    };
+    AuditEvent {
+        index: r.seq,
+        time: Some(ts(r.time_ms)),
+        request_id: e.request_id.clone(),
+        caller_id: e.caller.clone(),
+        operation: operation as i32,
+        template: e.template.clone().unwrap_or_default(),
+        purpose: e.purpose.clone().unwrap_or_default(),
+        item_count: e.items,
+        failed_item_count: failed,
+        status_code,
+        detail: e.action.clone().unwrap_or_default(),
+        hash: hex::decode(&r.mac).unwrap_or_default(),
+        previous_hash: hex::decode(&r.prev).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,362 @@
+//! The request path every Tokenizer and Admin call takes:
+//!
+//! ```text
+//! authenticate ─▶ shed load ─▶ validate ─▶ authorize ─▶ sealed? ─▶ vault (blocking thread,
+//! under the deadline) ─▶ audit event (durable) ─▶ response
+//! ```
+//!
+//! Every exit writes one audit event: an unauthenticated attempt (caller `unknown`), a shed
+//! call, a denial, a failure, a success. The event is written and fsynced before the response
+//! leaves, so a result the log does not show is never returned; if the log cannot take the
+//! event the call fails with `UNAVAILABLE` and its result (plaintext included) is dropped here.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tonic::metadata::MetadataMap;
+use tonic::transport::CertificateDer;
+use tonic::{Code, Request, Status};
+
+use super::Shared;
+use crate::audit::{Event, Outcome};
+use crate::auth::{self, Identity};
+use crate::policy::{Context, Grant, Operation, Registered, Scope};
+use crate::status;
+
+/// Metadata header carrying a forwarded end-user JWT.
+pub(crate) const END_USER_HEADER: &str = "x-end-user-token";
+/// Caller name recorded for requests that did not authenticate.
+pub(crate) const UNKNOWN_CALLER: &str = "unknown";
+/// How much earlier than the client's deadline the server gives up, so that its own
+/// `DEADLINE_EXCEEDED` (audited) wins the race against tonic's transport timer, which answers
+/// `CANCELLED` for the same deadline.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+
+/// What the handlers read from a request before taking its message.
+pub(crate) struct Meta {
+    certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    metadata: MetadataMap,
+    source: Option<IpAddr>,
+    deadline: Option<Duration>,
+}
+
+impl Meta {
+    pub(crate) fn of<T>(req: &Request<T>) -> Meta {
+        Meta {
+            certs: req.peer_certs(),
+            metadata: req.metadata().clone(),
+            source: req.remote_addr().map(|a| a.ip()),
+            deadline: req
+                .metadata()
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_timeout),
+        }
+    }
+
+    fn end_user_token(&self) -> Option<&str> {
+        self.metadata
+            .get(END_USER_HEADER)
+            .and_then(|v| v.to_str().ok())
+    }
+}
+
+/// `grpc-timeout`: up to 8 digits and a unit (gRPC over HTTP/2 spec).
+fn parse_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// What the audit event says about a call, filled in as the call goes.
+pub(crate) struct Spec {
+    pub(crate) operation: Operation,
+    pub(crate) action: Option<&'static str>,
+    pub(crate) template: Option<String>,
+    pub(crate) items: u32,
+    pub(crate) purpose: Option<String>,
+    pub(crate) request_id: String,
+}
+
+impl Spec {
+    pub(crate) fn tokenizer(
+        operation: Operation,
+        template: &str,
+        items: usize,
+        purpose: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Spec {
+        Spec {
+            operation,
+            action: None,
+            template: Some(template.to_owned()),
+            items: u32::try_from(items).unwrap_or(u32::MAX),
+            purpose: purpose.filter(|p| !p.is_empty()).map(str::to_owned),
+            request_id: request_id
+                .filter(|r| !r.is_empty())
+                .map_or_else(new_request_id, str::to_owned),
+        }
+    }
+
+    pub(crate) fn admin(action: &'static str) -> Spec {
+        Spec {
+            operation: Operation::Admin,
+            action: Some(action),
+            template: None,
+            items: 1,
+            purpose: None,
+            request_id: new_request_id(),
+        }
+    }
+}
+
+fn new_request_id() -> String {
+    let mut b = [0u8; 8];
+    // A request id only correlates logs; a zero id if the RNG fails is harmless.
+    let _ = getrandom::fill(&mut b);
+    format!("req_{}", hex::encode(b))
+}
+
+/// A call past authentication, load shedding and authorization.
+pub(crate) struct Admitted {
+    pub(crate) spec: Spec,
+    pub(crate) identity: Identity,
+    pub(crate) grant: Grant,
+    deadline: Option<Duration>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// What the handler adds to the final event.
+#[derive(Default)]
+pub(crate) struct Done {
+    pub(crate) failed: u32,
+    pub(crate) key_versions: Vec<u32>,
+    pub(crate) token_refs: Vec<String>,
+}
+
+impl Shared {
+    fn event(&self, spec: &Spec, caller: &str, subject: Option<&str>, outcome: Outcome) -> Event {
+        let mut e = Event::new(caller, spec.operation, spec.request_id.clone(), outcome);
+        e.action = spec.action.map(str::to_owned);
+        e.template = spec.template.clone();
+        e.items = spec.items;
+        e.purpose = spec.purpose.clone();
+        e.subject = subject.map(str::to_owned);
+        e
+    }
+
+    /// Record an event for a call that ends with `status`; returns the status to send (or
+    /// `UNAVAILABLE` if even the refusal cannot be recorded).
+    async fn refuse(&self, spec: &Spec, caller: &str, subject: Option<&str>, s: Status) -> Status {
+        let code = s.code();
+        let outcome = match code {
+            Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::ResourceExhausted
+            | Code::FailedPrecondition => Outcome::Denied {
+                reason: format!("{}: {}", status::code_name(code), s.message()),
+            },
+            _ => Outcome::Failed {
+                code: status::code_name(code).to_owned(),
+            },
+        };
+        tracing::info!(
+            caller,
+            operation = %spec.operation,
+            action = spec.action,
+            template = spec.template.as_deref(),
+            request_id = %spec.request_id,
+            code = status::code_name(code),
+            "refused"
+        );
+        let event = self.event(spec, caller, subject, outcome);
+        match self.audit.record_async(event).await {
+            Ok(_) => s,
+            Err(e) => status::audit(&e),
+        }
+    }
+
+    /// Authenticate, shed, authorize. `scope` is the scope the call needs; `validate` runs
+    /// after authentication (so an anonymous caller learns nothing about request validity).
+    pub(crate) async fn admit(
+        &self,
+        meta: &Meta,
+        spec: Spec,
+        scope: Scope,
+        validate: Result<(), Status>,
+        needs_unsealed: bool,
+    ) -> Result<Admitted, Status> {
+        let identity = match auth::authenticate(
+            meta.certs.as_deref().map(Vec::as_slice),
+            &meta.metadata,
+            &self.registry,
+        ) {
+            Ok(id) => id,
+            Err(why) => {
+                let s = status::unauthenticated(&why.to_string());
+                return Err(self.refuse(&spec, UNKNOWN_CALLER, None, s).await);
+            }
+        };
+        let caller = identity.id.clone();
+        // Shed instead of queueing: a full server answers at once and the client backs off.
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let s = Status::resource_exhausted("server busy: too many calls in flight");
+                return Err(self.refuse(&spec, &caller, None, s).await);
+            }
+        };
+        if let Err(s) = validate {
+            return Err(self.refuse(&spec, &caller, None, s).await);
+        }
+        let id = &spec.request_id;
+        if id.len() > 128 || !id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            let s = Status::invalid_argument("request_id: at most 128 printable ASCII characters");
+            let spec = Spec {
+                request_id: new_request_id(),
+                ..spec
+            };
+            return Err(self.refuse(&spec, &caller, None, s).await);
+        }
+        // In its own block: `Context` is not `Send` and must be gone before the next await.
+        let decision = {
+            let ctx = Context {
+                purpose: spec.purpose.as_deref(),
+                source: meta.source,
+                end_user_token: meta.end_user_token(),
+                metadata: None,
+            };
+            match &identity.registered {
+                Some(c) => {
+                    let scopes: Vec<Scope> = c
+                        .scopes
+                        .iter()
+                        .filter_map(super::admin::stored_to_scope)
+                        .collect();
+                    self.policy.authorize_registered(
+                        &caller,
+                        Registered {
+                            roles: &c.roles,
+                            scopes: &scopes,
+                        },
+                        &scope,
+                        &ctx,
+                    )
+                }
+                None => self.policy.authorize(&caller, &scope, &ctx),
+            }
+        };
+        let grant = match decision {
+            Ok(g) => g,
+            Err(d) => return Err(self.refuse(&spec, &caller, None, status::denied(&d)).await),
+        };
+        if needs_unsealed && self.vault.is_sealed() {
+            let s = Status::failed_precondition("the vault is sealed");
+            return Err(self.refuse(&spec, &caller, grant.subject(), s).await);
+        }
+        Ok(Admitted {
+            spec,
+            identity,
+            grant,
+            deadline: meta.deadline,
+            _permit: permit,
+        })
+    }
+
+    /// Run blocking vault work on a blocking thread, under the client's deadline. On a failure
+    /// the event is recorded and the status returned. A call past its deadline may still
+    /// complete in the background (a tokenize may store its records): clients retry with
+    /// idempotency keys.
+    pub(crate) async fn run<T, F>(&self, call: &Admitted, work: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, Status> + Send + 'static,
+    {
+        let delay = self.hooks.call_delay;
+        let fut = async move {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            tokio::task::spawn_blocking(work)
+                .await
+                .unwrap_or_else(|_| Err(Status::internal("internal error")))
+        };
+        let result = match call.deadline {
+            Some(d) => tokio::time::timeout(d.saturating_sub(DEADLINE_MARGIN), fut)
+                .await
+                .unwrap_or_else(|_| Err(Status::deadline_exceeded("deadline exceeded"))),
+            None => fut.await,
+        };
+        match result {
+            Ok(v) => Ok(v),
+            Err(s) => Err(self.fail(call, s).await),
+        }
+    }
+
+    /// Record a failed admitted call.
+    pub(crate) async fn fail(&self, call: &Admitted, s: Status) -> Status {
+        self.refuse(&call.spec, &call.identity.id, call.grant.subject(), s)
+            .await
+    }
+
+    /// Record the successful end of a call. Must complete before the response is built from
+    /// anything sensitive; an error means the response must not be sent.
+    pub(crate) async fn finish(&self, call: &Admitted, done: Done) -> Result<(), Status> {
+        let outcome = if done.failed == 0 {
+            Outcome::Ok
+        } else {
+            Outcome::Partial {
+                failed: done.failed,
+            }
+        };
+        let mut event = self.event(&call.spec, &call.identity.id, call.grant.subject(), outcome);
+        let mut versions = done.key_versions;
+        versions.sort_unstable();
+        versions.dedup();
+        event.key_versions = versions;
+        event.token_refs = done.token_refs;
+        tracing::info!(
+            caller = %call.identity.id,
+            operation = %call.spec.operation,
+            action = call.spec.action,
+            template = call.spec.template.as_deref(),
+            items = call.spec.items,
+            failed = done.failed,
+            request_id = %call.spec.request_id,
+            "ok"
+        );
+        self.audit
+            .record_async(event)
+            .await
+            .map(|_| ())
+            .map_err(|e| status::audit(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_timeout("5x"), None);
+        assert_eq!(parse_timeout("123456789m"), None);
+        assert_eq!(parse_timeout("m"), None);
+    }
+}

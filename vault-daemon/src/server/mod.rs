@@ -1,0 +1,520 @@
+//! The gRPC server: [`spawn`] starts it from a [`Config`] and returns a [`Running`] handle
+//! with the bound address; `vaultd` and the end-to-end tests use the same function, so the
+//! tests exercise the real start-up path (TLS, policy, audit log, vault) on `127.0.0.1:0`
+//! without sleeping to wait for it.
+//!
+//! Start-up order, and why:
+//! 1. Validate the config (plaintext only on loopback, and only in dev or when allowed).
+//! 2. Open the audit log first: it must verify before anything can be served (fail closed).
+//! 3. Open (or in dev, create) the SQLite vault; the store asserts WAL and the configured
+//!    `synchronous` on every connection and refuses otherwise ([`StartError::Storage`] says so).
+//! 4. Unseal with the root key file if one is given; otherwise start sealed.
+//! 5. Load the policy (warnings logged) and the caller registry; dev mode writes a policy and
+//!    an API key allowed every scope.
+//! 6. Bind, then serve health (no credentials), reflection (dev or configured), Tokenizer and
+//!    Admin. Health reports NOT_SERVING while sealed or while the storage probe fails.
+//!
+//! Shutdown ([`Running::shutdown`]): stop accepting, let calls in flight finish (HTTP/2
+//! GOAWAY), give up after `limits.drain_timeout_secs`, then drop the audit log (its writer
+//! writes a final checkpoint).
+
+pub(crate) mod admin;
+pub(crate) mod call;
+pub(crate) mod tokenizer;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use vault_core::keys::root;
+use vault_core::store::{Options, SqliteStore, StoreError};
+use vault_core::vault::{RootInit, TemplateConfig, Vault};
+use vault_proto::v1::admin_server::AdminServer;
+use vault_proto::v1::tokenizer_server::TokenizerServer;
+use zeroize::Zeroizing;
+
+use crate::audit::{self, AuditError, AuditLog};
+use crate::callers::{self, Registry, RegistryError};
+use crate::config::{Config, ConfigError, Limits, TestHooks};
+use crate::policy::{PolicyError, PolicyStore, Warning};
+
+/// Database file name in the data directory.
+pub const DB_FILE: &str = "vault.db";
+/// Where dev mode writes its API key (0600), for scripts.
+pub const DEV_KEY_FILE: &str = "dev-api-key";
+/// The policy dev mode writes (a role `all` with every scope).
+pub const DEV_POLICY_FILE: &str = "dev-policy.toml";
+
+const DEV_POLICY: &str = "\
+# Written by `vaultd serve --dev` at every start. Role `all` grants every scope; the dev API key
+# (a caller of the registry) has it.
+[roles.all]
+description = \"dev mode: everything\"
+[[roles.all.grants]]
+scopes = [\"tokenize:*\", \"detokenize:*\", \"reveal:*\", \"delete:*\", \"admin:keys\", \"admin:audit\", \"admin:callers\"]
+";
+
+/// Why the daemon did not start. Each names the file or setting at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The audit log cannot be opened or does not verify.
+    #[error("audit log: {0}")]
+    Audit(#[from] AuditError),
+    /// The database refused to open.
+    #[error(
+        "storage ({path}): {source}{hint}",
+        path = path.display(),
+        hint = if matches!(source, StoreError::Pragma { .. }) {
+            " — the store requires WAL journaling and the configured synchronous level; \
+             is the data directory on a filesystem without WAL support (network or FUSE)?"
+        } else { "" }
+    )]
+    Storage {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// The vault refused (wrong root key, not initialised…).
+    #[error("vault: {0}")]
+    Vault(#[from] vault_core::vault::Error),
+    /// The root key file is unusable.
+    #[error("root key file {}: {source}", path.display())]
+    RootKey {
+        /// The file.
+        path: PathBuf,
+        /// Why (never key bytes).
+        #[source]
+        source: vault_core::keys::KeyError,
+    },
+    /// The policy file is unusable.
+    #[error("policy: {0}")]
+    Policy(#[from] PolicyError),
+    /// The caller registry is unusable.
+    #[error("caller registry: {0}")]
+    Registry(#[from] RegistryError),
+    /// TLS files or settings.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// Files, binding.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+/// State shared by the services.
+pub(crate) struct Shared {
+    pub(crate) vault: Arc<Vault>,
+    pub(crate) audit: AuditLog,
+    pub(crate) policy: PolicyStore,
+    pub(crate) registry: Registry,
+    pub(crate) limits: Limits,
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) health: HealthReporter,
+    pub(crate) hooks: TestHooks,
+    pub(crate) storage_ok: AtomicBool,
+    pub(crate) stopping: AtomicBool,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("vault", &self.vault)
+            .finish_non_exhaustive()
+    }
+}
+
+const TOKENIZER_SERVICE: &str = "vault.v1.Tokenizer";
+const ADMIN_SERVICE: &str = "vault.v1.Admin";
+
+impl Shared {
+    /// Publish health: the overall service and Tokenizer serve only while unsealed with working
+    /// storage; Admin serves while storage works (it is how a sealed vault gets unsealed).
+    pub(crate) async fn update_health(&self) {
+        let storage = self.storage_ok.load(Ordering::SeqCst);
+        let serving = |ok: bool| {
+            if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            }
+        };
+        let data = serving(storage && !self.vault.is_sealed());
+        self.health.set_service_status("", data).await;
+        self.health
+            .set_service_status(TOKENIZER_SERVICE, data)
+            .await;
+        self.health
+            .set_service_status(ADMIN_SERVICE, serving(storage))
+            .await;
+    }
+}
+
+/// A running daemon.
+#[derive(Debug)]
+pub struct Running {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    drain: Duration,
+    dev_api_key: Option<Zeroizing<String>>,
+    warnings: Vec<Warning>,
+}
+
+impl Running {
+    /// The address the server is bound to (the real port when the config said port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Dev mode: the API key allowed every scope (also in `<data-dir>/dev-api-key`).
+    pub fn dev_api_key(&self) -> Option<&str> {
+        self.dev_api_key.as_deref().map(String::as_str)
+    }
+
+    /// The policy loader's warnings at start.
+    pub fn policy_warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    /// Re-read the policy file (SIGHUP). On error the old policy stays in force.
+    pub fn reload_policy(&self) -> Result<Vec<Warning>, PolicyError> {
+        let warnings = self.shared.policy.reload()?;
+        for w in &warnings {
+            tracing::warn!(warning = %w, "policy");
+        }
+        tracing::info!("policy reloaded");
+        Ok(warnings)
+    }
+
+    /// Tokenizer and Admin calls in flight now (past authentication).
+    pub fn in_flight(&self) -> usize {
+        self.shared.limits.max_concurrent_calls - self.shared.permits.available_permits()
+    }
+
+    /// Whether the server task has stopped (it should not before `shutdown`).
+    pub fn is_finished(&self) -> bool {
+        self.server.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Stop accepting, drain calls in flight for at most the configured drain time, and
+    /// release everything (the audit log writes its final checkpoint). Returns whether the
+    /// drain completed in time.
+    pub async fn shutdown(mut self) -> bool {
+        tracing::info!("shutting down: draining calls in flight");
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let mut drained = true;
+        if let Some(mut server) = self.server.take() {
+            match tokio::time::timeout(self.drain, &mut server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::error!(error = %e, "server stopped with an error"),
+                Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+                Err(_) => {
+                    tracing::warn!("drain time limit reached: aborting calls still in flight");
+                    server.abort();
+                    drained = false;
+                }
+            }
+        }
+        drained
+    }
+}
+
+/// Build the vault templates of the config.
+fn templates(config: &Config) -> Result<Vec<TemplateConfig>, StartError> {
+    config
+        .template_specs()
+        .iter()
+        .map(|t| t.build().map_err(StartError::from))
+        .collect()
+}
+
+/// Write a fresh random root key file (64 hex digits, 0600).
+fn generate_root_key_file(path: &Path) -> Result<(), StartError> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut *bytes).map_err(|_| StartError::Io {
+        what: "OS random number generator".into(),
+        source: std::io::Error::other("getrandom failed"),
+    })?;
+    let text = Zeroizing::new(format!("{}\n", hex::encode(*bytes)));
+    callers::write_atomic(path, text.as_bytes(), 0o600)?;
+    tracing::info!(path = %path.display(), "generated a root key file");
+    Ok(())
+}
+
+fn open_vault(config: &Config) -> Result<Vault, StartError> {
+    let db = config.data_dir.join(DB_FILE);
+    let mut opts = Options::default();
+    opts.synchronous = config.synchronous;
+    let storage = |source| StartError::Storage {
+        path: db.clone(),
+        source,
+    };
+    let templates = templates(config)?;
+    let root_key = |path: &Path| {
+        root::from_file(path).map_err(|source| StartError::RootKey {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    if !db.exists() {
+        if !config.create_if_missing {
+            return Err(StartError::Storage {
+                path: db.clone(),
+                source: StoreError::NotFound(
+                    "no vault database; set create_if_missing = true with a root key file to \
+                     create one"
+                        .into(),
+                ),
+            });
+        }
+        let Some(key_path) = &config.root_key_file else {
+            return Err(ConfigError::Invalid {
+                key: "root_key_file".into(),
+                message: "creating a vault needs a root key file".into(),
+            }
+            .into());
+        };
+        if !key_path.exists() {
+            generate_root_key_file(key_path)?;
+        }
+        let key = root_key(key_path)?;
+        let store = SqliteStore::create(&db, &opts).map_err(storage)?;
+        let (vault, _) = Vault::create(Arc::new(store), templates, RootInit::Key(key))?;
+        tracing::info!(path = %db.display(), vault_id = %vault.vault_id(), "created a new vault");
+        return Ok(vault);
+    }
+    let store = SqliteStore::open(&db, &opts).map_err(storage)?;
+    let vault = Vault::open(Arc::new(store), templates)?;
+    if let Some(key_path) = &config.root_key_file {
+        vault.unseal_key(root_key(key_path)?)?;
+        tracing::info!("unsealed with the root key file");
+    } else {
+        tracing::warn!("no root key file: starting sealed (Admin.Unseal to unseal)");
+    }
+    Ok(vault)
+}
+
+/// Dev mode: reuse the dev key if it still authenticates, else create a new dev caller.
+fn dev_key(data_dir: &Path, registry: &Registry) -> Result<Zeroizing<String>, StartError> {
+    let path = data_dir.join(DEV_KEY_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let key = Zeroizing::new(text.trim().to_owned());
+        if registry.authenticate(&key).is_some() {
+            return Ok(key);
+        }
+    }
+    let mut suffix = [0u8; 3];
+    let _ = getrandom::fill(&mut suffix);
+    let name = format!("dev-{}", hex::encode(suffix));
+    let (_, key) = registry.create(
+        &name,
+        "dev mode: every scope (role `all`)",
+        vec!["all".into()],
+        Vec::new(),
+        None,
+    )?;
+    callers::write_atomic(&path, format!("{}\n", &*key.0).as_bytes(), 0o600)?;
+    Ok(key.0)
+}
+
+fn tls_config(tls: &crate::config::Tls) -> Result<ServerTlsConfig, StartError> {
+    let read = |p: &Path| std::fs::read(p).map_err(io(format!("reading {}", p.display())));
+    let mut cfg = ServerTlsConfig::new().identity(TlsIdentity::from_pem(
+        read(&tls.cert)?,
+        Zeroizing::new(read(&tls.key)?).as_slice(),
+    ));
+    if let Some(ca) = &tls.client_ca {
+        // Optional client auth: callers without a certificate use API keys over TLS; a
+        // certificate that is presented must chain to this CA or the handshake fails.
+        cfg = cfg
+            .client_ca_root(Certificate::from_pem(read(ca)?))
+            .client_auth_optional(true);
+    }
+    Ok(cfg)
+}
+
+/// Start the daemon. Returns once the listener is bound (the address is in [`Running::addr`]).
+pub async fn spawn(config: Config) -> Result<Running, StartError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(io(format!("creating {}", config.data_dir.display())))?;
+
+    let audit_cfg = audit::Config {
+        checkpoint_every: config.audit.checkpoint_every.max(1),
+        checkpoint_interval: Duration::from_secs(config.audit.checkpoint_interval_secs),
+        ..audit::Config::default()
+    };
+    let audit_log = match &config.testing.audit_fault {
+        Some(switch) => AuditLog::open_with_faults(&config.data_dir, audit_cfg, switch.clone())?,
+        None => AuditLog::open(&config.data_dir, audit_cfg)?,
+    };
+
+    let cfg = config.clone();
+    let vault = tokio::task::spawn_blocking(move || open_vault(&cfg))
+        .await
+        .map_err(|e| StartError::Io {
+            what: "opening the vault".into(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+
+    let registry = Registry::open(&config.data_dir)?;
+    let policy_path = match (&config.policy, config.dev) {
+        (Some(p), _) => p.clone(),
+        (None, true) => {
+            let p = config.data_dir.join(DEV_POLICY_FILE);
+            std::fs::write(&p, DEV_POLICY).map_err(io(format!("writing {}", p.display())))?;
+            p
+        }
+        (None, false) => {
+            return Err(ConfigError::Invalid {
+                key: "policy".into(),
+                message: "required".into(),
+            }
+            .into());
+        }
+    };
+    let infos = config.template_specs().iter().map(|t| t.info()).collect();
+    let (policy, warnings) = PolicyStore::open(&policy_path, infos)?;
+    for w in &warnings {
+        tracing::warn!(warning = %w, "policy");
+    }
+    let dev_api_key = if config.dev {
+        Some(dev_key(&config.data_dir, &registry)?)
+    } else {
+        None
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let shared = Arc::new(Shared {
+        vault: Arc::new(vault),
+        audit: audit_log,
+        policy,
+        registry,
+        limits: config.limits.clone(),
+        permits: Arc::new(Semaphore::new(config.limits.max_concurrent_calls)),
+        health,
+        hooks: config.testing.clone(),
+        storage_ok: AtomicBool::new(true),
+        stopping: AtomicBool::new(false),
+    });
+    shared.update_health().await;
+
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(tls_config(tls)?)
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+    }
+    let max = config.limits.max_message_bytes;
+    let reflection = if config.dev || config.reflection {
+        Some(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()
+                .map_err(|e| StartError::Tls(format!("reflection: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let router = builder
+        .add_service(health_service)
+        .add_service(
+            TokenizerServer::new(tokenizer::Service(Arc::clone(&shared)))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            AdminServer::new(admin::Service(Arc::clone(&shared)))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_optional_service(reflection);
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(io(format!("binding {}", config.listen)))?;
+    let addr = listener.local_addr().map_err(io("local address"))?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    tokio::spawn(probe_storage(
+        Arc::downgrade(&shared),
+        Duration::from_millis(config.limits.health_probe_interval_ms.max(10)),
+    ));
+    tracing::info!(
+        %addr,
+        tls = config.tls.is_some(),
+        mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        sealed = shared.vault.is_sealed(),
+        dev = config.dev,
+        "listening"
+    );
+    Ok(Running {
+        addr,
+        shared,
+        stop: Some(stop),
+        server: Some(server),
+        drain: Duration::from_secs(config.limits.drain_timeout_secs),
+        dev_api_key,
+        warnings,
+    })
+}
+
+/// Probe storage with a cheap read (the vault id row) and publish health; stops when the
+/// server is gone.
+async fn probe_storage(shared: Weak<Shared>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let Some(s) = shared.upgrade() else { return };
+        if s.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let vault = Arc::clone(&s.vault);
+        let ok = tokio::task::spawn_blocking(move || vault.store().meta_get("vault_id").is_ok())
+            .await
+            .unwrap_or(false);
+        if s.storage_ok.swap(ok, Ordering::SeqCst) != ok {
+            if ok {
+                tracing::info!("storage probe recovered");
+            } else {
+                tracing::error!("storage probe failed: health NOT_SERVING");
+            }
+        }
+        s.update_health().await;
+    }
+}
