@@ -82,6 +82,13 @@ pub struct StoredScope {
     pub template: String,
 }
 
+impl StoredScope {
+    /// As a policy scope (`None` for an operation this build does not know).
+    pub fn scope(&self) -> Option<crate::policy::Scope> {
+        crate::server::admin::stored_to_scope(self)
+    }
+}
+
 /// A registry caller. Holds the key's MAC, never the key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Caller {

@@ -777,29 +777,60 @@ impl Policy {
 
     /// Which grants allow `scope` to `caller`, with their conditions, or why none does.
     pub fn explain(&self, caller: &str, scope: &Scope) -> Explanation {
+        self.explain_registered(caller, None, scope)
+    }
+
+    /// [`Policy::explain`] for a caller that may also be in the caller registry: its registry
+    /// roles (as this file defines them) and scopes count, as they do in `authorize`.
+    pub fn explain_registered(
+        &self,
+        caller: &str,
+        registered: Option<Registered<'_>>,
+        scope: &Scope,
+    ) -> Explanation {
         let entry = self.callers.get(caller);
+        let registry_rule = registered.filter(|r| !r.scopes.is_empty()).map(|r| Rule {
+            via: Via::Registry,
+            index: 1,
+            line: 0,
+            scopes: r.scopes.to_vec(),
+            rate: None,
+            networks: Vec::new(),
+            require_purpose: false,
+            require_end_user: false,
+            end_user_issuer: None,
+            subject_matches_metadata: None,
+        });
+        let registry_roles = registered.map(|r| r.roles).unwrap_or_default();
+        let role_rules = registry_roles
+            .iter()
+            .filter_map(|name| self.roles.get(name))
+            .flatten();
         let matches = entry
-            .map(|e| {
-                e.rules
-                    .iter()
-                    .filter_map(|r| {
-                        let granted = r.scopes.iter().find(|s| s.covers(scope))?;
-                        Some(Match {
-                            via: r.via.clone(),
-                            grant: r.index,
-                            line: r.line,
-                            granted: granted.to_string(),
-                            conditions: r.conditions(scope),
-                        })
-                    })
-                    .collect()
+            .map(|e| e.rules.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .chain(role_rules)
+            .map(Arc::as_ref)
+            .chain(registry_rule.as_ref())
+            .filter_map(|r| {
+                let granted = r.scopes.iter().find(|s| s.covers(scope))?;
+                Some(Match {
+                    via: r.via.clone(),
+                    grant: r.index,
+                    line: r.line,
+                    granted: granted.to_string(),
+                    conditions: r.conditions(scope),
+                })
             })
-            .unwrap_or_default();
+            .collect();
+        let mut roles = entry.map(|e| e.roles.clone()).unwrap_or_default();
+        roles.extend(registry_roles.iter().cloned());
         Explanation {
             caller: caller.to_owned(),
             scope: scope.clone(),
-            known_caller: entry.is_some(),
-            roles: entry.map(|e| e.roles.clone()).unwrap_or_default(),
+            known_caller: entry.is_some() || registered.is_some(),
+            roles,
             matches,
         }
     }
