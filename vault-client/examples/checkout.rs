@@ -6,10 +6,10 @@
 //!
 //! ```text
 //! vaultd serve --dev                       # writes ./vault-data/dev-api-key
-//! VAULT_ENDPOINT=http://127.0.0.1:8200 cargo run -p vault-client --example checkout
+//! cargo run -p vault-client --example checkout
 //! ```
 //!
-//! Environment: `VAULT_ENDPOINT` (default `http://127.0.0.1:8200`), `VAULT_API_KEY` or
+//! Environment: `VAULT_ENDPOINT` (default `http://127.0.0.1:50051`), `VAULT_API_KEY` or
 //! `VAULT_API_KEY_FILE` (default `./vault-data/dev-api-key`), `VAULT_TEMPLATE` (default `pan`).
 //! An optional argument is the card number to check out with (default a test card).
 
@@ -118,16 +118,26 @@ fn api_key() -> Result<SecretString, Box<dyn std::error::Error>> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let endpoint =
-        std::env::var("VAULT_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8200".to_owned());
+        std::env::var("VAULT_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:50051".to_owned());
     let template = std::env::var("VAULT_TEMPLATE").unwrap_or_else(|_| "pan".to_owned());
     let card: SecretString = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "4111111111111111".to_owned())
         .into();
-
     let config = Config::new(endpoint)
         .api_key(api_key()?)
         .deadline(Duration::from_secs(2));
+    print!("{}", run(config, template, card).await?);
+    Ok(())
+}
+
+/// The example's whole flow: place an order with the card, then render its receipt. Returns
+/// what `main` prints. (The end-to-end tests call it against a real daemon.)
+pub async fn run(
+    config: Config,
+    template: String,
+    card: SecretString,
+) -> Result<String, Box<dyn std::error::Error>> {
     let vault = VaultClient::connect(config).await?;
     let checkout = Checkout {
         vault,
@@ -142,12 +152,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             card,
         )
         .await?;
-    println!(
-        "stored order {} with card token {}",
+    let mut out = format!(
+        "stored order {} with card token {}\n",
         order.id, order.card_token
     );
     if let Some(page) = checkout.receipt_page(&order.id).await {
-        println!("\n{page}");
+        out += &format!("\n{page}");
     }
-    Ok(())
+    Ok(out)
 }
