@@ -413,7 +413,7 @@ fn fpe_rotation_versions() {
     ));
     vault.retire("fpe/pan", 1).unwrap();
     assert_eq!(vault.rotate("fpe/pan").unwrap(), 10);
-// Version 10 now holds slot 1. A token of retired version 1 is read under version 10 and
+    // Version 10 now holds slot 1. A token of retired version 1 is read under version 10 and
     // does not give back its value: retiring a PAN FPE version is the operator's statement that
     // its tokens are no longer in use (SECURITY.md, "FPE key versions").
     let stale = vault.detokenize("pan", &pan_v1, None);

@@ -324,7 +324,9 @@ impl Vault {
         // counted twice.
         let mut next = job.clone();
         next.cursor = last;
-        let done = self.store.rewrap_commit(&updates, &next.to_row(created_at, self.now()))?;
+        let done = self
+            .store
+            .rewrap_commit(&updates, &next.to_row(created_at, self.now()))?;
         next.processed += done;
         *job = next;
         Ok(true)
