@@ -91,7 +91,11 @@ fn items(values: &[String]) -> Vec<TokenizeItem<'_>> {
 struct Recorder {
     samples: RefCell<BTreeMap<String, Vec<f64>>>,
     sample_size: RefCell<BTreeMap<String, usize>>,
+    pairs: RefCell<Vec<Pair>>,
 }
+
+/// Interleaved rounds of one comparison: (label, unit, target, [(vault rate, baseline rate)]).
+type Pair = (String, &'static str, &'static str, Vec<(f64, f64)>);
 
 impl Recorder {
     fn push(&self, id: &str, elements: u64, took: Duration) {
@@ -113,14 +117,51 @@ impl Recorder {
             .get(id)
             .copied()
             .unwrap_or(v.len());
-        let mut s: Vec<f64> = v[v.len().saturating_sub(n)..].to_vec();
-        s.sort_by(f64::total_cmp);
-        Some(if s.len() % 2 == 1 {
-            s[s.len() / 2]
-        } else {
-            (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
-        })
+        Some(median(v[v.len().saturating_sub(n)..].to_vec()))
     }
+}
+
+fn median(mut s: Vec<f64>) -> f64 {
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// One side of a comparison: `run(iters)` returns (elements done, time measured).
+type Run<'a> = &'a mut dyn FnMut(u64) -> (u64, Duration);
+
+/// The same-run ratio on a noisy machine: `rounds` rounds, each timing the baseline and the
+/// vault back to back (alternating which goes first), so both see the same load; the ratio
+/// reported is the median of the per-round ratios.
+#[allow(clippy::too_many_arguments)]
+fn paired(
+    rec: &Recorder,
+    label: &str,
+    unit: &'static str,
+    target: &'static str,
+    rounds: usize,
+    iters: (u64, u64),
+    ours: Run<'_>,
+    base: Run<'_>,
+) {
+    let rate = |(n, d): (u64, Duration)| n as f64 / d.as_secs_f64().max(1e-12);
+    let mut out = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let (a, b) = if round % 2 == 0 {
+            let b = rate(base(iters.1));
+            (rate(ours(iters.0)), b)
+        } else {
+            let a = rate(ours(iters.0));
+            (a, rate(base(iters.1)))
+        };
+        out.push((a, b));
+    }
+    rec.pairs
+        .borrow_mut()
+        .push((label.to_owned(), unit, target, out));
 }
 
 /// Registers `id` in `g`; `run(iters)` returns (elements done, time measured).
@@ -130,7 +171,7 @@ fn measure(
     id: &str,
     elements: u64,
     sample_size: usize,
-    mut run: impl FnMut(u64) -> (u64, Duration),
+    run: Run<'_>,
 ) {
     let full = format!("{}/{id}", group_name(g));
     g.sample_size(sample_size);
@@ -363,6 +404,7 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
         None => tempfile::tempdir().unwrap(),
     };
     eprintln!("vault bench: N = {rows}, files in {}", dir.path().display());
+    eprintln!("load average at the start: {}", load_average());
 
     let (vault, store) = new_vault(&dir.path().join("vault.db"));
     let t = Instant::now();
@@ -386,7 +428,7 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
         rows,
     );
     eprintln!(
-        "prefill bare: {rows} rows of {blob_len} bytes in {:.1} s",
+        "prefill bare tables: {rows} rows of {blob_len} bytes in {:.1} s",
         t.elapsed().as_secs_f64()
     );
 
@@ -395,21 +437,25 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
         let mut g = group(c, "rewrap");
         g.sampling_mode(SamplingMode::Flat);
         g.warm_up_time(Duration::from_millis(1));
-        for (id, table) in [
-            ("update/bare", &mut bare),
-            ("update/bare+version_index", &mut bare_version),
-        ] {
-            let mut version = 1;
-            measure(&mut g, rec, id, rows, 10, |iters| {
-                let t = Instant::now();
-                for _ in 0..iters {
-                    version += 1;
-                    table.update_all(rows, version);
-                }
-                (rows * iters, t.elapsed())
-            });
-        }
-        measure(&mut g, rec, "rewrap/run", rows, 10, |iters| {
+        let mut version = 1;
+        let mut update_bare = |iters: u64| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                version += 1;
+                bare.update_all(rows, version);
+            }
+            (rows * iters, t.elapsed())
+        };
+        let mut version_ix = 1;
+        let mut update_indexed = |iters: u64| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                version_ix += 1;
+                bare_version.update_all(rows, version_ix);
+            }
+            (rows * iters, t.elapsed())
+        };
+        let mut rewrap = |iters: u64| {
             let mut took = Duration::ZERO;
             let mut done = 0;
             for _ in 0..iters {
@@ -424,8 +470,39 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
                 done += job.processed;
             }
             (done, took)
-        });
+        };
+        measure(&mut g, rec, "update/bare", rows, 10, &mut update_bare);
+        measure(
+            &mut g,
+            rec,
+            "update/bare+version_index",
+            rows,
+            10,
+            &mut update_indexed,
+        );
+        measure(&mut g, rec, "rewrap/run", rows, 10, &mut rewrap);
         g.finish();
+        let rounds = 5;
+        paired(
+            rec,
+            "rewrap vs update/bare",
+            "records/s",
+            ">= 200k/s",
+            rounds,
+            (1, 1),
+            &mut rewrap,
+            &mut update_bare,
+        );
+        paired(
+            rec,
+            "rewrap vs update/bare+version_index",
+            "records/s",
+            "",
+            rounds,
+            (1, 1),
+            &mut rewrap,
+            &mut update_indexed,
+        );
     }
 
     let t = Instant::now();
@@ -446,37 +523,30 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
 
     {
         let mut g = group(c, "tokenize");
-        measure(&mut g, rec, "insert/bare", BATCH, 20, |iters| {
+        let mut insert_bare = |iters: u64| {
             let t = Instant::now();
             for _ in 0..iters {
                 bare.insert(BATCH);
             }
             (BATCH * iters, t.elapsed())
-        });
-        measure(
-            &mut g,
-            rec,
-            "insert/bare+random_index",
-            BATCH,
-            20,
-            |iters| {
-                let t = Instant::now();
-                for _ in 0..iters {
-                    bare_rand.insert(BATCH);
-                }
-                (BATCH * iters, t.elapsed())
-            },
-        );
+        };
+        let mut insert_random = |iters: u64| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                bare_rand.insert(BATCH);
+            }
+            (BATCH * iters, t.elapsed())
+        };
         let values = pans(1 << 41, BATCH);
         let batch = items(&values);
-        measure(&mut g, rec, "vaulted-batch", BATCH, 20, |iters| {
+        let mut vaulted = |iters: u64| {
             let t = Instant::now();
             for _ in 0..iters {
                 black_box(vault.tokenize_batch(VAULTED, &batch).unwrap());
             }
             (BATCH * iters, t.elapsed())
-        });
-        measure(&mut g, rec, "deterministic-batch", BATCH, 20, |iters| {
+        };
+        let mut deterministic = |iters: u64| {
             let mut took = Duration::ZERO;
             for _ in 0..iters {
                 let values = pans(det_next, BATCH);
@@ -488,71 +558,127 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
                 debug_assert!(out.iter().all(|r| r.as_ref().is_ok_and(|t| !t.existing)));
             }
             (BATCH * iters, took)
-        });
+        };
+        measure(&mut g, rec, "insert/bare", BATCH, 20, &mut insert_bare);
+        measure(
+            &mut g,
+            rec,
+            "insert/bare+random_index",
+            BATCH,
+            20,
+            &mut insert_random,
+        );
+        measure(&mut g, rec, "vaulted-batch", BATCH, 20, &mut vaulted);
+        measure(
+            &mut g,
+            rec,
+            "deterministic-batch",
+            BATCH,
+            20,
+            &mut deterministic,
+        );
         g.finish();
+        paired(
+            rec,
+            "tokenize_batch vs insert/bare",
+            "rows/s",
+            ">= 0.50",
+            30,
+            (5, 5),
+            &mut vaulted,
+            &mut insert_bare,
+        );
+        paired(
+            rec,
+            "deterministic batch vs insert/bare",
+            "rows/s",
+            "",
+            10,
+            (1, 5),
+            &mut deterministic,
+            &mut insert_bare,
+        );
+        paired(
+            rec,
+            "deterministic batch vs bare+random_index",
+            "rows/s",
+            "",
+            10,
+            (1, 1),
+            &mut deterministic,
+            &mut insert_random,
+        );
     }
 
     {
         let mut g = group(c, "tokenize-single");
         g.sampling_mode(SamplingMode::Flat);
-        measure(&mut g, rec, "insert/bare-single", 1, 20, |iters| {
+        let mut insert_one = |iters: u64| {
             let t = Instant::now();
             for _ in 0..iters {
                 bare.insert(1);
             }
             (iters, t.elapsed())
-        });
+        };
         let value = pan(7);
-        measure(&mut g, rec, "vault-single", 1, 20, |iters| {
+        let mut tokenize_one = |iters: u64| {
             let t = Instant::now();
             for _ in 0..iters {
                 black_box(vault.tokenize(VAULTED, &value).unwrap());
             }
             (iters, t.elapsed())
-        });
+        };
+        measure(&mut g, rec, "insert/bare-single", 1, 20, &mut insert_one);
+        measure(&mut g, rec, "vault-single", 1, 20, &mut tokenize_one);
         g.finish();
+        paired(
+            rec,
+            "tokenize (1, durable) vs insert+commit",
+            "calls/s",
+            "",
+            30,
+            (20, 20),
+            &mut tokenize_one,
+            &mut insert_one,
+        );
     }
 
     {
         let mut g = group(c, "detokenize");
-        let mut rng = rand::rng();
+        let rng = RefCell::new(rand::rng());
         let max = rows;
-        measure(&mut g, rec, "read/bare-single", 1, 50, |iters| {
-            let ids: Vec<u64> = (0..iters).map(|_| rng.random_range(1..=max)).collect();
+        let random_id = || rng.borrow_mut().random_range(1..=max);
+        let random_token = || tokens[rng.borrow_mut().random_range(0..tokens.len())].as_str();
+        let mut read_one = |iters: u64| {
+            let ids: Vec<u64> = (0..iters).map(|_| random_id()).collect();
             let t = Instant::now();
             for id in &ids {
                 black_box(bare.read(std::slice::from_ref(id)));
             }
             (iters, t.elapsed())
-        });
-        measure(&mut g, rec, "vault-single", 1, 50, |iters| {
-            let picks: Vec<&str> = (0..iters)
-                .map(|_| tokens[rng.random_range(0..tokens.len())].as_str())
-                .collect();
+        };
+        let mut detokenize_one = |iters: u64| {
+            let picks: Vec<&str> = (0..iters).map(|_| random_token()).collect();
             let t = Instant::now();
             for token in &picks {
                 black_box(vault.detokenize(VAULTED, token, None).unwrap());
             }
             (iters, t.elapsed())
-        });
+        };
         let n = DETOK_BATCH as u64;
-        measure(&mut g, rec, "read/bare-batch-100", n, 50, |iters| {
+        let mut read_batch = |iters: u64| {
             let ids: Vec<Vec<u64>> = (0..iters)
-                .map(|_| (0..n).map(|_| rng.random_range(1..=max)).collect())
+                .map(|_| (0..n).map(|_| random_id()).collect())
                 .collect();
             let t = Instant::now();
             for batch in &ids {
                 black_box(bare.read(batch));
             }
             (n * iters, t.elapsed())
-        });
-        measure(&mut g, rec, "vault-batch-100", n, 50, |iters| {
+        };
+        let mut detokenize_batch = |iters: u64| {
             let picks: Vec<Vec<&str>> = (0..iters)
-                .map(|_| {
-                    (0..n)
-                        .map(|_| tokens[rng.random_range(0..tokens.len())].as_str())
-                        .collect()
-                })
+                .map(|_| (0..n).map(|_| random_token()).collect())
                 .collect();
             let t = Instant::now();
             for batch in &picks {
@@ -561,8 +687,32 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
                 black_box(out);
             }
             (n * iters, t.elapsed())
-        });
+        };
+        measure(&mut g, rec, "read/bare-single", 1, 50, &mut read_one);
+        measure(&mut g, rec, "vault-single", 1, 50, &mut detokenize_one);
+        measure(&mut g, rec, "read/bare-batch-100", n, 50, &mut read_batch);
+        measure(&mut g, rec, "vault-batch-100", n, 50, &mut detokenize_batch);
         g.finish();
+        paired(
+            rec,
+            "detokenize (1) vs point read",
+            "lookups/s",
+            "",
+            30,
+            (2000, 2000),
+            &mut detokenize_one,
+            &mut read_one,
+        );
+        paired(
+            rec,
+            "detokenize_batch (100) vs 100 point reads",
+            "lookups/s",
+            ">= 100k/s",
+            30,
+            (20, 20),
+            &mut detokenize_batch,
+            &mut read_batch,
+        );
     }
 
     {
@@ -577,36 +727,77 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
             .map(|v| v.bytes().map(|b| u16::from(b - b'0')).collect())
             .collect();
         let mut buf = vec![0u16; 16];
-        let mut i = 0;
-        measure(&mut g, rec, "ff1-encrypt", 1, 50, |iters| {
+        let i = std::cell::Cell::new(0usize);
+        let next = || {
+            i.set(i.get() + 1);
+            i.get() % values.len()
+        };
+        let mut ff1_encrypt = |iters: u64| {
             let t = Instant::now();
             for _ in 0..iters {
-                buf.copy_from_slice(&digits[i % digits.len()]);
-                i += 1;
+                buf.copy_from_slice(&digits[next()]);
                 ff1.encrypt_in_place(black_box(b"pan\x00v1"), black_box(&mut buf))
                     .unwrap();
             }
             (iters, t.elapsed())
-        });
-        measure(&mut g, rec, "template-encrypt", 1, 50, |iters| {
+        };
+        let mut template_encrypt = |iters: u64| {
             let t = Instant::now();
             for _ in 0..iters {
-                let v = &values[i % values.len()];
-                i += 1;
+                let v = &values[next()];
                 black_box(template.encrypt(&ff1, 1, black_box(v)).unwrap());
             }
             (iters, t.elapsed())
-        });
-        measure(&mut g, rec, "vault-tokenize", 1, 50, |iters| {
+        };
+        let mut vault_tokenize = |iters: u64| {
             let t = Instant::now();
             for _ in 0..iters {
-                let v = &values[i % values.len()];
-                i += 1;
+                let v = &values[next()];
                 black_box(vault.tokenize(FPE, black_box(v)).unwrap());
             }
             (iters, t.elapsed())
-        });
+        };
+        measure(&mut g, rec, "ff1-encrypt", 1, 50, &mut ff1_encrypt);
+        measure(
+            &mut g,
+            rec,
+            "template-encrypt",
+            1,
+            50,
+            &mut template_encrypt,
+        );
+        measure(&mut g, rec, "vault-tokenize", 1, 50, &mut vault_tokenize);
         g.finish();
+        paired(
+            rec,
+            "pan Template::encrypt vs Ff1 (16 digits)",
+            "values/s",
+            "",
+            30,
+            (2048, 2048),
+            &mut template_encrypt,
+            &mut ff1_encrypt,
+        );
+        paired(
+            rec,
+            "pan Vault::tokenize (FPE) vs Ff1 (16 digits)",
+            "values/s",
+            "",
+            30,
+            (2048, 2048),
+            &mut vault_tokenize,
+            &mut ff1_encrypt,
+        );
+        paired(
+            rec,
+            "pan Vault::tokenize (FPE) vs Template::encrypt",
+            "values/s",
+            "",
+            30,
+            (2048, 2048),
+            &mut vault_tokenize,
+            &mut template_encrypt,
+        );
     }
     drop(vault);
     drop(store);
@@ -614,94 +805,67 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
     summary(rec, rows);
 }
 
-/// The closing table: median rates and vault/baseline ratios.
+/// The closing tables: criterion medians, and the interleaved same-run ratios.
 fn summary(rec: &Recorder, rows: u64) {
-    let rows_spec: &[(&str, &str, &str, &str)] = &[
-        (
-            "tokenize/vaulted-batch",
-            "tokenize/insert/bare",
-            "rows/s",
-            ">= 0.50",
-        ),
-        (
-            "tokenize/deterministic-batch",
-            "tokenize/insert/bare",
-            "rows/s",
-            "",
-        ),
+    let spec: &[(&str, &str)] = &[
+        ("tokenize/vaulted-batch", "tokenize/insert/bare"),
+        ("tokenize/deterministic-batch", "tokenize/insert/bare"),
         (
             "tokenize/deterministic-batch",
             "tokenize/insert/bare+random_index",
-            "rows/s",
-            "",
         ),
         (
             "tokenize-single/vault-single",
             "tokenize-single/insert/bare-single",
-            "calls/s",
-            "",
         ),
-        (
-            "detokenize/vault-single",
-            "detokenize/read/bare-single",
-            "lookups/s",
-            "",
-        ),
+        ("detokenize/vault-single", "detokenize/read/bare-single"),
         (
             "detokenize/vault-batch-100",
             "detokenize/read/bare-batch-100",
-            "lookups/s",
-            ">= 100k/s",
         ),
-        (
-            "rewrap/rewrap/run",
-            "rewrap/update/bare",
-            "records/s",
-            ">= 200k/s",
-        ),
-        (
-            "rewrap/rewrap/run",
-            "rewrap/update/bare+version_index",
-            "records/s",
-            "",
-        ),
-        (
-            "pan-fpe/template-encrypt",
-            "pan-fpe/ff1-encrypt",
-            "values/s",
-            "",
-        ),
-        (
-            "pan-fpe/vault-tokenize",
-            "pan-fpe/ff1-encrypt",
-            "values/s",
-            "",
-        ),
+        ("rewrap/rewrap/run", "rewrap/update/bare"),
+        ("rewrap/rewrap/run", "rewrap/update/bare+version_index"),
+        ("pan-fpe/template-encrypt", "pan-fpe/ff1-encrypt"),
+        ("pan-fpe/vault-tokenize", "pan-fpe/ff1-encrypt"),
     ];
     eprintln!();
-    eprintln!("## vault vs bare, N = {rows} (medians of criterion samples)");
+    eprintln!("## criterion medians (elements/s), N = {rows}");
     eprintln!();
     eprintln!(
-        "| {:<30} | {:>12} | {:<36} | {:>12} | {:>6} | {:<10} | {:<9} |",
-        "vault", "rate", "baseline", "rate", "ratio", "target", "unit"
+        "| {:<30} | {:>10} | {:<36} | {:>10} | {:>6} |",
+        "vault", "rate", "baseline", "rate", "ratio"
     );
     eprintln!(
-        "|{:-<32}|{:->14}|{:-<38}|{:->14}|{:->8}|{:-<12}|{:-<11}|",
-        "", "", "", "", "", "", ""
+        "|{:-<32}|{:->12}|{:-<38}|{:->12}|{:->8}|",
+        "", "", "", "", ""
     );
-    for (ours, base, unit, target) in rows_spec {
+    for (ours, base) in spec {
         let (Some(a), Some(b)) = (rec.median(ours), rec.median(base)) else {
             continue;
         };
         eprintln!(
-            "| {:<30} | {:>12.0} | {:<36} | {:>12.0} | {:>6.3} | {:<10} | {:<9} |",
-            ours,
-            a,
-            base,
-            b,
-            a / b,
-            target,
-            unit
+            "| {ours:<30} | {a:>10.0} | {base:<36} | {b:>10.0} | {:>6.3} |",
+            a / b
+        );
+    }
+    eprintln!();
+    eprintln!("## interleaved rounds (medians), N = {rows}");
+    eprintln!();
+    eprintln!(
+        "| {:<46} | {:>10} | {:>10} | {:>6} | {:>6} | {:<9} | {:<10} |",
+        "comparison", "vault", "baseline", "ratio", "rounds", "target", "unit"
+    );
+    eprintln!(
+        "|{:-<48}|{:->12}|{:->12}|{:->8}|{:->8}|{:-<11}|{:-<12}|",
+        "", "", "", "", "", "", ""
+    );
+    for (label, unit, target, rounds) in rec.pairs.borrow().iter() {
+        let a = median(rounds.iter().map(|r| r.0).collect());
+        let b = median(rounds.iter().map(|r| r.1).collect());
+        let ratio = median(rounds.iter().map(|r| r.0 / r.1).collect());
+        eprintln!(
+            "| {label:<46} | {a:>10.0} | {b:>10.0} | {ratio:>6.3} | {:>6} | {target:<9} | {unit:<10} |",
+            rounds.len()
         );
     }
 }
