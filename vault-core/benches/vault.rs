@@ -130,15 +130,36 @@ fn median(mut s: Vec<f64>) -> f64 {
     }
 }
 
+/// The benchmark filter given on the command line (criterion's positional argument), so the
+/// interleaved rounds of benchmarks that were filtered out are skipped too.
+fn filter() -> Option<String> {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--bench" || a == "--list" || a == "--exact" || a == "--quiet" {
+            continue;
+        }
+        if a.starts_with("--") {
+            if !a.contains('=') {
+                args.next();
+            }
+            continue;
+        }
+        return Some(a);
+    }
+    None
+}
+
 /// One side of a comparison: `run(iters)` returns (elements done, time measured).
 type Run<'a> = &'a mut dyn FnMut(u64) -> (u64, Duration);
 
 /// The same-run ratio on a noisy machine: `rounds` rounds, each timing the baseline and the
 /// vault back to back (alternating which goes first), so both see the same load; the ratio
-/// reported is the median of the per-round ratios.
+/// reported is the median of the per-round ratios. `id` is the vault side's criterion id (for
+/// the command-line filter).
 #[allow(clippy::too_many_arguments)]
 fn paired(
     rec: &Recorder,
+    id: &str,
     label: &str,
     unit: &'static str,
     target: &'static str,
@@ -147,6 +168,9 @@ fn paired(
     ours: Run<'_>,
     base: Run<'_>,
 ) {
+    if filter().is_some_and(|f| !id.contains(f.as_str())) {
+        return;
+    }
     let rate = |(n, d): (u64, Duration)| n as f64 / d.as_secs_f64().max(1e-12);
     let mut out = Vec::with_capacity(rounds);
     for round in 0..rounds {
@@ -485,6 +509,7 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
         let rounds = 5;
         paired(
             rec,
+            "rewrap/rewrap/run",
             "rewrap vs update/bare",
             "records/s",
             ">= 200k/s",
@@ -495,6 +520,7 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
         );
         paired(
             rec,
+            "rewrap/rewrap/run",
             "rewrap vs update/bare+version_index",
             "records/s",
             "",
@@ -580,6 +606,7 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
         g.finish();
         paired(
             rec,
+            "tokenize/vaulted-batch",
             "tokenize_batch vs insert/bare",
             "rows/s",
             ">= 0.50",
@@ -590,6 +617,7 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
         );
         paired(
             rec,
+            "tokenize/deterministic-batch",
             "deterministic batch vs insert/bare",
             "rows/s",
             "",
@@ -600,6 +628,7 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
         );
         paired(
             rec,
+            "tokenize/deterministic-batch",
             "deterministic batch vs bare+random_index",
             "rows/s",
             "",
@@ -633,6 +662,7 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
         g.finish();
         paired(
             rec,
+            "tokenize-single/vault-single",
             "tokenize (1, durable) vs insert+commit",
             "calls/s",
             "",
@@ -695,6 +725,7 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
         g.finish();
         paired(
             rec,
+            "detokenize/vault-single",
             "detokenize (1) vs point read",
             "lookups/s",
             "",
@@ -705,6 +736,7 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
         );
         paired(
             rec,
+            "detokenize/vault-batch-100",
             "detokenize_batch (100) vs 100 point reads",
             "lookups/s",
             ">= 100k/s",
@@ -770,6 +802,7 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
         g.finish();
         paired(
             rec,
+            "pan-fpe/template-encrypt",
             "pan Template::encrypt vs Ff1 (16 digits)",
             "values/s",
             "",
@@ -780,6 +813,7 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
         );
         paired(
             rec,
+            "pan-fpe/vault-tokenize",
             "pan Vault::tokenize (FPE) vs Ff1 (16 digits)",
             "values/s",
             "",
@@ -790,6 +824,7 @@ fn bench(c: &mut Criterion, rec: &Recorder) {
         );
         paired(
             rec,
+            "pan-fpe/vault-tokenize",
             "pan Vault::tokenize (FPE) vs Template::encrypt",
             "values/s",
             "",
