@@ -11,11 +11,13 @@
 //! | `tokenize/single`: `tokenize`, durable per call      | `insert/bare-single`: one row, one commit   |
 //! | `detokenize/single`, `detokenize/batch-100`          | `read/bare-single`, `read/bare-batch-100`   |
 //! | `rewrap/run`: rotate, `rewrap_start` + `rewrap_run`  | `update/bare`: UPDATE of the same rows, 1000 |
-//! | (batch 1000) over every record of the template      | per transaction                             |
+//! | (batch 1000) over every record of the template      | per transaction (and `+version_index`)      |
 //! | `pan-fpe/vault-tokenize`, `pan-fpe/template-encrypt` | `pan-fpe/ff1-encrypt` on 16 digits          |
 //!
-//! Every measurement also records its own timings; at the end a table of medians and
-//! vault/baseline ratios is printed on stderr (the figures BENCHMARKS.md quotes).
+//! Every measurement also records its own timings; at the end two tables go to stderr: the
+//! criterion medians side by side, and interleaved rounds (baseline and vault timed back to
+//! back, median of the per-round ratios), which hold up on a machine whose disk switches
+//! between quiet and contended within seconds. BENCHMARKS.md quotes the interleaved figures.
 //!
 //! `VAULT_BENCH_DIR` chooses where the database files go (default: the system temp dir; it
 //! must be a real disk for the fsync figures to mean anything).
