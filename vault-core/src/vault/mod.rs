@@ -267,11 +267,17 @@ struct NonceBlock {
 struct Unsealed {
     ring: KeyRing,
     ff1: HashMap<(String, u32), Ff1>,
-    data: HashMap<(String, u32), DataKey>,
+    /// Data keys by name, then version: looked up by `&str` per record, without allocating.
+    data: HashMap<String, HashMap<u32, DataKey>>,
     opaque: opaque::Codec,
 }
 
 impl Unsealed {
+    /// The expanded data key `name` version `version`, if it may decrypt.
+    fn data_key(&self, name: &str, version: u32) -> Option<&DataKey> {
+        self.data.get(name)?.get(&version)
+    }
+
     fn build(ring: KeyRing, templates: &BTreeMap<String, TemplateConfig>) -> Result<Self, Error> {
         let mut ff1 = HashMap::new();
         let mut data = HashMap::new();
@@ -291,10 +297,9 @@ impl Unsealed {
                             ff1.insert((name.clone(), info.version), f);
                         }
                         Purpose::Data => {
-                            data.insert(
-                                (name.clone(), info.version),
-                                DataKey::new(key, info.version),
-                            );
+                            data.entry(name.clone())
+                                .or_insert_with(HashMap::new)
+                                .insert(info.version, DataKey::new(key, info.version));
                         }
                         _ => {}
                     }

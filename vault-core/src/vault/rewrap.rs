@@ -201,6 +201,12 @@ impl Vault {
     /// Runs (or resumes) a job in batches of `batch` records until nothing is left, or until
     /// `keep_going` returns false after a batch (the job is then `Paused`). `keep_going` sees
     /// the job after each committed batch, for progress reporting.
+    ///
+    /// Batches are pipelined: while one batch commits (on the store's writer), the next one is
+    /// read and re-encrypted on a second thread. The next batch lies above the committing
+    /// batch's last id, so the two never touch the same record, and commits stay in cursor
+    /// order (one at a time). A batch prepared when the job then stops (pause, error) is
+    /// dropped unwritten; only its reserved nonces are spent, which never repeats one.
     pub fn rewrap_run(
         &self,
         id: u64,
@@ -217,24 +223,42 @@ impl Vault {
             return Ok(job);
         }
         self.job_transition(&mut job, JobState::Running, created_at)?;
+        let batch = batch.max(1);
+        let mut next = self.rewrap_prepare(&job, job.cursor, batch);
         loop {
-            match self.rewrap_batch(&mut job, batch.max(1), created_at) {
-                Ok(true) => {}
-                Ok(false) => {
+            let prepared = match next {
+                Ok(Some(p)) => p,
+                Ok(None) => {
                     self.job_transition(&mut job, JobState::Completed, created_at)?;
                     return Ok(job);
                 }
-                Err(e) => {
-                    // Best effort: the job stays resumable whether or not this write lands.
-                    let _ = self.job_transition(&mut job, JobState::Failed, created_at);
-                    return Err(e);
-                }
+                Err(e) => return Err(self.job_failed(&mut job, e, created_at)),
+            };
+            let (target, after) = (job.clone(), prepared.last);
+            let (committed, following) = std::thread::scope(|s| {
+                let reader = s.spawn(|| self.rewrap_prepare(&target, after, batch));
+                let committed = self.rewrap_commit(&mut job, prepared, created_at);
+                let following = reader
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (committed, following)
+            });
+            if let Err(e) = committed {
+                return Err(self.job_failed(&mut job, e, created_at));
             }
             if !keep_going(&job) {
                 self.job_transition(&mut job, JobState::Paused, created_at)?;
                 return Ok(job);
             }
+            next = following;
         }
+    }
+
+    /// Marks the job failed (best effort: it stays resumable whether or not this write lands)
+    /// and gives back the error.
+    fn job_failed(&self, job: &mut RewrapJob, e: Error, created_at: i64) -> Error {
+        let _ = self.job_transition(job, JobState::Failed, created_at);
+        e
     }
 
     fn job_transition(
@@ -260,65 +284,73 @@ impl Vault {
         Ok(())
     }
 
-    /// One batch; `false` when there was nothing left.
-    fn rewrap_batch(
+    /// Reads the job's next batch after record `after` and re-encrypts it under the job's
+    /// target versions; `None` when nothing is left.
+    fn rewrap_prepare(
         &self,
-        job: &mut RewrapJob,
+        job: &RewrapJob,
+        after: u64,
         batch: usize,
-        created_at: i64,
-    ) -> Result<bool, Error> {
-        let t = job.template.clone();
-        let cfg = self.template(&t)?;
+    ) -> Result<Option<Prepared>, Error> {
+        let t = job.template.as_str();
+        let cfg = self.template(t)?;
         let records = self.store.records_to_rewrap(
-            &t,
+            t,
             job.target_version,
             job.target_fp_version,
-            job.cursor,
+            after,
             batch,
         )?;
         let Some(last) = records.last().map(|r| r.id) else {
-            return Ok(false);
+            return Ok(None);
         };
         let data_name = format!("data/{t}");
         let fp_name = format!("fp/{t}");
         let nonces = self.take_nonces(&data_name, job.target_version, records.len())?;
-        let updates = {
-            let state = self.read_state();
-            let u = state.as_ref().ok_or(Error::Sealed)?;
-            let target = u
-                .data
-                .get(&(data_name.clone(), job.target_version))
-                .ok_or(Error::Sealed)?;
-            let fp_key = if job.target_fp_version > 0 {
-                Some(u.ring.decryptable(&fp_name, job.target_fp_version)?)
-            } else {
-                None
-            };
-            let mut updates = Vec::with_capacity(records.len());
-            for (record, nonce) in records.iter().zip(nonces) {
-                let plaintext = self.open_record(u, &t, record)?;
-                let ciphertext = target.seal_with_nonce(&t, record.id, &plaintext, nonce)?;
-                let fingerprint = match fp_key {
-                    Some(key) => {
-                        let (_, value) = super::tokens::decode_plaintext(&plaintext)?;
-                        let canonical = zeroize::Zeroizing::new(cfg.template.canonicalize(value)?);
-                        Some((
-                            job.target_fp_version,
-                            envelope::fingerprint(key, &t, canonical.as_bytes()).to_vec(),
-                        ))
-                    }
-                    None => None,
-                };
-                updates.push(RecordUpdate {
-                    id: record.id,
-                    old_key_version: record.key_version,
-                    new_key_version: job.target_version,
-                    ciphertext,
-                    fingerprint,
-                });
-            }
-            updates
+        let state = self.read_state();
+        let u = state.as_ref().ok_or(Error::Sealed)?;
+        let target = u
+            .data_key(&data_name, job.target_version)
+            .ok_or(Error::Sealed)?;
+        let fp_key = if job.target_fp_version > 0 {
+            Some(u.ring.decryptable(&fp_name, job.target_fp_version)?)
+        } else {
+            None
         };
+        let mut updates = Vec::with_capacity(records.len());
+        for (record, nonce) in records.into_iter().zip(nonces) {
+            let plaintext = self.open_record_named(u, t, &data_name, &record)?;
+            let ciphertext = target.seal_with_nonce(t, record.id, &plaintext, nonce)?;
+            let fingerprint = match fp_key {
+                Some(key) => {
+                    let (_, value) = super::tokens::decode_plaintext(&plaintext)?;
+                    let canonical = zeroize::Zeroizing::new(cfg.template.canonicalize(value)?);
+                    Some((
+                        job.target_fp_version,
+                        envelope::fingerprint(key, t, canonical.as_bytes()).to_vec(),
+                    ))
+                }
+                None => None,
+            };
+            updates.push(RecordUpdate {
+                id: record.id,
+                old_key_version: record.key_version,
+                new_key_version: job.target_version,
+                ciphertext,
+                fingerprint,
+            });
+        }
+        Ok(Some(Prepared { updates, last }))
+    }
+
+    /// Writes a prepared batch and moves the job's cursor past it.
+    fn rewrap_commit(
+        &self,
+        job: &mut RewrapJob,
+        prepared: Prepared,
+        created_at: i64,
+    ) -> Result<(), Error> {
+        let Prepared { updates, last } = prepared;
         // The cursor and the count move in the same transaction as the records; the store
         // adds to `processed` only the rows it really changed, so a replayed batch is not
         // counted twice.
@@ -329,6 +361,13 @@ impl Vault {
             .rewrap_commit(&updates, &next.to_row(created_at, self.now()))?;
         next.processed += done;
         *job = next;
-        Ok(true)
+        Ok(())
     }
+}
+
+/// A batch re-encrypted and not yet committed.
+struct Prepared {
+    updates: Vec<RecordUpdate>,
+    /// The batch's last record id: the job's cursor once it commits.
+    last: u64,
 }

@@ -152,10 +152,7 @@ impl Vault {
         let t = cfg.template.name();
         let data_name = format!("data/{t}");
         let (version, _) = u.ring.active(&data_name)?;
-        let data_key = u
-            .data
-            .get(&(data_name.clone(), version))
-            .ok_or(Error::Sealed)?;
+        let data_key = u.data_key(&data_name, version).ok_or(Error::Sealed)?;
         let (_, lookup_key) = u.ring.active("lookup")?;
         let fp_name = format!("fp/{t}");
         let fp_versions: Vec<u32> = if deterministic {
@@ -193,6 +190,7 @@ impl Vault {
             }
         }
 
+        let tag = opaque::Tag::of(t);
         let mut draws = 0;
         let mut worn = None;
         while !pending.is_empty() {
@@ -205,7 +203,7 @@ impl Vault {
             for ((p, &id), nonce) in pending.iter().zip(&ids).zip(nonces) {
                 let value = items[p.index].value;
                 let (token, lookup) = match shape {
-                    TokenShape::Opaque => (u.opaque.encode(t, id), None),
+                    TokenShape::Opaque => (u.opaque.encode(&tag, id), None),
                     TokenShape::Formatted => {
                         let token = cfg.template.random_token(&mut rand::rng(), value)?;
                         let lookup = envelope::lookup_hash(lookup_key, t, token.as_bytes());
@@ -353,7 +351,7 @@ impl Vault {
             return Err(Error::NotFound);
         }
         let token = match shape {
-            TokenShape::Opaque => u.opaque.encode(t, id),
+            TokenShape::Opaque => u.opaque.encode(&opaque::Tag::of(t), id),
             TokenShape::Formatted => {
                 let plaintext = self.open_record(u, t, &record)?;
                 let (token, _) = decode_plaintext(&plaintext)?;
@@ -448,6 +446,7 @@ impl Vault {
             .collect();
         let mut records = self.store.get_records(&wanted)?.into_iter();
         let now = self.now();
+        let data_name = format!("data/{t}");
         Ok(ids
             .into_iter()
             .zip(tokens)
@@ -457,7 +456,7 @@ impl Vault {
                 if record.template != t || record.expires_at.is_some_and(|e| e <= now) {
                     return Err(Error::NotFound);
                 }
-                let plaintext = self.open_record(u, t, &record)?;
+                let plaintext = self.open_record_named(u, t, &data_name, &record)?;
                 let (stored_token, value) = decode_plaintext(&plaintext)?;
                 // A formatted token is found by a keyed hash; confirm it is the same token.
                 if shape == TokenShape::Formatted && stored_token != *token {
@@ -488,10 +487,11 @@ impl Vault {
         let mut out = Vec::with_capacity(tokens.len());
         match shape {
             TokenShape::Opaque => {
+                let tag = opaque::Tag::of(t);
                 for token in tokens {
                     out.push(
                         u.opaque
-                            .decode(t, token)
+                            .decode(&tag, token)
                             .ok_or_else(|| Error::InvalidToken(t.to_owned())),
                     );
                 }
@@ -517,18 +517,29 @@ impl Vault {
         template: &str,
         record: &Record,
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let name = format!("data/{template}");
-        let key = match u.data.get(&(name.clone(), record.key_version)) {
+        self.open_record_named(u, template, &format!("data/{template}"), record)
+    }
+
+    /// [`Vault::open_record`] with the data key's name (`data/<template>`) already built, for
+    /// loops over many records.
+    pub(super) fn open_record_named(
+        &self,
+        u: &Unsealed,
+        template: &str,
+        name: &str,
+        record: &Record,
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let key = match u.data_key(name, record.key_version) {
             Some(k) => k,
             None => {
                 // Why not: below the minimum, retired, destroyed or unknown.
-                u.ring.decryptable(&name, record.key_version)?;
+                u.ring.decryptable(name, record.key_version)?;
                 return Err(Error::Integrity);
             }
         };
-        if u.ring.min_decrypt_version(&name)? > record.key_version {
+        if u.ring.min_decrypt_version(name)? > record.key_version {
             return Err(Error::Key(KeyError::VersionNotDecryptable {
-                name,
+                name: name.to_owned(),
                 version: record.key_version,
                 reason: NotDecryptable::BelowMinimum,
             }));
