@@ -39,14 +39,12 @@
 //!   counter and grow, so inserts append at the right edge of the table B-tree.
 //! - Secondary indexes exist only where a lookup needs them, and the unique ones are partial
 //!   (`WHERE … IS NOT NULL`), so a random-token row without fingerprint or lookup touches none of
-//!   them. `records_version (template, key_version)` is on every row; its entries for new rows
-//!   share (template, current version) and carry a growing rowid, so they too append at the
-//!   right edge of one key range. Measured on a table of 100k rows: about 5% of bare insert
-//!   throughput on an idle 2-core machine, but up to half when the CPU is contended (it is
-//!   CPU, not I/O). Kept because it makes the retire check an index seek inside the writer's
-//!   transaction instead of a full-table scan that would stall every write. It serves [`Store::count_by_key_version`] (the retire check) as a covering
-//!   count; [`Store::records_to_rewrap`] deliberately walks the rowid from the job's cursor
-//!   instead, so a whole job reads each row once rather than sorting all old rows per batch.
+//!   them. Record counts per (template, key version) live in `version_counts`, updated once
+//!   per batch in the same transaction as the rows (schema v3): a `(template, key_version)`
+//!   index on every row cost up to half the insert rate (`benches/vault.rs`), while the counts
+//!   keep the retire check ([`Store::count_by_key_version`]) a single lookup inside the
+//!   writer's transaction. [`Store::records_to_rewrap`] walks the rowid from the job's cursor,
+//!   so a whole job reads each row once.
 //! - `idempotency` is a separate `WITHOUT ROWID` table (most rows carry no key) with an index on
 //!   `record_id` so the cascading delete of a record finds its key without a scan.
 
@@ -695,21 +693,41 @@ impl Store for SqliteStore {
         let ids = ids.to_vec();
         self.writer.submit(move |c| {
             // Idempotency rows go with their record (ON DELETE CASCADE).
-            let mut stmt = c.prepare_cached("DELETE FROM records WHERE id = ?1")?;
+            let mut stmt = c.prepare_cached(
+                "DELETE FROM records WHERE id = ?1 RETURNING template, key_version",
+            )?;
             let mut out = Vec::with_capacity(ids.len());
+            let mut counts = Counts::default();
             for id in &ids {
-                out.push(stmt.execute([id])? == 1);
+                let gone: Option<(String, u32)> = stmt
+                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                if let Some((t, v)) = &gone {
+                    counts.add(t, *v, -1);
+                }
+                out.push(gone.is_some());
             }
+            counts.apply(c)?;
             Ok(out)
         })
     }
 
     fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
         self.writer.submit(move |c| {
-            let n = c
-                .prepare_cached("DELETE FROM records WHERE expires_at <= ?1")?
-                .execute([now])?;
-            Ok(n as u64)
+            let mut counts = Counts::default();
+            let mut n = 0u64;
+            let mut stmt = c.prepare_cached(
+                "DELETE FROM records WHERE expires_at <= ?1 RETURNING template, key_version",
+            )?;
+            let mut rows = stmt.query([now])?;
+            while let Some(r) = rows.next()? {
+                let (t, v): (String, u32) = (r.get(0)?, r.get(1)?);
+                counts.add(&t, v, -1);
+                n += 1;
+            }
+            drop(rows);
+            counts.apply(c)?;
+            Ok(n)
         })
     }
 
@@ -769,6 +787,7 @@ impl Store for SqliteStore {
                  WHERE id = ?1 AND key_version = ?2 AND key_version <> ?3",
             )?;
             let mut updated = 0u64;
+            let mut counts = Counts::default();
             for u in &updates {
                 let n = match &u.fingerprint {
                     Some((v, fp)) => with_fp.execute(params![
@@ -787,7 +806,12 @@ impl Store for SqliteStore {
                     ])?,
                 };
                 updated += n as u64;
+                if n == 1 && u.old_key_version != u.new_key_version {
+                    counts.add(&job.template, u.old_key_version, -1);
+                    counts.add(&job.template, u.new_key_version, 1);
+                }
             }
+            counts.apply(c)?;
             let saved = c
                 .prepare_cached(
                     "UPDATE rewrap_jobs SET state = ?2, cursor = ?3, \
@@ -932,8 +956,50 @@ fn refuse_retire_with_data(c: &Connection, name: &str, version: u32) -> Result<(
 }
 
 fn count_key_version(c: &Connection, template: &str, v: u32) -> rusqlite::Result<u64> {
-    c.prepare_cached("SELECT count(*) FROM records WHERE template = ?1 AND key_version = ?2")?
-        .query_row(params![template, v], |r| r.get(0))
+    Ok(c.prepare_cached(
+        "SELECT count FROM version_counts WHERE template = ?1 AND key_version = ?2",
+    )?
+    .query_row(params![template, v], |r| r.get(0))
+    .optional()?
+    .unwrap_or(0))
+}
+
+/// Changes to `version_counts` gathered over one write, applied once per (template, version).
+#[derive(Default)]
+struct Counts(Vec<(String, u32, i64)>);
+
+impl Counts {
+    fn add(&mut self, template: &str, version: u32, delta: i64) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(t, v, _)| *v == version && t == template)
+        {
+            Some(entry) => entry.2 += delta,
+            None => self.0.push((template.to_owned(), version, delta)),
+        }
+    }
+
+    fn apply(&self, c: &Connection) -> rusqlite::Result<()> {
+        let mut stmt = c.prepare_cached(
+            "INSERT INTO version_counts (template, key_version, count) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (template, key_version) DO UPDATE SET count = count + excluded.count",
+        )?;
+        // A row with a negative count would fail the CHECK before the upsert adds it, so
+        // decrements are plain updates (their row exists: the records being removed were
+        // counted when inserted).
+        let mut down = c.prepare_cached(
+            "UPDATE version_counts SET count = count + ?3 WHERE template = ?1 AND key_version = ?2",
+        )?;
+        for (t, v, delta) in &self.0 {
+            match delta.cmp(&0) {
+                std::cmp::Ordering::Greater => stmt.execute(params![t, v, delta])?,
+                std::cmp::Ordering::Less => down.execute(params![t, v, delta])?,
+                std::cmp::Ordering::Equal => 0,
+            };
+        }
+        Ok(())
+    }
 }
 
 fn count_fp_version(c: &Connection, template: &str, v: u32) -> rusqlite::Result<u64> {
@@ -981,6 +1047,7 @@ fn insert_records(c: &Connection, rows: &[NewRecord]) -> Result<Vec<InsertOutcom
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     let mut out = Vec::with_capacity(rows.len());
+    let mut counts = Counts::default();
     for row in rows {
         if row.id == 0 || row.id >= next {
             // An id the counter never handed out could be handed out again later.
@@ -1024,8 +1091,10 @@ fn insert_records(c: &Connection, rows: &[NewRecord]) -> Result<Vec<InsertOutcom
             c.prepare_cached("INSERT INTO idempotency (key, record_id) VALUES (?1, ?2)")?
                 .execute(params![k, row.id])?;
         }
+        counts.add(&row.template, row.key_version, 1);
         out.push(InsertOutcome::Inserted);
     }
+    counts.apply(c)?;
     Ok(out)
 }
 
