@@ -251,6 +251,56 @@ pub(super) fn run<P: Prf>(prf: &P, shape: &Shape, dir: Direction, tweak: &[u8], 
     write_str(shape.radix, b, right);
 }
 
+/// Cycle walking on the fast path: the Feistel network again and again on the same `u128`
+/// halves, the per-call constants computed once; the numerals are written out after each step
+/// for `accept`. Returns the number of steps when `accept` approves.
+pub(super) fn walk<P: Prf>(
+    prf: &P,
+    shape: &Shape,
+    dir: Direction,
+    tweak: &[u8],
+    xs: &mut [u16],
+    max_steps: u32,
+    accept: &mut impl FnMut(&[u16]) -> bool,
+) -> Option<u32> {
+    let mut state = shape.p;
+    prf.block(&mut state);
+    for j in 0..shape.q_prefix_blocks() {
+        Shape::xor_q_block(&mut state, tweak, j);
+        prf.block(&mut state);
+    }
+    let base = shape.last_base(&state, tweak);
+    let (mut a, mut b) = {
+        let (left, right) = xs.split_at(shape.u);
+        (num(shape.radix, left), num(shape.radix, right))
+    };
+    for step in 1..=max_steps {
+        match dir {
+            Direction::Encrypt => {
+                for i in 0..10u8 {
+                    let mut x = shape.round_input(base, i, b);
+                    prf.block(&mut x);
+                    enc_step(&mut a, &mut b, shape.y(&x), shape.modulus(i));
+                }
+            }
+            Direction::Decrypt => {
+                for i in (0..10u8).rev() {
+                    let mut x = shape.round_input(base, i, a);
+                    prf.block(&mut x);
+                    dec_step(&mut a, &mut b, shape.y(&x), shape.modulus(i));
+                }
+            }
+        }
+        let (left, right) = xs.split_at_mut(shape.u);
+        write_str(shape.radix, a, left);
+        write_str(shape.radix, b, right);
+        if accept(xs) {
+            return Some(step);
+        }
+    }
+    None
+}
+
 /// A batch: values of the same shape go through the rounds in lock step, so each round's AES
 /// calls for up to [`MAX_LANES`] values run through the backend's parallel path. Values that
 /// need the general path run one by one.

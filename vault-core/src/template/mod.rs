@@ -571,16 +571,27 @@ pub(crate) fn walk(
     direction: Walk,
     mut done: impl FnMut(&[u16]) -> Result<bool, Error>,
 ) -> Result<(), Error> {
-    for _ in 0..WALK_LIMIT {
-        match direction {
-            Walk::Encrypt => ff1.encrypt_in_place(tweak.as_bytes(), x)?,
-            Walk::Decrypt => ff1.decrypt_in_place(tweak.as_bytes(), x)?,
+    // One FF1 session for the whole walk (`Ff1::encrypt_walk`): the per-call constants are
+    // computed once. A template error inside `done` stops the walk and is returned.
+    let mut failure = None;
+    let accept = |x: &[u16]| match done(x) {
+        Ok(ok) => ok,
+        Err(e) => {
+            failure = Some(e);
+            true
         }
-        if done(x)? {
-            return Ok(());
-        }
+    };
+    let steps = match direction {
+        Walk::Encrypt => ff1.encrypt_walk(tweak.as_bytes(), x, WALK_LIMIT, accept)?,
+        Walk::Decrypt => ff1.decrypt_walk(tweak.as_bytes(), x, WALK_LIMIT, accept)?,
+    };
+    if let Some(e) = failure {
+        return Err(e);
     }
-    Err(Error::CycleWalkLimit { steps: WALK_LIMIT })
+    match steps {
+        Some(_) => Ok(()),
+        None => Err(Error::CycleWalkLimit { steps: WALK_LIMIT }),
+    }
 }
 
 /// Byte ranges of the runs of digits; refuses characters other than digits and
