@@ -66,13 +66,16 @@ struct Cli {
     /// Concurrent callers; one round of every scenario per value.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
     concurrency: Vec<usize>,
-    /// Seconds measured per scenario (an upper bound).
+    /// Seconds measured per scenario and concurrency, in total over the rounds (an upper bound).
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
-    /// Seconds of unmeasured calls before each scenario.
+    /// Rounds the measured time of each scenario is split into; the scenarios take turns.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Seconds of unmeasured calls before each scenario (first round only).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// Also stop a scenario after this many calls.
+    /// Also stop a scenario after this many calls (in total over the rounds).
     #[arg(long)]
     requests: Option<u64>,
     /// Templates to tokenize and detokenize under (`pan`: FF1, nothing stored; `pan_vault`:
@@ -85,6 +88,10 @@ struct Cli {
     /// HTTP/2 connections the callers share (round-robin).
     #[arg(long, default_value_t = 1)]
     connections: usize,
+    /// In-process daemon: make its temporary data directory under this directory (default: the
+    /// system's temp dir). A tmpfs such as /dev/shm shows the rates without fsync costs.
+    #[arg(long, conflicts_with = "endpoint")]
+    data_dir: Option<PathBuf>,
     /// In-process daemon: SQLite `synchronous` (`full`, the default of vaultd, or `normal`).
     #[arg(long, default_value = "full")]
     synchronous: String,
@@ -301,6 +308,19 @@ struct Measured {
 }
 
 impl Measured {
+    /// Add another round of the same scenario.
+    fn merge(&mut self, other: Measured) -> Result<()> {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.elapsed += other.elapsed;
+        self.hist
+            .add(&other.hist)
+            .map_err(|e| anyhow::anyhow!("histogram: {e}"))
+    }
+
     fn calls_per_sec(&self) -> f64 {
         self.calls as f64 / self.elapsed.as_secs_f64()
     }
@@ -508,7 +528,11 @@ struct InProcess {
 }
 
 fn start_in_process(cli: &Cli) -> Result<(InProcess, String, String)> {
-    let dir = tempfile::tempdir().context("temporary data directory")?;
+    let dir = match &cli.data_dir {
+        Some(parent) => tempfile::tempdir_in(parent),
+        None => tempfile::tempdir(),
+    }
+    .context("temporary data directory")?;
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
     if cli.server_log != "off" {
@@ -633,41 +657,46 @@ async fn run(cli: &Cli, endpoint: &str, key: String) -> Result<Vec<Measured>> {
         }
     }
     let empty = Arc::new(Vec::new());
+    let rounds = cli.rounds.max(1);
+    let per_round = Duration::from_secs_f64(cli.duration / f64::from(rounds));
+    let max = cli.requests.map(|n| n.div_ceil(u64::from(rounds)));
     let mut results = Vec::new();
     let mut seed = 1u64;
     for &concurrency in &cli.concurrency {
-        for s in &scenarios {
-            let pool = match s {
-                Scenario::Detokenize { template, .. } => Arc::clone(&pools[template]),
-                _ => Arc::clone(&empty),
-            };
-            seed += 1;
-            if cli.warmup > 0.0 {
-                drive(
-                    &target,
-                    s,
-                    concurrency,
-                    Arc::clone(&pool),
-                    Duration::from_secs_f64(cli.warmup),
-                    None,
-                    seed << 40,
-                )
-                .await?;
+        let mut round: Vec<Option<Measured>> = scenarios.iter().map(|_| None).collect();
+        // Rounds interleave the scenarios, so that a slow patch of the disk (fsync latency on
+        // a VM varies by the second) is shared by all of them rather than by whichever ran then.
+        for r in 0..rounds {
+            for (j, s) in scenarios.iter().enumerate() {
+                let pool = match s {
+                    Scenario::Detokenize { template, .. } => Arc::clone(&pools[template]),
+                    _ => Arc::clone(&empty),
+                };
+                seed += 1;
+                if r == 0 && cli.warmup > 0.0 {
+                    drive(
+                        &target,
+                        s,
+                        concurrency,
+                        Arc::clone(&pool),
+                        Duration::from_secs_f64(cli.warmup),
+                        None,
+                        seed << 40,
+                    )
+                    .await?;
+                }
+                let m = drive(&target, s, concurrency, pool, per_round, max, seed).await?;
+                match &mut round[j] {
+                    Some(acc) => acc.merge(m)?,
+                    slot @ None => *slot = Some(m),
+                }
             }
-            let m = drive(
-                &target,
-                s,
-                concurrency,
-                pool,
-                Duration::from_secs_f64(cli.duration),
-                cli.requests,
-                seed,
-            )
-            .await?;
+        }
+        for m in round.into_iter().flatten() {
             eprintln!(
                 "{:>3} callers  {:<40} {:>8.0} calls/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
                 concurrency,
-                s.label(),
+                m.scenario.label(),
                 m.calls_per_sec(),
                 m.ms(0.5),
                 m.ms(0.99),
