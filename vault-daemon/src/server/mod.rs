@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -465,12 +465,14 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         .map_err(io(format!("binding {}", config.listen)))?;
     let addr = listener.local_addr().map_err(io("local address"))?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    // TCP_NODELAY on every accepted connection (`Server::tcp_nodelay` does not apply to a
+    // listener handed in). Without it, Nagle holds the last small segment of a response (the
+    // trailers) until the client's delayed ACK: ~40 ms added to any response of a few KiB,
+    // such as a batch of 100 tokens (BENCHMARKS.md, "Daemon").
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stopped.await;
+    }));
     tokio::spawn(probe_storage(
         Arc::downgrade(&shared),
         Duration::from_millis(config.limits.health_probe_interval_ms.max(10)),

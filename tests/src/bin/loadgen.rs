@@ -1,0 +1,709 @@
+//! `vault-loadgen`: drives `vaultd` over loopback with N concurrent callers and reports
+//! throughput and latency percentiles (HdrHistogram) for tokenize and detokenize, single-item
+//! and batched, next to two "empty" rpcs on the same server in the same run:
+//!
+//! - `Check` (`grpc.health.v1`): the transport and tonic only — no authentication, no blocking
+//!   thread, no audit event.
+//! - `GetSealStatus` (`vault.v1.Admin`): an authenticated rpc that does no work but takes the
+//!   whole request path of every Tokenizer call (API-key HMAC, load-shedding permit,
+//!   authorization, `spawn_blocking`, and an audit event fsynced before the response). It is the
+//!   fair floor for a tokenize: the difference between the two is the cost of the vault itself.
+//!
+//! Every scenario is bounded: it stops after `--duration` seconds (and `--requests` calls, if
+//! given), and every call has a 10-second deadline. Only loopback is targeted.
+//!
+//! ```sh
+//! cargo run --release -p vault-tests --bin vault-loadgen -- --concurrency 1,8,32
+//! # or against a running daemon:
+//! vaultd serve --dev --data-dir /tmp/v --listen 127.0.0.1:50051 &
+//! cargo run --release -p vault-tests --bin vault-loadgen -- \
+//!     --endpoint http://127.0.0.1:50051 --api-key-file /tmp/v/dev-api-key
+//! ```
+//!
+//! The result is a Markdown table on stdout; progress goes to stderr.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use vault_core::store::Synchronous;
+use vault_daemon::Config;
+use vault_proto::v1::admin_client::AdminClient;
+use vault_proto::v1::tokenizer_client::TokenizerClient;
+use vault_proto::v1::{
+    DetokenizeItem, DetokenizeRequest, GetSealStatusRequest, TokenizeItem, TokenizeRequest,
+    detokenize_result, tokenize_result,
+};
+
+/// Each call's deadline: a stuck server cannot hold the generator.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tokens per template made before the detokenize scenarios (they cycle through them).
+const POOL: usize = 1000;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vault-loadgen",
+    about = "Load generator for vaultd: throughput and p50/p99 latency over loopback."
+)]
+struct Cli {
+    /// A running daemon (`http://127.0.0.1:50051`, loopback only). Without it a dev daemon is
+    /// started in-process on 127.0.0.1:0 in a temporary directory.
+    #[arg(long, requires = "api_key_file")]
+    endpoint: Option<String>,
+    /// The API key file for --endpoint (`<data-dir>/dev-api-key` of `vaultd serve --dev`).
+    #[arg(long)]
+    api_key_file: Option<PathBuf>,
+    /// Concurrent callers; one round of every scenario per value.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    concurrency: Vec<usize>,
+    /// Seconds measured per scenario and concurrency, in total over the rounds (an upper bound).
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Rounds the measured time of each scenario is split into; the scenarios take turns.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Seconds of unmeasured calls before each scenario (first round only).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Also stop a scenario after this many calls (in total over the rounds).
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Templates to tokenize and detokenize under (`pan`: FF1, nothing stored; `pan_vault`:
+    /// a stored, encrypted record per token).
+    #[arg(long, value_delimiter = ',', default_value = "pan,pan_vault")]
+    templates: Vec<String>,
+    /// Items per batched call.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// HTTP/2 connections the callers share (round-robin).
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// In-process daemon: make its temporary data directory under this directory (default: the
+    /// system's temp dir). A tmpfs such as /dev/shm shows the rates without fsync costs.
+    #[arg(long, conflicts_with = "endpoint")]
+    data_dir: Option<PathBuf>,
+    /// In-process daemon: SQLite `synchronous` (`full`, the default of vaultd, or `normal`).
+    #[arg(long, default_value = "full")]
+    synchronous: String,
+    /// In-process daemon: log filter like vaultd's VAULT_LOG (default `info`, one line per
+    /// call), written to a file in its data directory; `off` for none.
+    #[arg(long, default_value = "info")]
+    server_log: String,
+    /// Scenarios to run (default all): check, seal-status, tokenize, tokenize-batch,
+    /// detokenize, detokenize-batch.
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
+}
+
+/// What one call does.
+#[derive(Clone, Debug)]
+enum Scenario {
+    Check,
+    SealStatus,
+    Tokenize { template: String, batch: usize },
+    Detokenize { template: String, batch: usize },
+}
+
+impl Scenario {
+    fn kind(&self) -> &'static str {
+        match self {
+            Scenario::Check => "check",
+            Scenario::SealStatus => "seal-status",
+            Scenario::Tokenize { batch: 1, .. } => "tokenize",
+            Scenario::Tokenize { .. } => "tokenize-batch",
+            Scenario::Detokenize { batch: 1, .. } => "detokenize",
+            Scenario::Detokenize { .. } => "detokenize-batch",
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Scenario::Check => "Health/Check (no auth, no audit)".into(),
+            Scenario::SealStatus => "Admin/GetSealStatus (auth + audit)".into(),
+            Scenario::Tokenize { template, batch } => format!("Tokenize `{template}` ×{batch}"),
+            Scenario::Detokenize { template, batch } => {
+                format!("Detokenize `{template}` ×{batch}")
+            }
+        }
+    }
+
+    fn items(&self) -> usize {
+        match self {
+            Scenario::Check | Scenario::SealStatus => 1,
+            Scenario::Tokenize { batch, .. } | Scenario::Detokenize { batch, .. } => *batch,
+        }
+    }
+}
+
+/// The clients of one connection.
+#[derive(Clone)]
+struct Clients {
+    tokenizer: TokenizerClient<Channel>,
+    admin: AdminClient<Channel>,
+    health: HealthClient<Channel>,
+}
+
+/// A small PRNG (SplitMix64) for test card numbers: no cryptographic need here.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A Luhn-valid 16-digit number in the Visa test range `4…`.
+    fn pan(&mut self) -> String {
+        let mut digits = vec![4u8];
+        for _ in 0..14 {
+            digits.push((self.next() % 10) as u8);
+        }
+        // The check digit: double every second digit from the right of the full number.
+        let sum: u32 = digits
+            .iter()
+            .rev()
+            .enumerate()
+            .map(|(i, &d)| {
+                let d = u32::from(d);
+                if i % 2 == 0 {
+                    let x = d * 2;
+                    if x > 9 { x - 9 } else { x }
+                } else {
+                    d
+                }
+            })
+            .sum();
+        digits.push(((10 - sum % 10) % 10) as u8);
+        digits.iter().map(|d| char::from(b'0' + d)).collect()
+    }
+}
+
+fn authed<T>(msg: T, key: &str) -> Result<Request<T>> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse()?);
+    r.set_timeout(CALL_TIMEOUT);
+    Ok(r)
+}
+
+fn tokenize_request(template: &str, values: Vec<String>) -> TokenizeRequest {
+    TokenizeRequest {
+        request_id: None,
+        template: template.to_owned(),
+        key_version: None,
+        items: values
+            .into_iter()
+            .map(|value| TokenizeItem {
+                value,
+                ..TokenizeItem::default()
+            })
+            .collect(),
+    }
+}
+
+fn detokenize_request(template: &str, tokens: &[String]) -> DetokenizeRequest {
+    DetokenizeRequest {
+        request_id: None,
+        template: template.to_owned(),
+        key_version: None,
+        purpose: "load test".into(),
+        items: tokens
+            .iter()
+            .map(|t| DetokenizeItem { token: t.clone() })
+            .collect(),
+    }
+}
+
+/// Why a call did not fully succeed (counted, the first one printed).
+fn call_error(s: &Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+/// One call of `scenario`. `Err` is a failed call or a failed item.
+async fn call(
+    scenario: &Scenario,
+    c: &mut Clients,
+    key: &str,
+    rng: &mut Rng,
+    pool: &[String],
+    cursor: &mut usize,
+) -> Result<(), String> {
+    match scenario {
+        Scenario::Check => {
+            let mut r = Request::new(HealthCheckRequest {
+                service: String::new(),
+            });
+            r.set_timeout(CALL_TIMEOUT);
+            c.health.check(r).await.map_err(|s| call_error(&s))?;
+        }
+        Scenario::SealStatus => {
+            let r = authed(GetSealStatusRequest {}, key).map_err(|e| e.to_string())?;
+            c.admin
+                .get_seal_status(r)
+                .await
+                .map_err(|s| call_error(&s))?;
+        }
+        Scenario::Tokenize { template, batch } => {
+            let values = (0..*batch).map(|_| rng.pan()).collect();
+            let r = authed(tokenize_request(template, values), key).map_err(|e| e.to_string())?;
+            let resp = c
+                .tokenizer
+                .tokenize(r)
+                .await
+                .map_err(|s| call_error(&s))?
+                .into_inner();
+            for r in resp.results {
+                if let Some(tokenize_result::Outcome::Error(e)) = r.outcome {
+                    return Err(format!("item: {e:?}"));
+                }
+            }
+        }
+        Scenario::Detokenize { template, batch } => {
+            let mut tokens = Vec::with_capacity(*batch);
+            for _ in 0..*batch {
+                tokens.push(pool[*cursor % pool.len()].clone());
+                *cursor += 1;
+            }
+            let r =
+                authed(detokenize_request(template, &tokens), key).map_err(|e| e.to_string())?;
+            let resp = c
+                .tokenizer
+                .detokenize(r)
+                .await
+                .map_err(|s| call_error(&s))?
+                .into_inner();
+            for r in resp.results {
+                if let Some(detokenize_result::Outcome::Error(e)) = r.outcome {
+                    return Err(format!("item: {e:?}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What one scenario at one concurrency measured.
+struct Measured {
+    scenario: Scenario,
+    concurrency: usize,
+    calls: u64,
+    errors: u64,
+    first_error: Option<String>,
+    elapsed: Duration,
+    /// Latency of successful calls, microseconds.
+    hist: Histogram<u64>,
+}
+
+impl Measured {
+    /// Add another round of the same scenario.
+    fn merge(&mut self, other: Measured) -> Result<()> {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.elapsed += other.elapsed;
+        self.hist
+            .add(&other.hist)
+            .map_err(|e| anyhow::anyhow!("histogram: {e}"))
+    }
+
+    fn calls_per_sec(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn ms(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+struct Target {
+    clients: Vec<Clients>,
+    key: String,
+}
+
+/// Run `scenario` with `concurrency` callers until `until` (and at most `max` calls).
+async fn drive(
+    target: &Target,
+    scenario: &Scenario,
+    concurrency: usize,
+    pool: Arc<Vec<String>>,
+    for_time: Duration,
+    max: Option<u64>,
+    seed: u64,
+) -> Result<Measured> {
+    let issued = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let until = start + for_time;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for i in 0..concurrency {
+        let mut clients = target.clients[i % target.clients.len()].clone();
+        let key = target.key.clone();
+        let scenario = scenario.clone();
+        let pool = Arc::clone(&pool);
+        let issued = Arc::clone(&issued);
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .map_err(|e| anyhow::anyhow!("histogram: {e}"))?;
+            let mut rng = Rng(seed ^ ((i as u64 + 1) << 32));
+            let mut cursor = i * 997;
+            let mut errors = 0u64;
+            let mut first_error = None;
+            loop {
+                if Instant::now() >= until {
+                    break;
+                }
+                if max.is_some_and(|m| issued.fetch_add(1, Ordering::Relaxed) >= m) {
+                    break;
+                }
+                let t = Instant::now();
+                match call(&scenario, &mut clients, &key, &mut rng, &pool, &mut cursor).await {
+                    Ok(()) => {
+                        let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        hist.saturating_record(us.max(1));
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            anyhow::Ok((hist, errors, first_error))
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .map_err(|e| anyhow::anyhow!("histogram: {e}"))?;
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in tasks {
+        let (h, e, f) = t.await.context("caller task")??;
+        hist.add(&h)
+            .map_err(|e| anyhow::anyhow!("histogram: {e}"))?;
+        errors += e;
+        if first_error.is_none() {
+            first_error = f;
+        }
+    }
+    let elapsed = start.elapsed();
+    Ok(Measured {
+        scenario: scenario.clone(),
+        concurrency,
+        calls: hist.len(),
+        errors,
+        first_error,
+        elapsed,
+        hist,
+    })
+}
+
+/// Tokens to detokenize: `POOL` values per template, tokenized in batches.
+async fn make_pool(target: &Target, template: &str, batch: usize) -> Result<Vec<String>> {
+    let mut rng = Rng(0x5EED);
+    let mut c = target.clients[0].clone();
+    let mut tokens = Vec::with_capacity(POOL);
+    let step = batch.clamp(1, 1000);
+    while tokens.len() < POOL {
+        let n = step.min(POOL - tokens.len());
+        let values = (0..n).map(|_| rng.pan()).collect();
+        let resp = c
+            .tokenizer
+            .tokenize(authed(tokenize_request(template, values), &target.key)?)
+            .await
+            .with_context(|| format!("tokenizing the detokenize pool of {template}"))?
+            .into_inner();
+        for r in resp.results {
+            match r.outcome {
+                Some(tokenize_result::Outcome::Token(t)) => tokens.push(t.token),
+                other => bail!("tokenizing the pool of {template}: {other:?}"),
+            }
+        }
+    }
+    Ok(tokens)
+}
+
+async fn connect(endpoint: &str, n: usize) -> Result<Vec<Clients>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        // One Endpoint::connect per connection: each is its own HTTP/2 connection.
+        let channel = Endpoint::from_shared(endpoint.to_owned())?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {endpoint}"))?;
+        out.push(Clients {
+            tokenizer: TokenizerClient::new(channel.clone()),
+            admin: AdminClient::new(channel.clone()),
+            health: HealthClient::new(channel),
+        });
+    }
+    Ok(out)
+}
+
+fn scenarios(cli: &Cli) -> Vec<Scenario> {
+    let mut all = vec![Scenario::Check, Scenario::SealStatus];
+    for t in &cli.templates {
+        for batch in [1, cli.batch] {
+            all.push(Scenario::Tokenize {
+                template: t.clone(),
+                batch,
+            });
+        }
+        for batch in [1, cli.batch] {
+            all.push(Scenario::Detokenize {
+                template: t.clone(),
+                batch,
+            });
+        }
+    }
+    match &cli.only {
+        Some(only) => all
+            .into_iter()
+            .filter(|s| only.iter().any(|o| o == s.kind()))
+            .collect(),
+        None => all,
+    }
+}
+
+/// The Markdown table: one row per scenario and concurrency, with the ratio of each call rate
+/// to the empty rpcs of the same round.
+fn table(results: &[Measured]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| callers | rpc | calls | errors | calls/s | items/s | p50 ms | p99 ms | max ms | ÷ Check | ÷ GetSealStatus |"
+    );
+    let _ = writeln!(
+        out,
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for m in results {
+        let base = |kind: &str| {
+            results
+                .iter()
+                .find(|b| b.concurrency == m.concurrency && b.scenario.kind() == kind)
+                .map(Measured::calls_per_sec)
+        };
+        let ratio = |b: Option<f64>| match b {
+            Some(b) if b > 0.0 => format!("{:.0}%", 100.0 * m.calls_per_sec() / b),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {} | {} |",
+            m.concurrency,
+            m.scenario.label(),
+            m.calls,
+            m.errors,
+            m.calls_per_sec(),
+            m.calls_per_sec() * m.scenario.items() as f64,
+            m.ms(0.5),
+            m.ms(0.99),
+            m.hist.max() as f64 / 1000.0,
+            ratio(base("check")),
+            ratio(base("seal-status")),
+        );
+    }
+    out
+}
+
+/// An in-process dev daemon on its own runtime (so its scheduler is not the callers').
+struct InProcess {
+    runtime: tokio::runtime::Runtime,
+    running: Option<vault_daemon::Running>,
+    _dir: tempfile::TempDir,
+}
+
+fn start_in_process(cli: &Cli) -> Result<(InProcess, String, String)> {
+    let dir = match &cli.data_dir {
+        Some(parent) => tempfile::tempdir_in(parent),
+        None => tempfile::tempdir(),
+    }
+    .context("temporary data directory")?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    if cli.server_log != "off" {
+        let file = std::fs::File::create(dir.path().join("vaultd.log"))?;
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.server_log))
+            .with_writer(std::sync::Mutex::new(file))
+            .init();
+    }
+    let mut cfg = Config::dev(&data);
+    cfg.listen = "127.0.0.1:0".parse()?;
+    cfg.reflection = false;
+    cfg.synchronous = match cli.synchronous.as_str() {
+        "full" => Synchronous::Full,
+        "normal" => Synchronous::Normal,
+        other => bail!("--synchronous: full or normal, not {other:?}"),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vaultd")
+        .build()?;
+    let running = runtime
+        .block_on(vault_daemon::spawn(cfg))
+        .context("starting the in-process daemon")?;
+    let key = running
+        .dev_api_key()
+        .context("dev mode gives an API key")?
+        .to_owned();
+    let endpoint = format!("http://{}", running.addr());
+    Ok((
+        InProcess {
+            runtime,
+            running: Some(running),
+            _dir: dir,
+        },
+        endpoint,
+        key,
+    ))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if cli.concurrency.contains(&0) || cli.batch == 0 {
+        bail!("--concurrency and --batch must be at least 1");
+    }
+    if !cli.duration.is_finite()
+        || cli.duration <= 0.0
+        || cli.duration > 600.0
+        || !(0.0..=60.0).contains(&cli.warmup)
+    {
+        bail!("--duration must be in (0, 600] seconds and --warmup in [0, 60]");
+    }
+    let (server, endpoint, key) = match (&cli.endpoint, &cli.api_key_file) {
+        (Some(e), Some(f)) => {
+            let key = std::fs::read_to_string(f)
+                .with_context(|| format!("reading {}", f.display()))?
+                .trim()
+                .to_owned();
+            (None, e.clone(), key)
+        }
+        _ => {
+            let (s, e, k) = start_in_process(&cli)?;
+            (Some(s), e, k)
+        }
+    };
+    let host = endpoint
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.rsplit_once(':'))
+        .map(|(h, _)| h.trim_matches(['[', ']']))
+        .unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        bail!("--endpoint must be a loopback address (127.0.0.0/8, [::1], localhost)");
+    }
+
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("loadgen")
+        .build()?;
+    let outcome = client_rt.block_on(run(&cli, &endpoint, key));
+    if let Some(mut s) = server
+        && let Some(r) = s.running.take()
+    {
+        s.runtime.block_on(r.shutdown());
+    }
+    let results = outcome?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", table(&results).trim_end())?;
+    let errors: u64 = results.iter().map(|m| m.errors).sum();
+    if errors > 0 {
+        for m in results.iter().filter(|m| m.errors > 0) {
+            eprintln!(
+                "{} at {} callers: {} errors, first: {}",
+                m.scenario.label(),
+                m.concurrency,
+                m.errors,
+                m.first_error.as_deref().unwrap_or("?")
+            );
+        }
+        bail!("{errors} calls failed");
+    }
+    Ok(())
+}
+
+async fn run(cli: &Cli, endpoint: &str, key: String) -> Result<Vec<Measured>> {
+    let target = Target {
+        clients: connect(endpoint, cli.connections).await?,
+        key,
+    };
+    let scenarios = scenarios(cli);
+    let mut pools = std::collections::HashMap::new();
+    for s in &scenarios {
+        if let Scenario::Detokenize { template, .. } = s
+            && !pools.contains_key(template)
+        {
+            let pool = make_pool(&target, template, cli.batch).await?;
+            pools.insert(template.clone(), Arc::new(pool));
+        }
+    }
+    let empty = Arc::new(Vec::new());
+    let rounds = cli.rounds.max(1);
+    let per_round = Duration::from_secs_f64(cli.duration / f64::from(rounds));
+    let max = cli.requests.map(|n| n.div_ceil(u64::from(rounds)));
+    let mut results = Vec::new();
+    let mut seed = 1u64;
+    for &concurrency in &cli.concurrency {
+        let mut round: Vec<Option<Measured>> = scenarios.iter().map(|_| None).collect();
+        // Rounds interleave the scenarios, so that a slow patch of the disk (fsync latency on
+        // a VM varies by the second) is shared by all of them rather than by whichever ran then.
+        for r in 0..rounds {
+            for (j, s) in scenarios.iter().enumerate() {
+                let pool = match s {
+                    Scenario::Detokenize { template, .. } => Arc::clone(&pools[template]),
+                    _ => Arc::clone(&empty),
+                };
+                seed += 1;
+                if r == 0 && cli.warmup > 0.0 {
+                    drive(
+                        &target,
+                        s,
+                        concurrency,
+                        Arc::clone(&pool),
+                        Duration::from_secs_f64(cli.warmup),
+                        None,
+                        seed << 40,
+                    )
+                    .await?;
+                }
+                let m = drive(&target, s, concurrency, pool, per_round, max, seed).await?;
+                match &mut round[j] {
+                    Some(acc) => acc.merge(m)?,
+                    slot @ None => *slot = Some(m),
+                }
+            }
+        }
+        for m in round.into_iter().flatten() {
+            eprintln!(
+                "{:>3} callers  {:<40} {:>8.0} calls/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
+                concurrency,
+                m.scenario.label(),
+                m.calls_per_sec(),
+                m.ms(0.5),
+                m.ms(0.99),
+                m.errors
+            );
+            results.push(m);
+        }
+    }
+    Ok(results)
+}
