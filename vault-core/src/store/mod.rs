@@ -9,6 +9,8 @@
 pub mod sqlite;
 mod types;
 
+#[doc(hidden)]
+pub use sqlite::PageLimit;
 pub use sqlite::{ID_BLOCK, Options, SqliteStore, Synchronous, WriterStats};
 pub use types::*;
 

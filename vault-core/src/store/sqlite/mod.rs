@@ -93,6 +93,10 @@ pub struct Options {
     /// How long a statement waits for a lock held by another process before failing with
     /// [`StoreError::Unavailable`].
     pub busy_timeout: Duration,
+    /// Test-only: a disk that fills up on demand (SQLite's `max_page_count`, applied by the
+    /// writer before each group). Not a feature; see [`PageLimit`].
+    #[doc(hidden)]
+    pub page_limit: Option<PageLimit>,
 }
 
 impl Default for Options {
@@ -101,7 +105,32 @@ impl Default for Options {
             synchronous: Synchronous::Full,
             read_connections: 4,
             busy_timeout: Duration::from_secs(5),
+            page_limit: None,
         }
+    }
+}
+
+/// Test-only switch simulating a full disk: while set to `n > 0`, the database may not grow
+/// past `n` pages (`PRAGMA max_page_count`; SQLite keeps at least the current size), so writes
+/// that need a new page fail with `SQLITE_FULL` exactly as on a full filesystem. `0` lifts the
+/// limit. Shared by clones, so a test can fill and free the "disk" of a running store.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct PageLimit(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl PageLimit {
+    /// A switch with no limit.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Limit the database to `pages` pages (`0`: no limit).
+    pub fn set(&self, pages: u64) {
+        self.0.store(pages, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -172,7 +201,7 @@ impl SqliteStore {
         schema::migrate(&mut wconn, schema::current())?;
         check_counter(&wconn)?;
         let readers = Readers::open(path, opts)?;
-        let writer = Writer::spawn(wconn)?;
+        let writer = Writer::spawn_with_limit(wconn, opts.page_limit.clone())?;
         Ok(Self {
             readers,
             ids: Mutex::new(0..0),
@@ -1774,6 +1803,52 @@ mod tests {
         };
         let n = SqliteStore::create(dir.path().join("n.db"), &opts).unwrap();
         assert_eq!(n.writer.submit(move |c| read(c)).unwrap().1, 1);
+    }
+
+    #[test]
+    fn full_disk_is_unavailable_writes_nothing_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = PageLimit::new();
+        let opts = Options {
+            page_limit: Some(limit.clone()),
+            ..Options::default()
+        };
+        let s = SqliteStore::create(dir.path().join("vault.db"), &opts).unwrap();
+        let ids = s.allocate_ids(10_000).unwrap().collect::<Vec<_>>();
+        let big = |id: u64| NewRecord {
+            ciphertext: vec![7; 3000],
+            ..rec(id)
+        };
+        s.insert_records(&[big(ids[0])]).unwrap();
+        // The "disk" holds what is there now (SQLite keeps at least the current size).
+        limit.set(1);
+        let mut stored = 1;
+        let mut full = None;
+        for chunk in ids[1..].chunks(10) {
+            let rows: Vec<_> = chunk.iter().map(|&i| big(i)).collect();
+            match s.insert_records(&rows) {
+                Ok(_) => stored += rows.len(),
+                Err(e) => {
+                    full = Some(e);
+                    break;
+                }
+            }
+        }
+        let err = full.expect("a limited database fills up");
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        // Nothing half-written: exactly the acknowledged batches are there.
+        assert_eq!(s.count_by_key_version("pan", 1).unwrap(), stored as u64);
+        let present = s.get_records(&ids[..stored + 10]).unwrap();
+        assert_eq!(present.iter().flatten().count(), stored);
+        s.integrity_check().unwrap();
+        // Space comes back: writes work again without reopening.
+        limit.set(0);
+        let rows: Vec<_> = ids[stored..stored + 10].iter().map(|&i| big(i)).collect();
+        s.insert_records(&rows).unwrap();
+        assert_eq!(
+            s.count_by_key_version("pan", 1).unwrap(),
+            stored as u64 + 10
+        );
     }
 
     #[test]
