@@ -67,6 +67,10 @@ use super::{
     RewrapJobRow, Store, StoreError,
 };
 
+/// Pages of room [`Store::probe_write`] asks for (1 MiB at the default 4 KiB page size:
+/// several batches of records).
+const PROBE_HEADROOM_PAGES: u64 = 256;
+
 /// Ids reserved per counter update; see the module docs.
 pub const ID_BLOCK: u64 = 1 << 16;
 
@@ -456,6 +460,28 @@ impl Store for SqliteStore {
     fn meta_put(&self, entries: &[(&str, &[u8])]) -> Result<(), StoreError> {
         let entries = owned_meta(entries);
         self.writer.submit(move |c| put_meta(c, &entries))
+    }
+
+    /// A committed metadata write, plus room to grow: free pages inside the file and pages
+    /// below `max_page_count` together at least [`PROBE_HEADROOM_PAGES`]. A small write can
+    /// land in a page with space left while a batch of records cannot, so success of the
+    /// write alone would flip health back while tokenize still fails.
+    fn probe_write(&self) -> Result<(), StoreError> {
+        self.writer.submit(|c| {
+            put_meta(c, &[(super::PROBE_KEY.to_owned(), Vec::new())])?;
+            let pragma = |name: &str| -> Result<u64, Failure> {
+                Ok(c.pragma_query_value(None, name, |r| r.get(0))?)
+            };
+            let (max, used, free) = (
+                pragma("max_page_count")?,
+                pragma("page_count")?,
+                pragma("freelist_count")?,
+            );
+            if max.saturating_sub(used) + free < PROBE_HEADROOM_PAGES {
+                return Err(StoreError::Unavailable("the database cannot grow".into()).into());
+            }
+            Ok(())
+        })
     }
 
     fn keys_load(&self) -> Result<KeyTable, StoreError> {
@@ -1841,8 +1867,11 @@ mod tests {
         let present = s.get_records(&ids[..stored + 10]).unwrap();
         assert_eq!(present.iter().flatten().count(), stored);
         s.integrity_check().unwrap();
+        // The probe sees no room, though a small write may still fit in a page.
+        assert!(matches!(s.probe_write(), Err(StoreError::Unavailable(_))));
         // Space comes back: writes work again without reopening.
         limit.set(0);
+        s.probe_write().unwrap();
         let rows: Vec<_> = ids[stored..stored + 10].iter().map(|&i| big(i)).collect();
         s.insert_records(&rows).unwrap();
         assert_eq!(
