@@ -12,7 +12,7 @@ use vault_core::vault::{JobState, TokenizeItem};
 use vault_proto::v1::tokenizer_client::TokenizerClient;
 
 use crate::harness::{
-    DaemonProcess, Rng, Role, TEMPLATE, channel, count, create_vault, detokenize, figure,
+    DaemonProcess, Rng, Role, SERIAL, TEMPLATE, channel, count, create_vault, detokenize, figure,
     integrity, kill9, long, open_vault, start_child, tokenize,
 };
 
@@ -43,6 +43,7 @@ async fn lost(addr: &str, key: &str, acked: &HashMap<String, String>) -> usize {
 /// value, no token was handed out for two values, and `PRAGMA integrity_check` is `ok`.
 #[test]
 fn kill9_under_tokenize_load() {
+    let _serial = SERIAL.blocking_lock();
     let kills = if long() { 100 } else { 20 };
     let mut rng = Rng::new("kill9_under_tokenize_load");
     let dir = tempfile::tempdir().unwrap();
@@ -136,6 +137,7 @@ fn kill9_under_tokenize_load() {
 /// under an old version.
 #[test]
 fn kill9_during_rewrap_and_rotation() {
+    let _serial = SERIAL.blocking_lock();
     let n: usize = if long() { 1_000_000 } else { 100_000 };
     let mut rng = Rng::new("kill9_during_rewrap_and_rotation");
     let dir = tempfile::tempdir().unwrap();
@@ -188,7 +190,7 @@ fn kill9_during_rewrap_and_rotation() {
             assert!(kills < 500, "the rewrap makes no progress");
         }
     };
-    let rewrap_kills = run_until_done(Role::Rewrap, &mut rng, 600);
+    let rewrap_kills = run_until_done(Role::Rewrap, &mut rng, 250);
 
     let verify = |what: &str| {
         let (store, vault) = open_vault(&data);
@@ -224,6 +226,10 @@ fn kill9_during_rewrap_and_rotation() {
     };
     let (v1, older1, wrong1) = verify("after the rewrap");
     assert_eq!((older1, wrong1), (0, 0), "after the rewrap");
+    assert!(
+        rewrap_kills >= 3,
+        "the rewrap was killed only {rewrap_kills} times"
+    );
 
     // Kills around a rotation: the child rotates then rewraps; killed within its first
     // moments (before, during or just after the rotation's commit), then resumed.

@@ -29,6 +29,10 @@ const CHILD_DIR_ENV: &str = "VAULT_RELIABILITY_DIR";
 /// The template every test uses: vaulted, opaque, non-deterministic.
 pub(crate) const TEMPLATE: &str = "pan_vault";
 
+/// Held by each test for its whole run: the figures (capacity, latency, kill timing) are
+/// measured on a quiet machine, not against the other tests of this binary.
+pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Whether the long variants run (`VAULT_LONG_TESTS=1`).
 pub(crate) fn long() -> bool {
     std::env::var("VAULT_LONG_TESTS").is_ok_and(|v| v == "1")
@@ -179,7 +183,8 @@ pub(crate) fn count(data: &Path, sql: &str) -> u64 {
 pub(crate) enum Role {
     /// `vault_daemon::spawn(Config::dev(dir))` on `127.0.0.1:0`, until killed.
     Serve,
-    /// Rewrap `pan_vault` to its active version, to the end (resumes an unfinished job).
+    /// Rewrap `pan_vault` to its active version in batches of 500, to the end (resumes an
+    /// unfinished job), as `vaultctl keys rewrap --data-dir` does.
     Rewrap,
     /// Rotate `data/pan_vault`, then rewrap as above.
     RotateRewrap,
@@ -281,7 +286,7 @@ fn child() {
                 vault.rotate(&format!("data/{TEMPLATE}")).unwrap();
             }
             let job = vault.rewrap_start(TEMPLATE).unwrap();
-            let job = vault.rewrap_run(job.id, 1000, &mut |_| true).unwrap();
+            let job = vault.rewrap_run(job.id, 500, &mut |_| true).unwrap();
             println!("rewrap done: {} processed", job.processed);
         }
         other => panic!("unknown child role {other}"),
