@@ -507,3 +507,132 @@ async fn database_runs_in_wal_with_the_configured_sync() {
         running.shutdown().await;
     }
 }
+
+/// A real full filesystem, where the platform lets the test mount one (a 16 MiB tmpfs; root
+/// in a container that allows `mount`; skipped with a note otherwise): a filler file takes the
+/// last bytes, tokenize answers `UNAVAILABLE`, health is NOT_SERVING, the rows on disk are the
+/// acknowledged ones, and once the filler is deleted service comes back by itself with the
+/// audit chain intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_filesystem_unavailable_then_recovers() {
+    let _serial = SERIAL.lock().await;
+    let mut rng = Rng::new("full_filesystem_unavailable_then_recovers");
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&mnt)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        figure(
+            "storage_full_fs",
+            "skipped: mounting a tmpfs is not permitted here",
+        );
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let data = mnt.join("data");
+    let running = vault_daemon::spawn(dev_config(&data)).await.unwrap();
+    let (addr, key) = (
+        running.addr().to_string(),
+        running.dev_api_key().unwrap().to_owned(),
+    );
+    let ch = channel(&addr).await.unwrap();
+    let mut c = TokenizerClient::new(ch.clone());
+    let mut acked: Vec<(String, String)> = Vec::new();
+    let values: Vec<String> = (0..50).map(|_| rng.pan()).collect();
+    let tokens = tokenize(&mut c, &key, &values, DEADLINE).await.unwrap();
+    acked.extend(tokens.into_iter().zip(values));
+
+    // Fill the filesystem.
+    let filler = mnt.join("filler");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let small = [0u8; 512];
+        while f.write_all(&small).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let mut refused = None;
+    for _ in 0..1000 {
+        let values: Vec<String> = (0..100).map(|_| rng.pan()).collect();
+        match tokenize(&mut c, &key, &values, DEADLINE).await {
+            Ok(tokens) => acked.extend(tokens.into_iter().zip(values)),
+            Err(s) => {
+                refused = Some(s);
+                break;
+            }
+        }
+    }
+    let s = refused.expect("a full filesystem refuses a tokenize");
+    assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    let not_serving = wait_until(Duration::from_secs(5), || {
+        let ch = ch.clone();
+        async move { health(ch, "").await == NOT_SERVING }
+    })
+    .await;
+    let rows = count(&data, "SELECT count(*) FROM records");
+
+    std::fs::remove_file(&filler).unwrap();
+    let recovered = wait_until(Duration::from_secs(10), || {
+        let ch = ch.clone();
+        async move { health(ch, "").await == SERVING }
+    })
+    .await;
+    let after = tokenize(&mut c, &key, &[rng.pan()], DEADLINE).await;
+    let mut lost = 0;
+    for chunk in acked.chunks(1000) {
+        let tokens: Vec<String> = chunk.iter().map(|(t, _)| t.clone()).collect();
+        let got = detokenize(&mut c, &key, &tokens, DEADLINE).await.unwrap();
+        lost += chunk
+            .iter()
+            .zip(got)
+            .filter(|((_, v), g)| g.as_ref().ok() != Some(v))
+            .count();
+    }
+    let verify = AdminClient::new(ch.clone())
+        .verify_audit_log(req(
+            vault_proto::v1::VerifyAuditLogRequest::default(),
+            &key,
+            DEADLINE,
+        ))
+        .await
+        .map(|r| r.into_inner().ok);
+    figure(
+        "storage_full_fs",
+        &format!(
+            "tmpfs 16 MiB: acknowledged={} first_refusal={:?} rows_on_disk={rows} lost={lost} \
+             not_serving_after={:?} recovered_after={:?} tokenize_after={} audit_chain_ok={:?} \
+             integrity_check={}",
+            acked.len(),
+            s.code(),
+            not_serving.map(|d| d.as_millis()),
+            recovered.map(|d| d.as_millis()),
+            after.is_ok(),
+            verify,
+            integrity(&data),
+        ),
+    );
+    assert!(not_serving.is_some(), "NOT_SERVING while full");
+    assert_eq!(
+        rows,
+        acked.len() as u64,
+        "rows on disk = acknowledged tokens"
+    );
+    assert!(recovered.is_some(), "SERVING again once space returns");
+    assert!(after.is_ok(), "{after:?}");
+    assert_eq!(lost, 0);
+    assert_eq!(verify.ok(), Some(true));
+    running.shutdown().await;
+}
