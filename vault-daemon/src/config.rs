@@ -317,6 +317,8 @@ pub struct TestHooks {
     /// Every Tokenizer/Admin call sleeps this long after authorization (a "slow call" for the
     /// deadline, load-shedding and drain tests).
     pub call_delay: Option<Duration>,
+    /// A disk that fills on demand (SQLite `max_page_count`) for the storage-failure tests.
+    pub store_page_limit: Option<vault_core::store::PageLimit>,
 }
 
 /// Everything `spawn` needs.

@@ -130,13 +130,22 @@ fn map_key(k: &KeyError) -> Mapped {
     }
 }
 
+/// The fixed message of a storage-unavailable status; [`is_storage_unavailable`] reads it back
+/// so the request path can flip health without another error channel.
+const STORAGE_UNAVAILABLE: &str = "storage unavailable";
+
+/// Whether a call-level status came from a storage failure (disk full, read-only, I/O).
+pub(crate) fn is_storage_unavailable(s: &Status) -> bool {
+    s.code() == Code::Unavailable && s.message() == STORAGE_UNAVAILABLE
+}
+
 fn map_store(s: &StoreError) -> Mapped {
     tracing::error!(error = %s, "storage error");
     let (code, reason, message) = match s {
         StoreError::Unavailable(_) => (
             Code::Unavailable,
             "STORAGE_UNAVAILABLE",
-            "storage unavailable",
+            STORAGE_UNAVAILABLE,
         ),
         StoreError::Corrupt(_) => (Code::DataLoss, "STORAGE_CORRUPT", "storage corrupt"),
         StoreError::Conflict(_) => (
@@ -277,6 +286,9 @@ mod tests {
             map(&Error::Key(KeyError::WrongRootKey)).code,
             Code::PermissionDenied
         );
+        let s = status(&Error::Store(StoreError::Unavailable("disk full".into())));
+        assert!(is_storage_unavailable(&s));
+        assert!(!is_storage_unavailable(&Status::unavailable("audit")));
         for c in 0..=16 {
             let code = Code::from_i32(c);
             assert_eq!(code_from_name(code_name(code)), code);

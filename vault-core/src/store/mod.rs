@@ -9,8 +9,13 @@
 pub mod sqlite;
 mod types;
 
+#[doc(hidden)]
+pub use sqlite::PageLimit;
 pub use sqlite::{ID_BLOCK, Options, SqliteStore, Synchronous, WriterStats};
 pub use types::*;
+
+/// The metadata entry [`Store::probe_write`] writes.
+pub const PROBE_KEY: &str = "health_probe";
 
 /// Persistent storage for one vault. Implementations must be safe to share across threads; a
 /// call may block on I/O (async callers run it on a blocking thread), and every method that
@@ -22,6 +27,13 @@ pub trait Store: Send + Sync + 'static {
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes several metadata entries in one transaction.
     fn meta_put(&self, entries: &[(&str, &[u8])]) -> Result<(), StoreError>;
+    /// Whether storage takes writes now: commits one small write, and fails with
+    /// [`StoreError::Unavailable`] if it cannot or if the store knows it has no room left to
+    /// grow. A daemon's health probe calls it after a write failed (a read alone would report
+    /// a full disk as healthy). The default writes a metadata entry.
+    fn probe_write(&self) -> Result<(), StoreError> {
+        self.meta_put(&[(PROBE_KEY, b"")])
+    }
 
     // ----- key table -----
 

@@ -302,7 +302,12 @@ impl Shared {
         };
         match result {
             Ok(v) => Ok(v),
-            Err(s) => Err(self.fail(call, s).await),
+            Err(s) => {
+                if status::is_storage_unavailable(&s) {
+                    self.storage_failed().await;
+                }
+                Err(self.fail(call, s).await)
+            }
         }
     }
 

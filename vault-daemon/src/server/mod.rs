@@ -152,6 +152,16 @@ const TOKENIZER_SERVICE: &str = "vault.v1.Tokenizer";
 const ADMIN_SERVICE: &str = "vault.v1.Admin";
 
 impl Shared {
+    /// A call met a storage failure (disk full, read-only, I/O error): health goes
+    /// NOT_SERVING at once, and the probe, which then writes as well as reads, brings it back
+    /// when storage accepts writes again. A read-only probe alone would miss a full disk.
+    pub(crate) async fn storage_failed(&self) {
+        if self.storage_ok.swap(false, Ordering::SeqCst) {
+            tracing::error!("storage failed under a call: health NOT_SERVING until it recovers");
+            self.update_health().await;
+        }
+    }
+
     /// Publish health: the overall service and Tokenizer serve only while unsealed with working
     /// storage; Admin serves while storage works (it is how a sealed vault gets unsealed).
     pub(crate) async fn update_health(&self) {
@@ -274,6 +284,7 @@ fn open_vault(config: &Config) -> Result<Vault, StartError> {
     let db = config.data_dir.join(DB_FILE);
     let mut opts = Options::default();
     opts.synchronous = config.synchronous;
+    opts.page_limit = config.testing.store_page_limit.clone();
     let storage = |source| StartError::Storage {
         path: db.clone(),
         source,
@@ -496,8 +507,11 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     })
 }
 
-/// Probe storage with a cheap read (the vault id row) and publish health; stops when the
-/// server is gone.
+/// Probe storage with a cheap read (the vault id row) and publish health; while storage is
+/// marked failed (by the probe or by a call), the probe also writes (`Store::probe_write`: a
+/// committed write and room to grow), so a full or read-only disk stays NOT_SERVING until
+/// writes succeed again. Stops when the server
+/// is gone.
 async fn probe_storage(shared: Weak<Shared>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
@@ -507,9 +521,13 @@ async fn probe_storage(shared: Weak<Shared>, every: Duration) {
             return;
         }
         let vault = Arc::clone(&s.vault);
-        let ok = tokio::task::spawn_blocking(move || vault.store().meta_get("vault_id").is_ok())
-            .await
-            .unwrap_or(false);
+        let write = !s.storage_ok.load(Ordering::SeqCst);
+        let ok = tokio::task::spawn_blocking(move || {
+            let store = vault.store();
+            store.meta_get("vault_id").is_ok() && (!write || store.probe_write().is_ok())
+        })
+        .await
+        .unwrap_or(false);
         if s.storage_ok.swap(ok, Ordering::SeqCst) != ok {
             if ok {
                 tracing::info!("storage probe recovered");
@@ -518,5 +536,28 @@ async fn probe_storage(shared: Weak<Shared>, every: Duration) {
             }
         }
         s.update_health().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store refuses a connection whose journal mode or `synchronous` level reads back
+    /// otherwise than configured (vault-core: `pragma_read_back_mismatch_refuses`); the daemon
+    /// then refuses to start and says why.
+    #[test]
+    fn pragma_failure_names_the_cause() {
+        let e = StartError::Storage {
+            path: "/data/vault.db".into(),
+            source: StoreError::Pragma {
+                pragma: "journal_mode",
+                expected: "wal".into(),
+                found: "delete".into(),
+            },
+        };
+        let text = e.to_string();
+        assert!(text.contains("journal_mode"), "{text}");
+        assert!(text.contains("requires WAL journaling"), "{text}");
     }
 }

@@ -67,6 +67,10 @@ use super::{
     RewrapJobRow, Store, StoreError,
 };
 
+/// Pages of room [`Store::probe_write`] asks for (1 MiB at the default 4 KiB page size:
+/// several batches of records).
+const PROBE_HEADROOM_PAGES: u64 = 256;
+
 /// Ids reserved per counter update; see the module docs.
 pub const ID_BLOCK: u64 = 1 << 16;
 
@@ -93,6 +97,10 @@ pub struct Options {
     /// How long a statement waits for a lock held by another process before failing with
     /// [`StoreError::Unavailable`].
     pub busy_timeout: Duration,
+    /// Test-only: a disk that fills up on demand (SQLite's `max_page_count`, applied by the
+    /// writer before each group). Not a feature; see [`PageLimit`].
+    #[doc(hidden)]
+    pub page_limit: Option<PageLimit>,
 }
 
 impl Default for Options {
@@ -101,7 +109,32 @@ impl Default for Options {
             synchronous: Synchronous::Full,
             read_connections: 4,
             busy_timeout: Duration::from_secs(5),
+            page_limit: None,
         }
+    }
+}
+
+/// Test-only switch simulating a full disk: while set to `n > 0`, the database may not grow
+/// past `n` pages (`PRAGMA max_page_count`; SQLite keeps at least the current size), so writes
+/// that need a new page fail with `SQLITE_FULL` exactly as on a full filesystem. `0` lifts the
+/// limit. Shared by clones, so a test can fill and free the "disk" of a running store.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct PageLimit(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl PageLimit {
+    /// A switch with no limit.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Limit the database to `pages` pages (`0`: no limit).
+    pub fn set(&self, pages: u64) {
+        self.0.store(pages, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -172,7 +205,7 @@ impl SqliteStore {
         schema::migrate(&mut wconn, schema::current())?;
         check_counter(&wconn)?;
         let readers = Readers::open(path, opts)?;
-        let writer = Writer::spawn(wconn)?;
+        let writer = Writer::spawn_with_limit(wconn, opts.page_limit.clone())?;
         Ok(Self {
             readers,
             ids: Mutex::new(0..0),
@@ -427,6 +460,28 @@ impl Store for SqliteStore {
     fn meta_put(&self, entries: &[(&str, &[u8])]) -> Result<(), StoreError> {
         let entries = owned_meta(entries);
         self.writer.submit(move |c| put_meta(c, &entries))
+    }
+
+    /// A committed metadata write, plus room to grow: free pages inside the file and pages
+    /// below `max_page_count` together at least [`PROBE_HEADROOM_PAGES`]. A small write can
+    /// land in a page with space left while a batch of records cannot, so success of the
+    /// write alone would flip health back while tokenize still fails.
+    fn probe_write(&self) -> Result<(), StoreError> {
+        self.writer.submit(|c| {
+            put_meta(c, &[(super::PROBE_KEY.to_owned(), Vec::new())])?;
+            let pragma = |name: &str| -> Result<u64, Failure> {
+                Ok(c.pragma_query_value(None, name, |r| r.get(0))?)
+            };
+            let (max, used, free) = (
+                pragma("max_page_count")?,
+                pragma("page_count")?,
+                pragma("freelist_count")?,
+            );
+            if max.saturating_sub(used) + free < PROBE_HEADROOM_PAGES {
+                return Err(StoreError::Unavailable("the database cannot grow".into()).into());
+            }
+            Ok(())
+        })
     }
 
     fn keys_load(&self) -> Result<KeyTable, StoreError> {
@@ -1774,6 +1829,55 @@ mod tests {
         };
         let n = SqliteStore::create(dir.path().join("n.db"), &opts).unwrap();
         assert_eq!(n.writer.submit(move |c| read(c)).unwrap().1, 1);
+    }
+
+    #[test]
+    fn full_disk_is_unavailable_writes_nothing_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = PageLimit::new();
+        let opts = Options {
+            page_limit: Some(limit.clone()),
+            ..Options::default()
+        };
+        let s = SqliteStore::create(dir.path().join("vault.db"), &opts).unwrap();
+        let ids = s.allocate_ids(10_000).unwrap().collect::<Vec<_>>();
+        let big = |id: u64| NewRecord {
+            ciphertext: vec![7; 3000],
+            ..rec(id)
+        };
+        s.insert_records(&[big(ids[0])]).unwrap();
+        // The "disk" holds what is there now (SQLite keeps at least the current size).
+        limit.set(1);
+        let mut stored = 1;
+        let mut full = None;
+        for chunk in ids[1..].chunks(10) {
+            let rows: Vec<_> = chunk.iter().map(|&i| big(i)).collect();
+            match s.insert_records(&rows) {
+                Ok(_) => stored += rows.len(),
+                Err(e) => {
+                    full = Some(e);
+                    break;
+                }
+            }
+        }
+        let err = full.expect("a limited database fills up");
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        // Nothing half-written: exactly the acknowledged batches are there.
+        assert_eq!(s.count_by_key_version("pan", 1).unwrap(), stored as u64);
+        let present = s.get_records(&ids[..stored + 10]).unwrap();
+        assert_eq!(present.iter().flatten().count(), stored);
+        s.integrity_check().unwrap();
+        // The probe sees no room, though a small write may still fit in a page.
+        assert!(matches!(s.probe_write(), Err(StoreError::Unavailable(_))));
+        // Space comes back: writes work again without reopening.
+        limit.set(0);
+        s.probe_write().unwrap();
+        let rows: Vec<_> = ids[stored..stored + 10].iter().map(|&i| big(i)).collect();
+        s.insert_records(&rows).unwrap();
+        assert_eq!(
+            s.count_by_key_version("pan", 1).unwrap(),
+            stored as u64 + 10
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 
+use super::PageLimit;
 use super::conn::{Failure, map_sql};
 use crate::store::StoreError;
 
@@ -106,13 +107,22 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the thread; it owns `conn` from now on.
+    #[cfg(test)]
     pub(crate) fn spawn(conn: Connection) -> Result<Self, StoreError> {
+        Self::spawn_with_limit(conn, None)
+    }
+
+    /// Starts the thread with a test-only page limit ([`PageLimit`]).
+    pub(crate) fn spawn_with_limit(
+        conn: Connection,
+        limit: Option<PageLimit>,
+    ) -> Result<Self, StoreError> {
         let (sender, receiver) = mpsc::sync_channel::<Box<dyn Job>>(QUEUE);
         let counters = Arc::new(Counters::default());
         let c = Arc::clone(&counters);
         let thread = std::thread::Builder::new()
             .name("vault-store-writer".into())
-            .spawn(move || run(conn, receiver, &c))
+            .spawn(move || run(conn, receiver, &c, limit.as_ref()))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
         Ok(Self {
             sender: Some(sender),
@@ -160,8 +170,27 @@ impl Drop for Writer {
     }
 }
 
-fn run(conn: Connection, jobs: Receiver<Box<dyn Job>>, counters: &Counters) {
+/// SQLite's own ceiling for `max_page_count` (what "no limit" restores).
+const NO_PAGE_LIMIT: u64 = 4_294_967_294;
+
+fn run(
+    conn: Connection,
+    jobs: Receiver<Box<dyn Job>>,
+    counters: &Counters,
+    limit: Option<&PageLimit>,
+) {
+    let mut applied = 0;
     while let Ok(first) = jobs.recv() {
+        if let Some(l) = limit {
+            let want = l.get();
+            if want != applied {
+                let pages = if want == 0 { NO_PAGE_LIMIT } else { want };
+                // A failure leaves the previous limit; the next group tries again.
+                if conn.pragma_update(None, "max_page_count", pages).is_ok() {
+                    applied = want;
+                }
+            }
+        }
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match jobs.try_recv() {
