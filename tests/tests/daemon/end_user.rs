@@ -104,7 +104,9 @@ async fn end_user_must_own_the_record() {
     }
     match &resp.results[1].outcome {
         Some(reveal_result::Outcome::Error(e)) => {
-            assert_eq!(e.code, ErrorCode::PermissionDenied as i32);
+            // Answered as an unknown token: existence is not revealed to other end users.
+            assert_eq!(e.code, ErrorCode::NotFound as i32);
+            assert_eq!(e.reason, "TOKEN_NOT_FOUND");
             assert!(!e.message.contains("5555"));
         }
         other => panic!("{other:?}"),

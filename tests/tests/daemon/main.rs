@@ -5,5 +5,6 @@ mod audit;
 mod authz;
 mod common;
 mod end_user;
+mod hostile;
 mod lifecycle;
 mod templates;

@@ -69,6 +69,13 @@ impl std::fmt::Debug for Codec {
     }
 }
 
+/// Whether `token` is spelled like an opaque token (prefix, 26 base32 characters, canonical
+/// trailing bits), whatever key or template made it: such a token that does not decode under
+/// a template is unknown (`NotFound`), not malformed.
+pub(crate) fn well_formed(token: &str) -> bool {
+    token.strip_prefix(PREFIX).and_then(base32_decode).is_some()
+}
+
 /// Whether `token` has the opaque shape (prefix and length), before any key is used.
 pub(crate) fn looks_opaque(token: &str) -> bool {
     token.len() == LEN && token.starts_with(PREFIX)
@@ -179,6 +186,9 @@ mod tests {
         ] {
             assert_eq!(codec.decode(&Tag::of("pan"), bad), None);
         }
+        assert!(well_formed(&token));
+        assert!(!well_formed("tok_aaaaaaaaaaaaaaaaaaaaaaaaa1"));
+        assert!(!well_formed("tok_"));
         // The non-canonical spelling (trailing bits set) is refused.
         let mut last = token.clone().into_bytes();
         let i = last.len() - 1;
