@@ -11,7 +11,7 @@ use crate::common::{Daemon, req, tokenize_req};
 
 const RSA_KEY: &[u8] = include_bytes!("../../../vault-daemon/tests/data/end-user-rs256.pem");
 
-fn jwt(sub: &str) -> String {
+pub(crate) fn jwt(sub: &str) -> String {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some("corp-1".into());
     let exp = std::time::SystemTime::now()

@@ -8,3 +8,4 @@ mod end_user;
 mod hostile;
 mod lifecycle;
 mod templates;
+mod timing;
