@@ -28,8 +28,11 @@ use vault_core::vault::{Mode, RootInit, TemplateConfig, TokenizeItem, Vault};
 use vault_daemon::config::builtin_templates;
 use vault_daemon::policy::{Policy, TemplateInfo};
 
+/// A fuzz target: any bytes in, a panic only on a bug.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the stable runner.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("ff1", ff1),
     ("template", template),
     ("envelope", envelope),
