@@ -7,7 +7,8 @@
 //! token, so no collision check is needed. The token is the output of a 128-bit pseudorandom
 //! permutation, as unpredictable as 128 random bits to anyone without the key, and it carries
 //! nothing about the value. A forged or mistyped token decrypts to a wrong tag (probability of
-//! passing 2^-64) and is refused before the store is asked.
+//! passing 2^-64): the facade then answers `NotFound` after a store read under an id no record
+//! has, so a forged token costs and answers the same as a deleted one.
 
 use aes::Aes256;
 use cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
