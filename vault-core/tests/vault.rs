@@ -186,13 +186,18 @@ fn vaulted_modes() {
         vault.reveal("pan_fmt_det", &g.token, None).unwrap(),
         "**** **** **** 1111"
     );
-    // A token of one template is not a token of another.
+    // A token of one template is not a token of another, and a well-formed token nobody
+    // issued is unknown, like a deleted one (not malformed).
     assert!(matches!(
         vault.detokenize("pan_det", &a.token, None),
-        Err(Error::InvalidToken(_))
+        Err(Error::NotFound)
     ));
     assert!(matches!(
         vault.detokenize("pan_vault", "tok_aaaaaaaaaaaaaaaaaaaaaaaaaa", None),
+        Err(Error::NotFound)
+    ));
+    assert!(matches!(
+        vault.detokenize("pan_vault", "tok_aaaaaaaaaaaaaaaaaaaaaaaaa1", None),
         Err(Error::InvalidToken(_))
     ));
     assert!(matches!(

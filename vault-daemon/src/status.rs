@@ -199,13 +199,13 @@ pub(crate) fn item(e: &Error) -> ItemError {
     }
 }
 
-/// A per-item permission error (a record whose metadata the end user does not own).
+/// A record the end user does not own (`subject_matches_metadata`): answered exactly as an
+/// unknown token (`NOT_FOUND`, `TOKEN_NOT_FOUND`, the same message), so that a caller acting for
+/// one end user cannot learn which tokens exist for others. The refusal is logged server-side
+/// (no token, no value) and counted as a failed item in the audit event.
 pub(crate) fn item_denied(d: &Denied) -> ItemError {
-    ItemError {
-        code: ErrorCode::PermissionDenied as i32,
-        message: d.to_string(),
-        reason: "SUBJECT_MISMATCH".into(),
-    }
+    tracing::info!(denial = %d, "end-user subject does not own the record: answered as not found");
+    item(&Error::NotFound)
 }
 
 /// A policy refusal: `PERMISSION_DENIED` naming the missing scope or failed condition, or
@@ -272,6 +272,12 @@ mod tests {
             Code::NotFound
         );
         assert_eq!(map(&Error::Integrity).code, Code::DataLoss);
+        // A record of another end user reads exactly as an unknown token.
+        let denied = Denied::SubjectMismatch {
+            scope: "reveal:pan_vault".into(),
+            key: "owner".into(),
+        };
+        assert_eq!(item_denied(&denied), item(&Error::NotFound));
         assert_eq!(
             map(&Error::Store(StoreError::Unavailable(
                 "/secret/path".into()

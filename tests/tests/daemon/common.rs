@@ -33,6 +33,18 @@ require_purpose = true
 
 [callers."spiffe://test.example/helpdesk"]
 roles = ["helpdesk"]
+
+# Detokenizes for an end user, who must own each record (the timing test).
+[roles.agent]
+[[roles.agent.grants]]
+scopes = ["detokenize:pan_vault"]
+require_end_user = true
+end_user_issuer = "corp"
+subject_matches_metadata = "owner"
+require_purpose = true
+
+[callers."spiffe://test.example/agent"]
+roles = ["agent"]
 [roles.checkout]
 [[roles.checkout.grants]]
 scopes = ["tokenize:*"]
@@ -120,7 +132,7 @@ pub(crate) fn pki() -> &'static Pki {
         );
         let client = ExtendedKeyUsagePurpose::ClientAuth;
         let mut clients = HashMap::new();
-        for name in ["checkout", "payments", "all", "helpdesk"] {
+        for name in ["checkout", "payments", "all", "helpdesk", "agent"] {
             clients.insert(
                 name,
                 leaf(

@@ -11,7 +11,7 @@ use crate::common::{Daemon, req, tokenize_req};
 
 const RSA_KEY: &[u8] = include_bytes!("../../../vault-daemon/tests/data/end-user-rs256.pem");
 
-fn jwt(sub: &str) -> String {
+pub(crate) fn jwt(sub: &str) -> String {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some("corp-1".into());
     let exp = std::time::SystemTime::now()
@@ -104,7 +104,9 @@ async fn end_user_must_own_the_record() {
     }
     match &resp.results[1].outcome {
         Some(reveal_result::Outcome::Error(e)) => {
-            assert_eq!(e.code, ErrorCode::PermissionDenied as i32);
+            // Answered as an unknown token: existence is not revealed to other end users.
+            assert_eq!(e.code, ErrorCode::NotFound as i32);
+            assert_eq!(e.reason, "TOKEN_NOT_FOUND");
             assert!(!e.message.contains("5555"));
         }
         other => panic!("{other:?}"),

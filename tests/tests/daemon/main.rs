@@ -5,5 +5,7 @@ mod audit;
 mod authz;
 mod common;
 mod end_user;
+mod hostile;
 mod lifecycle;
 mod templates;
+mod timing;

@@ -7,7 +7,8 @@
 //! token, so no collision check is needed. The token is the output of a 128-bit pseudorandom
 //! permutation, as unpredictable as 128 random bits to anyone without the key, and it carries
 //! nothing about the value. A forged or mistyped token decrypts to a wrong tag (probability of
-//! passing 2^-64) and is refused before the store is asked.
+//! passing 2^-64): the facade then answers `NotFound` after a store read under an id no record
+//! has, so a forged token costs and answers the same as a deleted one.
 
 use aes::Aes256;
 use cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
@@ -67,6 +68,13 @@ impl std::fmt::Debug for Codec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Codec").finish_non_exhaustive()
     }
+}
+
+/// Whether `token` is spelled like an opaque token (prefix, 26 base32 characters, canonical
+/// trailing bits), whatever key or template made it: such a token that does not decode under
+/// a template is unknown (`NotFound`), not malformed.
+pub(crate) fn well_formed(token: &str) -> bool {
+    token.strip_prefix(PREFIX).and_then(base32_decode).is_some()
 }
 
 /// Whether `token` has the opaque shape (prefix and length), before any key is used.
@@ -179,6 +187,9 @@ mod tests {
         ] {
             assert_eq!(codec.decode(&Tag::of("pan"), bad), None);
         }
+        assert!(well_formed(&token));
+        assert!(!well_formed("tok_aaaaaaaaaaaaaaaaaaaaaaaaa1"));
+        assert!(!well_formed("tok_"));
         // The non-canonical spelling (trailing bits set) is refused.
         let mut last = token.clone().into_bytes();
         let i = last.len() - 1;

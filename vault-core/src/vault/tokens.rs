@@ -10,6 +10,10 @@ use crate::keys::{KeyError, NotDecryptable};
 use crate::store::{InsertOutcome, NewRecord, Record};
 use crate::template::VersionSlot;
 
+/// A record id never allocated (ids count up from the bottom of SQLite's signed 64-bit
+/// range): the lookup target of well-formed tokens that decode to no record.
+const NO_RECORD: u64 = i64::MAX as u64;
+
 /// Largest metadata, as JSON, in bytes.
 pub const MAX_METADATA_LEN: usize = 4096;
 /// Random draws of a formatted token before giving up on a crowded token space.
@@ -489,11 +493,15 @@ impl Vault {
             TokenShape::Opaque => {
                 let tag = opaque::Tag::of(t);
                 for token in tokens {
-                    out.push(
-                        u.opaque
-                            .decode(&tag, token)
-                            .ok_or_else(|| Error::InvalidToken(t.to_owned())),
-                    );
+                    // A well-formed token that is not one of this template's (forged, or of
+                    // another template) is unknown, and is looked up like a real one under an
+                    // id no record has: the caller cannot tell it from a deleted, expired or
+                    // withheld token by the answer or by the time it takes.
+                    out.push(match u.opaque.decode(&tag, token) {
+                        Some(id) => Ok(id),
+                        None if opaque::well_formed(token) => Ok(NO_RECORD),
+                        None => Err(Error::InvalidToken(t.to_owned())),
+                    });
                 }
             }
             TokenShape::Formatted => {

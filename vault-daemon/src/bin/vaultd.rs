@@ -51,9 +51,14 @@ fn main() -> Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    for failure in vault_daemon::hardening::harden() {
+    let hardening = vault_daemon::hardening::harden();
+    for failure in &hardening.failed {
         tracing::warn!(%failure, "process hardening");
     }
+    tracing::info!(
+        memory_locked = hardening.memory_locked,
+        "process hardening: core dumps off, not dumpable"
+    );
     let cli = Cli::parse();
     let Command::Serve {
         dev,

@@ -27,6 +27,8 @@ use crate::status;
 
 /// Metadata header carrying a forwarded end-user JWT.
 pub(crate) const END_USER_HEADER: &str = "x-end-user-token";
+/// Template recorded for a request naming a template that is not configured.
+pub(crate) const UNKNOWN_TEMPLATE: &str = "(unknown)";
 /// Caller name recorded for requests that did not authenticate.
 pub(crate) const UNKNOWN_CALLER: &str = "unknown";
 /// How much earlier than the client's deadline the server gives up, so that its own
@@ -199,6 +201,14 @@ impl Shared {
         validate: Result<(), Status>,
         needs_unsealed: bool,
     ) -> Result<Admitted, Status> {
+        let mut spec = spec;
+        // Only configured template names reach the audit log and the server log: a caller that
+        // swapped fields may have put a card number in the template field.
+        if let Some(t) = &spec.template
+            && !self.vault.templates().any(|c| c.template.name() == t)
+        {
+            spec.template = Some(UNKNOWN_TEMPLATE.to_owned());
+        }
         let identity = match auth::authenticate(
             meta.certs.as_deref().map(Vec::as_slice),
             &meta.metadata,

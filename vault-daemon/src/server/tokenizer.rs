@@ -59,7 +59,11 @@ fn check_template(shared: &Shared, name: &str) -> Result<(), Status> {
     if shared.vault.templates().any(|t| t.template.name() == name) {
         Ok(())
     } else {
-        Err(Status::not_found(format!("unknown template {name:?}")))
+        // The name is not echoed: a caller that swapped fields may have put a value there.
+        Err(Status::not_found(format!(
+            "unknown template (a name of {} bytes)",
+            name.len()
+        )))
     }
 }
 

@@ -1,0 +1,370 @@
+//! Canary scan: the real `vaultd` (dev mode, `VAULT_LOG=debug`, stdout and stderr captured)
+//! is exercised on every built-in template with canary values (tokenize, detokenize, reveal,
+//! delete, and bad requests that carry canaries where they do not belong), stopped, and then
+//! every byte it left (database, WAL, audit log, caller registry, policy, logs) is scanned: no
+//! canary, and no Luhn-valid 13–19 digit run that is not a token or a timestamp (a run is a
+//! maximal string of ASCII digits not touching a letter: digits inside hex MACs are not numbers).
+//!
+//! The same process is checked for its hardening while it runs (Linux): core dumps off
+//! (`/proc/<pid>/limits`) and, when it reports locking memory, `VmLck` above zero.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use vault_proto::v1::tokenizer_client::TokenizerClient;
+use vault_proto::v1::{
+    DeleteTokensItem, DeleteTokensRequest, DetokenizeItem, DetokenizeRequest, RevealItem,
+    RevealRequest, TokenizeItem, TokenizeRequest, detokenize_result, tokenize_result,
+};
+
+/// (template, canary value). Luhn-valid PANs of 13 to 19 digits, SSNs, e-mails, and the rest.
+const CANARIES: &[(&str, &str)] = &[
+    ("pan", "4929730917531859"),
+    ("pan", "4222222222222"),
+    ("pan", "6011000990139424"),
+    ("pan_vault", "5105105105105100"),
+    ("pan_vault", "3566002020360505"),
+    ("pan_vault_fmt", "4012888888881881"),
+    ("pan_vault_fmt", "6304000000000000018"),
+    ("pan_vault_det", "4539578763621486"),
+    ("ssn", "219-09-9999"),
+    ("ssn_vault", "078-05-1120"),
+    ("digits", "55501987654321"),
+    ("digits_vault", "31415926535897"),
+    ("alphanumeric", "CanaryAlnum7Q2X9"),
+    ("alphanumeric_vault", "VaultCanary8K3Z"),
+    ("email", "canary.local.part@example.org"),
+    ("email_vault", "secret.person@example.net"),
+];
+
+/// Canaries sent only in bad requests (they must not be echoed or logged either).
+const BAD_CANARIES: &[&str] = &["4716108999716531", "987-65-4320", "leaky.mail@example.com"];
+
+fn with_key<T>(msg: T, key: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+fn luhn_valid(digits: &[u8]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| {
+            let d = u32::from(d - b'0');
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// Unix times around now, in s, ms, µs or ns: the digit runs logs and audit events carry.
+fn is_timestamp(run: &str, from: u64, to: u64) -> bool {
+    let Ok(v) = run.parse::<u128>() else {
+        return false;
+    };
+    [1u128, 1_000, 1_000_000, 1_000_000_000]
+        .iter()
+        .any(|&unit| (u128::from(from) * unit..=u128::from(to) * unit).contains(&v))
+}
+
+#[test]
+fn no_canary_survives_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("vault-data");
+    let out_path = dir.path().join("stdout.log");
+    let err_path = dir.path().join("stderr.log");
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vaultd"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("VAULT_LOG", "debug")
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if let Some(a) = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("listening on "))
+            && text.contains('\n')
+        {
+            break a.to_owned();
+        }
+        assert!(Instant::now() < deadline, "vaultd did not start: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let key = std::fs::read_to_string(data.join("dev-api-key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    // Hardening of the running process.
+    #[cfg(target_os = "linux")]
+    {
+        let pid = child.id();
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let core = limits
+            .lines()
+            .find(|l| l.starts_with("Max core file size"))
+            .unwrap();
+        let fields: Vec<&str> = core.split_whitespace().collect();
+        assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let vmlck = status.lines().find(|l| l.starts_with("VmLck:")).unwrap();
+        let rss = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        // The start-up line says whether memory was locked (ANSI colours aside).
+        let log = std::fs::read_to_string(&err_path).unwrap();
+        let locked = log
+            .lines()
+            .find(|l| l.contains("memory_locked"))
+            .is_some_and(|l| l.contains("true"));
+        if locked {
+            assert!(!vmlck.contains(" 0 kB"), "{vmlck}");
+        }
+        println!(
+            "hardening: {}; {}; {}; memory locked: {locked}",
+            core.split_whitespace().collect::<Vec<_>>().join(" "),
+            vmlck.replace('\t', " "),
+            rss.replace('\t', " ")
+        );
+    }
+
+    let mut tokens: HashSet<String> = HashSet::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = TokenizerClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        for (template, value) in CANARIES {
+            let resp = c
+                .tokenize(with_key(
+                    TokenizeRequest {
+                        request_id: None,
+                        template: (*template).into(),
+                        key_version: None,
+                        items: vec![TokenizeItem {
+                            value: (*value).into(),
+                            ..TokenizeItem::default()
+                        }],
+                    },
+                    &key,
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            let Some(tokenize_result::Outcome::Token(t)) = &resp.results[0].outcome else {
+                panic!("{template}: {resp:?}");
+            };
+            tokens.insert(t.token.clone());
+            let resp = c
+                .detokenize(with_key(
+                    DetokenizeRequest {
+                        request_id: None,
+                        template: (*template).into(),
+                        key_version: None,
+                        purpose: "canary scan".into(),
+                        items: vec![DetokenizeItem {
+                            token: t.token.clone(),
+                        }],
+                    },
+                    &key,
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            let Some(detokenize_result::Outcome::Value(v)) = &resp.results[0].outcome else {
+                panic!("{template}: {resp:?}");
+            };
+            assert_eq!(v.value, *value);
+            let resp = c
+                .reveal(with_key(
+                    RevealRequest {
+                        request_id: None,
+                        template: (*template).into(),
+                        key_version: None,
+                        purpose: "canary scan".into(),
+                        mask: None,
+                        items: vec![RevealItem {
+                            token: t.token.clone(),
+                        }],
+                    },
+                    &key,
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(resp.results[0].outcome.is_some());
+            // Errors with canaries where they do not belong: the value as a token, the value
+            // under a template of another kind, the value as the template's name.
+            for (t, tok) in [
+                (*template, *value),
+                ("pan_vault", *value),
+                (*value, t.token.as_str()),
+            ] {
+                let _ = c
+                    .detokenize(with_key(
+                        DetokenizeRequest {
+                            request_id: None,
+                            template: t.into(),
+                            key_version: None,
+                            purpose: "canary scan".into(),
+                            items: vec![DetokenizeItem { token: tok.into() }],
+                        },
+                        &key,
+                    ))
+                    .await;
+            }
+            if template.ends_with("_vault") {
+                let _ = c
+                    .delete_tokens(with_key(
+                        DeleteTokensRequest {
+                            request_id: None,
+                            template: (*template).into(),
+                            items: vec![DeleteTokensItem {
+                                token: t.token.clone(),
+                            }],
+                        },
+                        &key,
+                    ))
+                    .await
+                    .unwrap();
+            }
+        }
+        for bad in BAD_CANARIES {
+            for template in ["pan", "ssn", "email", "pan_vault", "alphanumeric", "digits"] {
+                // Luhn-invalid variants and wrong templates: every one refused per item.
+                let broken = format!("{bad}x");
+                for v in [*bad, broken.as_str()] {
+                    let _ = c
+                        .tokenize(with_key(
+                            TokenizeRequest {
+                                request_id: None,
+                                template: template.into(),
+                                key_version: None,
+                                items: vec![TokenizeItem {
+                                    value: v.into(),
+                                    ..TokenizeItem::default()
+                                }],
+                            },
+                            &key,
+                        ))
+                        .await;
+                }
+            }
+        }
+    });
+    // Tokenize of BAD_CANARIES under a template that accepts them would store them: those are
+    // not bad for that template, and are tokens' values like any other (sealed at rest).
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+
+    let mut paths = Vec::new();
+    files(&data, &mut paths);
+    paths.push(out_path);
+    paths.push(err_path);
+    let mut needles: Vec<String> = CANARIES.iter().map(|(_, v)| (*v).to_owned()).collect();
+    needles.extend(BAD_CANARIES.iter().map(|v| (*v).to_owned()));
+    // Canonical forms too (digits without separators, e-mail local parts).
+    let extra: Vec<String> = needles
+        .iter()
+        .flat_map(|v| {
+            let digits: String = v.chars().filter(char::is_ascii_digit).collect();
+            let local = v.split('@').next().unwrap_or("").to_owned();
+            [digits, local]
+        })
+        .filter(|s| s.len() >= 9)
+        .collect();
+    needles.extend(extra);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let (mut bytes, mut hits, mut luhn_runs, mut token_runs, mut time_runs) = (0, 0, 0, 0, 0);
+    let mut word_runs = 0;
+    let mut report = Vec::new();
+    for p in &paths {
+        let mut buf = Vec::new();
+        std::fs::File::open(p)
+            .unwrap()
+            .read_to_end(&mut buf)
+            .unwrap();
+        bytes += buf.len();
+        for n in &needles {
+            if buf.windows(n.len()).any(|w| w == n.as_bytes()) {
+                hits += 1;
+                report.push(format!("{}: canary {n}", p.display()));
+            }
+        }
+        // Maximal runs of ASCII digits of 13 to 19 digits that pass Luhn.
+        let mut i = 0;
+        while i < buf.len() {
+            if buf[i].is_ascii_digit() {
+                let start = i;
+                while i < buf.len() && buf[i].is_ascii_digit() {
+                    i += 1;
+                }
+                let run = &buf[start..i];
+                // Inside a word (hex MACs and hashes are full of digit runs) it is not a number.
+                let letter = |j: Option<&u8>| j.is_some_and(u8::is_ascii_alphabetic);
+                let in_word =
+                    letter(start.checked_sub(1).and_then(|j| buf.get(j))) || letter(buf.get(i));
+                if in_word {
+                    word_runs += 1;
+                } else if (13..=19).contains(&run.len()) && luhn_valid(run) {
+                    let s = std::str::from_utf8(run).unwrap();
+                    if tokens.contains(s) {
+                        token_runs += 1;
+                    } else if is_timestamp(s, started, now) {
+                        time_runs += 1;
+                    } else {
+                        luhn_runs += 1;
+                        report.push(format!("{}: Luhn-valid run {s}", p.display()));
+                    }
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+    println!(
+        "canary scan: {} files, {bytes} bytes, {} canaries (+ canonical forms), hits = {hits}, \
+         Luhn-valid 13-19 digit runs not a token = {luhn_runs} ({token_runs} tokens, \
+         {time_runs} timestamps skipped; {word_runs} digit runs inside hex/words not numbers)",
+        paths.len(),
+        CANARIES.len() + BAD_CANARIES.len(),
+    );
+    assert!(report.is_empty(), "{}", report.join("\n"));
+}
