@@ -382,3 +382,18 @@ pub(crate) fn code<T>(r: &Result<T, tonic::Status>) -> Code {
         Err(s) => s.code(),
     }
 }
+
+/// Prints a figure and appends it to the file named by `VAULT_FIGURES` (CI prints that file,
+/// since `cargo test` hides a passing test's output).
+pub(crate) fn figure(line: &str) {
+    use std::io::Write as _;
+    eprintln!("FIGURE {line}");
+    if let Ok(path) = std::env::var("VAULT_FIGURES")
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let _ = writeln!(f, "FIGURE {line}");
+    }
+}

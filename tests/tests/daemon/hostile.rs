@@ -577,12 +577,12 @@ async fn hostile_corpus() {
         crate::common::detokenize(&mut all, None, "pan_vault", &t).await,
         ["4000056655665556"]
     );
-    println!(
+    crate::common::figure(&format!(
         "hostile corpus: {n} cases, {} as expected ({by_code:?}), {messages} messages checked \
          for echoes, {} failures; daemon serving after the corpus",
         n - failures.len(),
         failures.len()
-    );
+    ));
     assert!(n >= 200, "corpus has {n} cases");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     d.stop().await;
