@@ -169,7 +169,15 @@ fn kill9_during_rewrap_and_rotation() {
         let mut role = role;
         loop {
             let mut child = start_child(role, &data);
-            let deadline = Instant::now() + Duration::from_millis(rng.range(30, max_kill_ms));
+            // The first three runs are killed early (15–60 ms, less than any full run of 100k
+            // records needs even on a quiet machine), so every run is killed at least three
+            // times; later kills land anywhere up to `max_kill_ms`.
+            let (lo, hi) = if kills < 3 {
+                (15, 60)
+            } else {
+                (30, max_kill_ms)
+            };
+            let deadline = Instant::now() + Duration::from_millis(rng.range(lo, hi));
             let finished = loop {
                 if let Some(status) = child.try_wait().unwrap() {
                     assert!(status.success(), "{role:?} child failed: {status:?}");
