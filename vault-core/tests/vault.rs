@@ -728,3 +728,69 @@ fn luhn_pan(i: u64) -> String {
     }
     format!("{body}{}", (10 - sum % 10) % 10)
 }
+
+/// Two vaults on one store (two processes' worth: each its own `SqliteStore` on the file), as
+/// daemons sharing a PostgreSQL store are: a rotation through one is used by the other without
+/// a restart, a write under the rotated-away version is refused and retried under the new
+/// one, and a rewrap job runs under one lease at a time.
+#[test]
+fn two_vaults_share_one_store() {
+    let f = Fixture::new();
+    let (a, hex) = f.create();
+    let b = f
+        .reopen(&hex)
+        .with_key_refresh_interval(std::time::Duration::from_secs(3600))
+        .with_node_id("b");
+    let a = a.with_node_id("a");
+    // Either vault detokenizes what the other tokenized.
+    let t = a.tokenize("pan_vault", PAN).unwrap();
+    assert_eq!(
+        b.detokenize("pan_vault", &t.token, None)
+            .unwrap()
+            .value
+            .as_str(),
+        PAN
+    );
+    let det_b = b.tokenize("pan_det", PAN2).unwrap();
+
+    // A rotates; B (refresh interval one hour) still holds version 1 in memory.
+    assert_eq!(a.rotate("data/pan_vault").unwrap(), 2);
+    assert_eq!(a.rotate("fp/pan_det").unwrap(), 2);
+    let t2 = a.tokenize("pan_vault", PAN2).unwrap();
+    assert_eq!(t2.key_version, 2);
+    // B detokenizes a version-2 record at once (unknown version: reload) ...
+    assert_eq!(
+        b.detokenize("pan_vault", &t2.token, None)
+            .unwrap()
+            .value
+            .as_str(),
+        PAN2
+    );
+    // ... and its tokenize is written under version 2, never under the rotated-away 1.
+    a.rotate("data/pan_vault").unwrap();
+    let t3 = b.tokenize("pan_vault", PAN).unwrap();
+    assert_eq!(t3.key_version, 3, "written under the active version");
+    // Deterministic tokens stay one per value across the fingerprint rotation.
+    assert_eq!(a.tokenize("pan_det", PAN2).unwrap().token, det_b.token);
+    assert_eq!(b.tokenize("pan_det", PAN2).unwrap().token, det_b.token);
+
+    // One rewrap runner: A holds the lease while its job runs; B is refused until it lapses.
+    let job = a.rewrap_start("pan_vault").unwrap();
+    let b = b.with_rewrap_lease(std::time::Duration::from_millis(200));
+    let a = a.with_rewrap_lease(std::time::Duration::from_millis(200));
+    let paused = a.rewrap_run(job.id, 1, &mut |_| false).unwrap();
+    assert_eq!(paused.state, JobState::Paused, "pausing releases the lease");
+    // A claims it and "dies" holding the lease (a claim without a run).
+    assert!(a.store().rewrap_job_claim(job.id, "a", 200).unwrap());
+    match b.rewrap_run(job.id, 100, &mut |_| true) {
+        Err(Error::JobLeased { owner, .. }) => assert_eq!(owner, "a"),
+        other => panic!("expected JobLeased, got {other:?}"),
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let done = b.rewrap_run(job.id, 100, &mut |_| true).unwrap();
+    assert_eq!(done.state, JobState::Completed);
+    assert_eq!(a.rewrap_remaining(&done).unwrap(), 0);
+    for v in [&t, &t2, &t3] {
+        assert!(a.detokenize("pan_vault", &v.token, None).is_ok());
+    }
+}

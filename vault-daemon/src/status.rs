@@ -70,6 +70,7 @@ pub(crate) fn map(e: &Error) -> Mapped {
             e.to_string(),
         ),
         Error::UnknownJob(_) => m(Code::NotFound, "UNKNOWN_JOB", e.to_string()),
+        Error::JobLeased { .. } => m(Code::Aborted, "JOB_LEASED", e.to_string()),
         Error::TooManyVersions(_) => {
             m(Code::FailedPrecondition, "TOO_MANY_VERSIONS", e.to_string())
         }
@@ -154,6 +155,12 @@ fn map_store(s: &StoreError) -> Mapped {
             "concurrent change; retry",
         ),
         StoreError::NotFound(_) => (Code::NotFound, "NOT_FOUND", "not found"),
+        // Only left after the vault's own retry: another rotation raced it.
+        StoreError::KeyNotActive { .. } => (
+            Code::Aborted,
+            "KEY_ROTATED",
+            "a key was rotated meanwhile; retry",
+        ),
         _ => (Code::Internal, "STORAGE", "storage error"),
     };
     Mapped {

@@ -129,6 +129,16 @@ impl KeyRing {
         })
     }
 
+    /// A fresh ring from a newer copy of the key table, under the same root key: how a daemon
+    /// picks up a rotation another daemon made on a shared store. Fails like [`KeyRing::unseal`]
+    /// if the table does not unwrap under this ring's root key.
+    pub fn reload(&self, table: &KeyTable) -> Result<KeyRing, KeyError> {
+        let root = Key32::from_slice(self.root.expose()).ok_or(KeyError::Corrupt {
+            reason: "root key length".into(),
+        })?;
+        KeyRing::unseal(root, &self.vault_id, table)
+    }
+
     /// The vault id bound into every wrap.
     pub fn vault_id(&self) -> &[u8] {
         &self.vault_id

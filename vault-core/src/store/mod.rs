@@ -3,8 +3,22 @@
 //! Only this module writes SQL. The crypto code (keys, envelope, vault) sees rows of opaque
 //! bytes: everything sensitive arrives here already encrypted or keyed-hashed, so a store can
 //! never leak a plaintext value or key. [`SqliteStore`] is the implementation (its module docs
-//! describe the writer thread, group commit and the reader pool); a PostgreSQL backend
-//! implements the same trait later.
+//! describe the writer thread, group commit and the reader pool); the daemon's PostgreSQL
+//! backend implements the same trait, for many daemons on one vault. Both run one conformance
+//! suite (`tests/tests/storage`).
+//!
+//! # Several processes on one store
+//!
+//! A store may be shared by several vaults in several processes (daemons behind a load
+//! balancer). What keeps them consistent lives here, not in process memory:
+//! - record ids come from a persisted counter ([`Store::allocate_ids`]);
+//! - every key-table change bumps a generation ([`Store::keys_generation`]) that vaults poll to
+//!   reload their key ring;
+//! - a record is only inserted under key versions the table holds as active
+//!   ([`StoreError::KeyNotActive`]), so a vault that has not yet seen a rotation cannot write
+//!   under the old version after it was rotated;
+//! - a rewrap job runs under a lease ([`Store::rewrap_job_claim`]) that its runner renews with
+//!   each batch and another process takes over once it lapses.
 
 pub mod sqlite;
 mod types;
@@ -27,6 +41,10 @@ pub trait Store: Send + Sync + 'static {
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes several metadata entries in one transaction.
     fn meta_put(&self, entries: &[(&str, &[u8])]) -> Result<(), StoreError>;
+    /// Writes several new metadata entries in one transaction; fails with
+    /// [`StoreError::Conflict`], writing nothing, if any of them exists. Vault creation uses it
+    /// so that two processes creating a vault on one empty store cannot both succeed.
+    fn meta_insert_new(&self, entries: &[(&str, &[u8])]) -> Result<(), StoreError>;
     /// Whether storage takes writes now: commits one small write, and fails with
     /// [`StoreError::Unavailable`] if it cannot or if the store knows it has no room left to
     /// grow. A daemon's health probe calls it after a write failed (a read alone would report
@@ -39,6 +57,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every key version (wrapped material included) and every key name's settings.
     fn keys_load(&self) -> Result<KeyTable, StoreError>;
+    /// A number that changes whenever the key table changes (create, rotate, state change,
+    /// minimum version, root rotation; not nonce reservations). Read it before
+    /// [`Store::keys_load`]: a change in between is then seen at the next poll.
+    fn keys_generation(&self) -> Result<u64, StoreError>;
     /// Creates a key name with its first version, in one transaction. Fails with
     /// [`StoreError::Conflict`] if the name exists.
     fn key_create(&self, name: &KeyNameRow, first: &KeyVersionRow) -> Result<(), StoreError>;
@@ -128,8 +150,10 @@ pub trait Store: Send + Sync + 'static {
     /// never double-encrypts; an update whose record is already at the new key version (and
     /// fingerprint version) is skipped. Returns how many rows were updated. The job's `state`,
     /// `cursor` and `updated_at` are saved from `job`; its stored `processed` grows by the
-    /// returned count (so a replay does not count twice). Fails with [`StoreError::Conflict`] if
-    /// `job.cursor` is below the saved cursor, [`StoreError::NotFound`] if the job is unknown.
+    /// returned count (so a replay does not count twice), and its lease is renewed for its
+    /// stored length. Fails with [`StoreError::Conflict`], changing nothing, if `job.cursor` is
+    /// below the saved cursor or the job's lease is held by another owner than `job.owner`
+    /// (the job was taken over), [`StoreError::NotFound`] if the job is unknown.
     fn rewrap_commit(
         &self,
         updates: &[RecordUpdate],
@@ -141,6 +165,12 @@ pub trait Store: Send + Sync + 'static {
     fn rewrap_jobs(&self) -> Result<Vec<RewrapJobRow>, StoreError>;
     /// Creates a rewrap job and returns its id.
     fn rewrap_job_create(&self, job: &RewrapJobRow) -> Result<u64, StoreError>;
-    /// Saves a job's state (compare-and-set on `from_state`).
+    /// Saves a job's state: compare-and-set on `from_state`, and on the owner (the stored
+    /// owner must be empty or `job.owner`). Leaving `running` releases the lease.
     fn rewrap_job_update(&self, job: &RewrapJobRow, from_state: &str) -> Result<(), StoreError>;
+    /// Takes (or renews) a job's lease for `owner` for `lease_ms` milliseconds by the store's
+    /// clock: granted if the job is not completed and its lease is free, lapsed or already
+    /// `owner`'s. Returns whether it was granted. Exactly one of several concurrent claimants
+    /// wins a free lease.
+    fn rewrap_job_claim(&self, id: u64, owner: &str, lease_ms: u64) -> Result<bool, StoreError>;
 }

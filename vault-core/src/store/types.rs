@@ -25,6 +25,15 @@ pub enum StoreError {
     /// A row names something that does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A record was to be written under a key version that is no longer active (another
+    /// process rotated the key): the writer reloads its key ring and retries.
+    #[error("key {name} version {version} is no longer active")]
+    KeyNotActive {
+        /// Key name (`data/<template>` or `fp/<template>`).
+        name: String,
+        /// The version the row was written under.
+        version: u32,
+    },
     /// A connection setting read back differently from what was set (e.g. WAL refused by the
     /// filesystem): the store refuses to run on weaker guarantees than configured.
     #[error("pragma {pragma} is {found}, expected {expected}")]
@@ -217,4 +226,10 @@ pub struct RewrapJobRow {
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
+    /// Who holds the job's lease (a vault's node id); empty when free.
+    pub owner: String,
+    /// When the lease lapses, milliseconds since the Unix epoch by the store's clock (0 when
+    /// free). Read-only for callers: set by [`super::Store::rewrap_job_claim`] and renewed by
+    /// [`super::Store::rewrap_commit`].
+    pub lease_until_ms: i64,
 }

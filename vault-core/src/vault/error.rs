@@ -98,6 +98,15 @@ pub enum Error {
     /// No rewrap job with that id.
     #[error("no rewrap job {0}")]
     UnknownJob(u64),
+    /// Another process holds the job's lease (it is running there, or ran there until
+    /// recently): it is taken over once the lease lapses.
+    #[error("rewrap job {id} is leased to {owner}")]
+    JobLeased {
+        /// Job id.
+        id: u64,
+        /// The lease holder's node id.
+        owner: String,
+    },
     /// The OS random number generator failed.
     #[error("the operating system's random number generator failed")]
     Rng,

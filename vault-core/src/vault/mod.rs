@@ -24,6 +24,16 @@
 //! `Vault` is `Send + Sync`; share it in an `Arc`. Calls block on storage (the daemon runs them
 //! on blocking threads). The unsealed key material sits behind one `RwLock`: operations hold it
 //! for reading, key changes (rotate, retire, root rotation, seal) for writing.
+//!
+//! # Several vaults on one store
+//!
+//! Daemons sharing a store (PostgreSQL) each hold a `Vault`. A key change made through one is
+//! seen by the others through the store's key-table generation ([`Store::keys_generation`]):
+//! each vault checks it at most once per refresh interval (default one second,
+//! [`Vault::with_key_refresh_interval`]) on its next call, and at once when a record names a
+//! key version it does not know or the store refuses a write under a version that is no longer
+//! active. So a rotation is used by every vault within one interval, and no vault writes under
+//! a rotated-away version at all. Rewrap jobs run under a lease ([`Vault::with_node_id`]).
 
 mod error;
 mod opaque;
@@ -32,8 +42,9 @@ mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use error::Error;
 pub use rewrap::{JobState, RewrapJob};
@@ -242,7 +253,20 @@ pub struct Vault {
     nonces: Mutex<HashMap<(String, u32), NonceBlock>>,
     clock: Clock,
     rotate_at: u64,
+    /// Key-table generation the unsealed ring was built from.
+    key_generation: AtomicU64,
+    /// When the generation was last checked, ms since `started`.
+    keys_checked_ms: AtomicU64,
+    started: Instant,
+    refresh_ms: u64,
+    node_id: String,
+    lease: Duration,
 }
+
+/// Default key-table check interval ([`Vault::with_key_refresh_interval`]).
+pub const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// Default rewrap lease ([`Vault::with_rewrap_lease`]).
+pub const REWRAP_LEASE: Duration = Duration::from_secs(30);
 
 /// A source of Unix seconds (replaceable in tests to exercise expiry without sleeping).
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -356,7 +380,11 @@ impl Vault {
             Sealing::Key => {}
         }
         let entries: Vec<(&str, &[u8])> = meta.iter().map(|(k, v)| (*k, v.as_slice())).collect();
-        store.meta_put(&entries)?;
+        // Insert-only: of two processes creating a vault on one empty store, one wins.
+        store.meta_insert_new(&entries).map_err(|e| match e {
+            crate::store::StoreError::Conflict(_) => Error::AlreadyInitialised,
+            e => e.into(),
+        })?;
         let vault = Vault::assemble(store, templates, vault_id, sealing);
         vault.unseal_with(root)?;
         Ok((vault, share_texts))
@@ -410,7 +438,86 @@ impl Vault {
             nonces: Mutex::new(HashMap::new()),
             clock: Arc::new(now),
             rotate_at: nonces::ROTATE_AT,
+            key_generation: AtomicU64::new(0),
+            keys_checked_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            refresh_ms: KEY_REFRESH_INTERVAL.as_millis() as u64,
+            node_id: random_node_id(),
+            lease: REWRAP_LEASE,
         }
+    }
+
+    /// How often, at most, calls check the store's key-table generation for changes made by
+    /// other processes (default [`KEY_REFRESH_INTERVAL`]). This bounds how long another
+    /// vault's rotation takes to be used here; zero checks on every call.
+    pub fn with_key_refresh_interval(mut self, interval: Duration) -> Vault {
+        self.refresh_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// This vault's name as a rewrap-lease owner (default: random per `Vault`). A daemon gives
+    /// a stable id per data directory, so that after a restart it resumes its own job at once
+    /// instead of waiting for the lease to lapse.
+    pub fn with_node_id(mut self, id: impl Into<String>) -> Vault {
+        self.node_id = id.into();
+        self
+    }
+
+    /// How long a rewrap runner's lease lasts without a committed batch (default
+    /// [`REWRAP_LEASE`]): after that, another process may take the job over.
+    pub fn with_rewrap_lease(mut self, lease: Duration) -> Vault {
+        self.lease = lease;
+        self
+    }
+
+    /// This vault's rewrap-lease owner id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Reloads the key ring if the store's key table changed since it was loaded (another
+    /// process rotated, retired or created a key). Returns whether it reloaded. Sealed: nothing.
+    pub fn refresh_keys(&self) -> Result<bool, Error> {
+        self.keys_checked_ms
+            .store(self.elapsed_ms(), Ordering::Relaxed);
+        if self.is_sealed() {
+            return Ok(false);
+        }
+        let generation = self.store.keys_generation()?;
+        if generation == self.key_generation.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let mut state = self.write_state();
+        let Some(u) = state.as_ref() else {
+            return Ok(false);
+        };
+        if generation == self.key_generation.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let table = self.store.keys_load()?;
+        let ring = u.ring.reload(&table)?;
+        *state = Some(Unsealed::build(ring, &self.templates)?);
+        self.key_generation.store(generation, Ordering::Release);
+        Ok(true)
+    }
+
+    /// [`Vault::refresh_keys`] if the refresh interval has passed since the last check. A
+    /// failed check is left to the next call: the call itself then meets the same storage.
+    fn maybe_refresh_keys(&self) {
+        let now = self.elapsed_ms();
+        let last = self.keys_checked_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= self.refresh_ms
+            && self
+                .keys_checked_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let _ = self.refresh_keys();
+        }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Replaces the clock used for expiry and timestamps (tests, simulations).
@@ -551,6 +658,7 @@ impl Vault {
         if state.is_some() {
             return Err(Error::AlreadyUnsealed);
         }
+        let generation = self.store.keys_generation()?;
         let table = self.store.keys_load()?;
         let mut ring = KeyRing::unseal(root, &self.vault_id, &table)?;
         // Keys for templates configured since the last start, and the vault-wide keys.
@@ -567,10 +675,22 @@ impl Vault {
                 continue;
             }
             let (name_row, version_row) = ring.new_key(&name, purpose, now)?;
-            self.store.key_create(&name_row, &version_row)?;
-            ring.apply_new_key(&name_row, &version_row)?;
+            match self.store.key_create(&name_row, &version_row) {
+                Ok(()) => ring.apply_new_key(&name_row, &version_row)?,
+                // Another process sharing the store created it first: take theirs.
+                Err(crate::store::StoreError::Conflict(_)) => {
+                    ring = ring.reload(&self.store.keys_load()?)?;
+                    if ring.purpose(&name)? != purpose {
+                        return Err(Error::Integrity);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         *state = Some(Unsealed::build(ring, &self.templates)?);
+        self.key_generation.store(generation, Ordering::Release);
+        self.keys_checked_ms
+            .store(self.elapsed_ms(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -905,6 +1025,13 @@ pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A random rewrap-lease owner id, for vaults not given one.
+fn random_node_id() -> String {
+    let mut b = [0u8; 8];
+    let _ = fill_random(&mut b);
+    format!("vault-{}", hex(&b))
 }
 
 fn hex(bytes: &[u8]) -> String {

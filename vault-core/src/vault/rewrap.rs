@@ -93,6 +93,8 @@ pub struct RewrapJob {
     pub cursor: u64,
     /// Records rewrapped so far.
     pub processed: u64,
+    /// The node id holding the job's lease (empty when free).
+    pub owner: String,
 }
 
 impl RewrapJob {
@@ -105,6 +107,7 @@ impl RewrapJob {
             state: JobState::parse(&row.state)?,
             cursor: row.cursor,
             processed: row.processed,
+            owner: row.owner.clone(),
         })
     }
 
@@ -119,6 +122,8 @@ impl RewrapJob {
             processed: self.processed,
             created_at,
             updated_at: now,
+            owner: self.owner.clone(),
+            lease_until_ms: 0,
         }
     }
 }
@@ -164,6 +169,7 @@ impl Vault {
             state: JobState::Pending,
             cursor: 0,
             processed: 0,
+            owner: String::new(),
         };
         job.id = self
             .store
@@ -213,6 +219,24 @@ impl Vault {
         batch: usize,
         keep_going: &mut dyn FnMut(&RewrapJob) -> bool,
     ) -> Result<RewrapJob, Error> {
+        let row = self
+            .store
+            .rewrap_job_get(id)?
+            .ok_or(Error::UnknownJob(id))?;
+        if row.state == JobState::Completed.as_str() {
+            return RewrapJob::from_row(&row);
+        }
+        // One runner across every process sharing the store: the lease is renewed with each
+        // committed batch; a runner that dies lets it lapse and another process takes over.
+        let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
+        if !self.store.rewrap_job_claim(id, &self.node_id, lease_ms)? {
+            let owner = self
+                .store
+                .rewrap_job_get(id)?
+                .map(|r| r.owner)
+                .unwrap_or_default();
+            return Err(Error::JobLeased { id, owner });
+        }
         let row = self
             .store
             .rewrap_job_get(id)?

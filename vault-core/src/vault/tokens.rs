@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 use super::{Error, MAX_BATCH, Mode, TemplateConfig, TokenShape, Unsealed, Vault, opaque};
 use crate::envelope::{self, OpenError};
 use crate::keys::{KeyError, NotDecryptable};
-use crate::store::{InsertOutcome, NewRecord, Record};
+use crate::store::{InsertOutcome, NewRecord, Record, StoreError};
 use crate::template::VersionSlot;
 
 /// A record id never allocated (ids count up from the bottom of SQLite's signed 64-bit
@@ -101,6 +101,22 @@ impl Vault {
     ) -> Result<Batch<Tokenized>, Error> {
         check_batch(items.len())?;
         let cfg = self.template(template)?;
+        self.maybe_refresh_keys();
+        match self.tokenize_once(cfg, items) {
+            // Another process rotated a key this vault has not seen yet; nothing was written.
+            Err(Error::Store(StoreError::KeyNotActive { .. })) => {
+                self.refresh_keys()?;
+                self.tokenize_once(cfg, items)
+            }
+            r => r,
+        }
+    }
+
+    fn tokenize_once(
+        &self,
+        cfg: &TemplateConfig,
+        items: &[TokenizeItem<'_>],
+    ) -> Result<Batch<Tokenized>, Error> {
         let state = self.read_state();
         let u = state.as_ref().ok_or(Error::Sealed)?;
         let (results, worn) = match cfg.mode {
@@ -389,6 +405,22 @@ impl Vault {
     ) -> Result<Batch<Detokenized>, Error> {
         check_batch(tokens.len())?;
         let cfg = self.template(template)?;
+        self.maybe_refresh_keys();
+        let results = self.detokenize_once(cfg, tokens, key_version)?;
+        // An item may name a key version another process made since this vault loaded its
+        // keys: reload if the key table changed, and answer from the new ring.
+        if results.iter().any(Result::is_err) && self.refresh_keys()? {
+            return self.detokenize_once(cfg, tokens, key_version);
+        }
+        Ok(results)
+    }
+
+    fn detokenize_once(
+        &self,
+        cfg: &TemplateConfig,
+        tokens: &[&str],
+        key_version: Option<u32>,
+    ) -> Result<Batch<Detokenized>, Error> {
         let state = self.read_state();
         let u = state.as_ref().ok_or(Error::Sealed)?;
         match cfg.mode {

@@ -401,11 +401,43 @@ fn job_from(r: &Row<'_>) -> rusqlite::Result<RewrapJobRow> {
         processed: r.get(6)?,
         created_at: r.get(7)?,
         updated_at: r.get(8)?,
+        owner: r.get(9)?,
+        lease_until_ms: r.get(10)?,
     })
 }
 
 const JOB_COLUMNS: &str = "id, template, target_version, target_fp_version, state, cursor, \
-                           processed, created_at, updated_at";
+                           processed, created_at, updated_at, owner, lease_until_ms";
+
+/// Milliseconds since the Unix epoch: the store's clock for rewrap leases (one host).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Marks the key table changed, in the caller's transaction ([`Store::keys_generation`]).
+fn bump_key_generation(c: &Connection) -> Result<(), Failure> {
+    c.prepare_cached("UPDATE counters SET value = value + 1 WHERE name = 'key_generation'")?
+        .execute([])?;
+    Ok(())
+}
+
+/// Refuses a record under a key version the table holds in another state than `active`.
+fn require_active(c: &Connection, name: &str, version: u32) -> Result<(), Failure> {
+    let state: Option<String> = c
+        .prepare_cached("SELECT state FROM key_versions WHERE name = ?1 AND version = ?2")?
+        .query_row(params![name, version], |r| r.get(0))
+        .optional()?;
+    match state.as_deref() {
+        Some("active") | None => Ok(()),
+        Some(_) => Err(StoreError::KeyNotActive {
+            name: name.to_owned(),
+            version,
+        }
+        .into()),
+    }
+}
 
 fn owned_meta(entries: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
     entries
@@ -462,6 +494,21 @@ impl Store for SqliteStore {
         self.writer.submit(move |c| put_meta(c, &entries))
     }
 
+    fn meta_insert_new(&self, entries: &[(&str, &[u8])]) -> Result<(), StoreError> {
+        let entries = owned_meta(entries);
+        self.writer.submit(move |c| {
+            let mut stmt = c.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            )?;
+            for (k, v) in &entries {
+                if stmt.execute(params![k, v])? == 0 {
+                    return Err(StoreError::Conflict(format!("metadata {k} exists")).into());
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// A committed metadata write, plus room to grow: free pages inside the file and pages
     /// below `max_page_count` together at least [`PROBE_HEADROOM_PAGES`]. A small write can
     /// land in a page with space left while a batch of records cannot, so success of the
@@ -511,6 +558,15 @@ impl Store for SqliteStore {
         })
     }
 
+    fn keys_generation(&self) -> Result<u64, StoreError> {
+        self.readers.with(|c| {
+            Ok(
+                c.prepare_cached("SELECT value FROM counters WHERE name = 'key_generation'")?
+                    .query_row([], |r| r.get(0))?,
+            )
+        })
+    }
+
     fn key_create(&self, name: &KeyNameRow, first: &KeyVersionRow) -> Result<(), StoreError> {
         if first.name != name.name {
             return Err(StoreError::Conflict(
@@ -533,6 +589,7 @@ impl Store for SqliteStore {
             if inserted == 0 {
                 return Err(StoreError::Conflict(format!("key {} exists", name.name)).into());
             }
+            bump_key_generation(c)?;
             insert_version(c, &first)
         })
     }
@@ -559,6 +616,7 @@ impl Store for SqliteStore {
                     "previous key version",
                 ));
             }
+            bump_key_generation(c)?;
             insert_version(c, &new)
         })
     }
@@ -591,7 +649,7 @@ impl Store for SqliteStore {
                     "key version",
                 ));
             }
-            Ok(())
+            bump_key_generation(c)
         })
     }
 
@@ -612,7 +670,7 @@ impl Store for SqliteStore {
                     "key name (minimum version only rises)",
                 ));
             }
-            Ok(())
+            bump_key_generation(c)
         })
     }
 
@@ -650,6 +708,7 @@ impl Store for SqliteStore {
                 ))
                 .into());
             }
+            bump_key_generation(c)?;
             put_meta(c, &meta)
         })
     }
@@ -870,22 +929,25 @@ impl Store for SqliteStore {
             let saved = c
                 .prepare_cached(
                     "UPDATE rewrap_jobs SET state = ?2, cursor = ?3, \
-                     processed = processed + ?4, updated_at = ?5 \
-                     WHERE id = ?1 AND cursor <= ?3",
+                     processed = processed + ?4, updated_at = ?5, \
+                     lease_until_ms = CASE WHEN owner = '' THEN 0 ELSE ?7 + lease_ms END \
+                     WHERE id = ?1 AND cursor <= ?3 AND owner IN ('', ?6)",
                 )?
                 .execute(params![
                     job.id,
                     job.state,
                     job.cursor,
                     updated,
-                    job.updated_at
+                    job.updated_at,
+                    job.owner,
+                    now_ms()
                 ])?;
             if saved == 0 {
                 return Err(not_found_or_conflict(
                     c,
                     "SELECT 1 FROM rewrap_jobs WHERE id = ?1",
                     params![job.id],
-                    "rewrap job (cursor only moves forward)",
+                    "rewrap job (cursor only moves forward; lease held by another owner)",
                 ));
             }
             Ok(updated)
@@ -942,7 +1004,10 @@ impl Store for SqliteStore {
             let changed = c
                 .prepare_cached(
                     "UPDATE rewrap_jobs SET state = ?3, cursor = ?4, processed = ?5, \
-                     updated_at = ?6 WHERE id = ?1 AND state = ?2",
+                     updated_at = ?6, \
+                     owner = CASE WHEN ?3 = 'running' THEN owner ELSE '' END, \
+                     lease_until_ms = CASE WHEN ?3 = 'running' THEN lease_until_ms ELSE 0 END \
+                     WHERE id = ?1 AND state = ?2 AND owner IN ('', ?7)",
                 )?
                 .execute(params![
                     job.id,
@@ -950,17 +1015,40 @@ impl Store for SqliteStore {
                     job.state,
                     job.cursor,
                     job.processed,
-                    job.updated_at
+                    job.updated_at,
+                    job.owner
                 ])?;
             if changed == 0 {
                 return Err(not_found_or_conflict(
                     c,
                     "SELECT 1 FROM rewrap_jobs WHERE id = ?1",
                     params![job.id],
-                    "rewrap job",
+                    "rewrap job (state changed, or lease held by another owner)",
                 ));
             }
             Ok(())
+        })
+    }
+
+    fn rewrap_job_claim(&self, id: u64, owner: &str, lease_ms: u64) -> Result<bool, StoreError> {
+        let owner = owner.to_owned();
+        let lease = i64::try_from(lease_ms).unwrap_or(i64::MAX / 2);
+        self.writer.submit(move |c| {
+            let now = now_ms();
+            let granted = c
+                .prepare_cached(
+                    "UPDATE rewrap_jobs SET owner = ?2, lease_ms = ?3, lease_until_ms = ?4 + ?3 \
+                     WHERE id = ?1 AND state <> 'completed' \
+                       AND (owner IN ('', ?2) OR lease_until_ms < ?4)",
+                )?
+                .execute(params![id, owner, lease, now])?;
+            if granted == 0 {
+                c.prepare_cached("SELECT 1 FROM rewrap_jobs WHERE id = ?1")?
+                    .query_row([id], |_| Ok(()))
+                    .optional()?
+                    .ok_or_else(|| StoreError::NotFound("rewrap job".into()))?;
+            }
+            Ok(granted == 1)
         })
     }
 }
@@ -1101,6 +1189,19 @@ fn insert_records(c: &Connection, rows: &[NewRecord]) -> Result<Vec<InsertOutcom
          fp_version, fingerprint, lookup, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
+    let mut checked: Vec<(String, u32)> = Vec::new();
+    for row in rows {
+        let mut keys = vec![(format!("data/{}", row.template), row.key_version)];
+        if let Some((v, _)) = &row.fingerprint {
+            keys.push((format!("fp/{}", row.template), *v));
+        }
+        for key in keys {
+            if !checked.contains(&key) {
+                require_active(c, &key.0, key.1)?;
+                checked.push(key);
+            }
+        }
+    }
     let mut out = Vec::with_capacity(rows.len());
     let mut counts = Counts::default();
     for row in rows {
@@ -1215,6 +1316,8 @@ mod tests {
             processed: 0,
             created_at: 5,
             updated_at: 5,
+            owner: String::new(),
+            lease_until_ms: 0,
         }
     }
 
@@ -1325,12 +1428,20 @@ mod tests {
             &key_version("fp/pan", 1, "active"),
         )
         .unwrap();
-        s.key_rotate(&key_version("data/pan", 2, "active")).unwrap();
-        s.key_rotate(&key_version("fp/pan", 2, "active")).unwrap();
-        let ids = s.allocate_ids(1).unwrap();
+        let ids = s.allocate_ids(2).unwrap();
         let mut r = rec(ids.start);
         r.fingerprint = Some((1, vec![7; 32]));
         s.insert_records(&[r]).unwrap();
+        s.key_rotate(&key_version("data/pan", 2, "active")).unwrap();
+        s.key_rotate(&key_version("fp/pan", 2, "active")).unwrap();
+        // Nothing more is written under the versions rotated away.
+        let mut late = rec(ids.start + 1);
+        late.fingerprint = Some((1, vec![8; 32]));
+        let err = s.insert_records(&[late]).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::KeyNotActive { name, version: 1 } if name == "data/pan"),
+            "{err:?}"
+        );
         for name in ["data/pan", "fp/pan"] {
             let err = s
                 .key_set_state(name, 1, "decrypt_only", "retired", false)

@@ -101,6 +101,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         SELECT template, key_version, count(*) FROM records GROUP BY template, key_version;
     DROP INDEX records_version;
     "#,
+    // v4: several processes on one store (store module docs): the key-table generation that
+    // vaults poll, and the rewrap lease (owner, when it lapses, its length).
+    r#"
+    INSERT INTO counters (name, value) VALUES ('key_generation', 1);
+    ALTER TABLE rewrap_jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE rewrap_jobs ADD COLUMN lease_until_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rewrap_jobs ADD COLUMN lease_ms INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes.
