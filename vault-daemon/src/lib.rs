@@ -12,6 +12,7 @@ pub mod auth;
 pub mod callers;
 pub mod config;
 pub mod hardening;
+pub mod pgstore;
 pub mod policy;
 pub mod server;
 mod status;

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Starts a throwaway PostgreSQL cluster for the PostgreSQL tests and prints the variables that
+# point the tests at it:
+#
+#   eval "$(bash tests/pg/start.sh)"     # sets VAULT_TEST_PG_URL and VAULT_TEST_PG_DIR
+#   cargo test --workspace
+#   bash tests/pg/stop.sh                # stops it and removes its directory
+#
+# The cluster lives under a temporary directory, listens on a free loopback port only (and a
+# Unix socket in that directory), uses password (SCRAM) authentication with a random password,
+# and keeps fsync and synchronous_commit on (the store refuses to run without them). PostgreSQL
+# is installed from the distribution's packages when no server binaries are found.
+set -euo pipefail
+
+find_bin() {
+    if command -v pg_ctl >/dev/null 2>&1 && command -v initdb >/dev/null 2>&1; then
+        dirname "$(command -v pg_ctl)"
+        return
+    fi
+    local d
+    d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    if [ -n "$d" ] && [ -x "$d/pg_ctl" ]; then
+        echo "$d"
+    fi
+}
+
+bin=$(find_bin)
+if [ -z "$bin" ]; then
+    echo "tests/pg/start.sh: installing PostgreSQL from the distribution's packages" >&2
+    sudo_cmd=""
+    if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
+    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        postgresql >&2
+    bin=$(find_bin)
+fi
+if [ -z "$bin" ]; then
+    echo "tests/pg/start.sh: no PostgreSQL server binaries found" >&2
+    exit 1
+fi
+
+dir=$(mktemp -d /tmp/vault-pg.XXXXXX)
+chmod 0755 "$dir"
+# initdb refuses to run as root: run the cluster as the packages' postgres user then.
+as_owner=()
+if [ "$(id -u)" -eq 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    chown postgres "$dir"
+    as_owner=(runuser -u postgres --)
+fi
+password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=' )
+printf '%s\n' "$password" >"$dir/pwfile"
+chmod 0600 "$dir/pwfile"
+[ "$(id -u)" -eq 0 ] && chown postgres "$dir/pwfile"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+"${as_owner[@]}" "$bin/initdb" -D "$dir/data" -U vault --auth=scram-sha-256 \
+    --pwfile="$dir/pwfile" -E UTF8 --no-locale >"$dir/initdb.log" 2>&1 \
+    || { cat "$dir/initdb.log" >&2; exit 1; }
+rm -f "$dir/pwfile"
+"${as_owner[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 \
+        -c fsync=on -c synchronous_commit=on -c shared_buffers=128MB" >&2 \
+    || { cat "$dir/server.log" >&2; exit 1; }
+
+# The tests give each store its own schema in the `postgres` database.
+echo "export VAULT_TEST_PG_URL='postgres://vault:${password}@127.0.0.1:${port}/postgres'"
+echo "export VAULT_TEST_PG_DIR='$dir'"
+echo "export VAULT_TEST_PG_BIN='$bin'"

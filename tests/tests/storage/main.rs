@@ -1,0 +1,154 @@
+//! One storage suite, two backends: every case below runs against SQLite (`sqlite_*`) and
+//! against PostgreSQL (`pg_*`), through the `Store` trait only.
+//!
+//! PostgreSQL cases need a server: `eval "$(bash tests/pg/start.sh)"` starts a throwaway one and
+//! sets `VAULT_TEST_PG_URL` (`.ci/run` does this). Without it they are skipped with a message on
+//! stderr (not captured by the test harness) and listed by `pg_server_is_configured`, which
+//! fails when `VAULT_REQUIRE_PG=1` (CI) so a missing server can never pass silently. Each case
+//! gets its own schema, so cases run in parallel on one server.
+//!
+//! A backend gives "handles": independent stores on the same data (two `SqliteStore`s on one
+//! file, two `PgStore` pools on one schema), standing for two daemons.
+
+mod cases;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use vault_core::store::{Options, SqliteStore, Store};
+use vault_daemon::pgstore::{PgOptions, PgStore};
+
+/// A fresh, empty store and a way to open more handles on the same data.
+pub(crate) trait Backend: Sized {
+    /// A new empty store, or `None` (skipped) when the backend is not available here.
+    fn new(case: &str) -> Option<Self>;
+    /// Another handle on the same data (another "daemon").
+    fn handle(&self) -> Arc<dyn Store>;
+}
+
+pub(crate) struct Sqlite {
+    dir: tempfile::TempDir,
+}
+
+impl Backend for Sqlite {
+    fn new(_case: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        SqliteStore::create(dir.path().join("vault.db"), &Options::default()).unwrap();
+        Some(Sqlite { dir })
+    }
+
+    fn handle(&self) -> Arc<dyn Store> {
+        Arc::new(SqliteStore::open(self.dir.path().join("vault.db"), &Options::default()).unwrap())
+    }
+}
+
+pub(crate) struct Postgres {
+    url: String,
+    schema: String,
+}
+
+/// The PostgreSQL server the tests use, if any.
+fn pg_url() -> Option<String> {
+    std::env::var("VAULT_TEST_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// Written straight to stderr: the test harness captures `eprintln!`, not this.
+fn say(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+impl Backend for Postgres {
+    fn new(case: &str) -> Option<Self> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let Some(url) = pg_url() else {
+            say(&format!(
+                "SKIPPED {case} on PostgreSQL: VAULT_TEST_PG_URL is not set \
+                 (eval \"$(bash tests/pg/start.sh)\")\n"
+            ));
+            return None;
+        };
+        let schema = format!(
+            "t_{}_{}_{}",
+            case.chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(24)
+                .collect::<String>()
+                .to_ascii_lowercase(),
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        Some(Postgres { url, schema })
+    }
+
+    fn handle(&self) -> Arc<dyn Store> {
+        let opts = PgOptions {
+            pool_size: 8,
+            schema: Some(self.schema.clone()),
+            ca_file: None,
+        };
+        Arc::new(PgStore::connect(&self.url, &opts).unwrap())
+    }
+}
+
+/// Generates `sqlite_<case>` and `pg_<case>` for each case function `cases::<case><B>(&B)`.
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $case() {
+                    if let Some(b) = <crate::Sqlite as crate::Backend>::new(stringify!($case)) {
+                        crate::cases::$case(&b);
+                    }
+                }
+            )*
+        }
+        mod pg {
+            $(
+                #[test]
+                fn $case() {
+                    if let Some(b) = <crate::Postgres as crate::Backend>::new(stringify!($case)) {
+                        crate::cases::$case(&b);
+                    }
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    meta_round_trip_and_insert_only,
+    keys_create_rotate_and_generation,
+    key_state_compare_and_set_and_retire,
+    min_version_only_rises,
+    root_rewrap_must_cover_every_key,
+    nonce_reservation_accumulates,
+    ids_unique_across_handles,
+    insert_outcomes_within_and_across_batches,
+    unallocated_id_fails_the_whole_call,
+    writes_refused_under_rotated_away_versions,
+    reads_finds_deletes_and_purge,
+    rewrap_batches_and_replay_is_safe,
+    rewrap_lease_is_exclusive_and_lapses,
+    concurrent_handles_store_one_record_per_fingerprint,
+    vaults_on_two_handles,
+);
+
+/// Lists whether the PostgreSQL half ran; fails when it is required (`VAULT_REQUIRE_PG=1`) and
+/// no server is configured.
+#[test]
+fn pg_server_is_configured() {
+    match pg_url() {
+        Some(_) => say("storage suite: PostgreSQL cases ran against VAULT_TEST_PG_URL\n"),
+        None if std::env::var("VAULT_REQUIRE_PG").is_ok_and(|v| v == "1") => {
+            panic!("VAULT_REQUIRE_PG=1 but VAULT_TEST_PG_URL is not set")
+        }
+        None => say(
+            "storage suite: PostgreSQL cases SKIPPED (no VAULT_TEST_PG_URL; \
+             eval \"$(bash tests/pg/start.sh)\" to run them)\n",
+        ),
+    }
+}

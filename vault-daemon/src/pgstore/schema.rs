@@ -1,0 +1,172 @@
+//! Forward-only PostgreSQL migrations, versioned like the SQLite ones.
+//!
+//! [`MIGRATIONS`] is append-only: a released entry is never edited, a change is a new entry.
+//! The version lives in `vault_schema`; all pending entries run in one transaction together
+//! with the version bump, under a transaction-scoped advisory lock, so daemons starting at once
+//! migrate once and a crash mid-upgrade leaves the previous version intact. A database whose
+//! version is above [`current`] was written by newer code and is refused.
+//!
+//! The tables mirror SQLite's schema v4 (`vault_core::store::sqlite`), with two differences
+//! for many writers: `version_counts` has a `shard` column (concurrent inserts from several
+//! daemons do not queue on one row), and `rewrap_jobs.id` is an identity column.
+
+use vault_core::store::StoreError;
+
+use super::{PgResult, map_pg};
+
+/// Advisory lock key for migrations ("vault" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7661_756c_74;
+
+/// Every migration, in order. Append only.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // v1: everything SQLite reached in its v4.
+    r#"
+    CREATE TABLE meta (
+        key   text PRIMARY KEY,
+        value bytea NOT NULL
+    );
+
+    CREATE TABLE key_names (
+        name                text PRIMARY KEY,
+        purpose             text NOT NULL,
+        min_decrypt_version int8 NOT NULL CHECK (min_decrypt_version >= 0),
+        created_at          int8 NOT NULL
+    );
+
+    CREATE TABLE key_versions (
+        name        text NOT NULL REFERENCES key_names (name),
+        version     int8 NOT NULL CHECK (version >= 1),
+        state       text NOT NULL
+                    CHECK (state IN ('active', 'decrypt_only', 'retired', 'destroyed')),
+        wrapped     bytea,
+        nonce_count int8 NOT NULL CHECK (nonce_count >= 0),
+        created_at  int8 NOT NULL,
+        updated_at  int8 NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+
+    CREATE TABLE counters (
+        name  text PRIMARY KEY,
+        value int8 NOT NULL
+    );
+    -- Record ids start at 1; 0 means "none" in the API.
+    INSERT INTO counters (name, value) VALUES ('record_id', 1), ('key_generation', 1);
+
+    CREATE TABLE records (
+        id          int8 PRIMARY KEY,
+        template    text NOT NULL,
+        key_version int8 NOT NULL,
+        ciphertext  bytea NOT NULL,
+        expires_at  int8,
+        metadata    text,
+        fp_version  int8,
+        fingerprint bytea,
+        lookup      bytea,
+        created_at  int8 NOT NULL,
+        CHECK ((fp_version IS NULL) = (fingerprint IS NULL))
+    );
+    CREATE UNIQUE INDEX records_fingerprint ON records (template, fp_version, fingerprint)
+        WHERE fingerprint IS NOT NULL;
+    CREATE UNIQUE INDEX records_lookup ON records (template, lookup)
+        WHERE lookup IS NOT NULL;
+    CREATE INDEX records_expiry ON records (expires_at) WHERE expires_at IS NOT NULL;
+
+    CREATE TABLE version_counts (
+        template    text NOT NULL,
+        key_version int8 NOT NULL,
+        shard       int4 NOT NULL,
+        count       int8 NOT NULL,
+        PRIMARY KEY (template, key_version, shard)
+    );
+
+    CREATE TABLE rewrap_jobs (
+        id                int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        template          text NOT NULL,
+        target_version    int8 NOT NULL,
+        target_fp_version int8 NOT NULL,
+        state             text NOT NULL
+                          CHECK (state IN ('pending', 'running', 'paused', 'completed', 'failed')),
+        cursor            int8 NOT NULL,
+        processed         int8 NOT NULL,
+        created_at        int8 NOT NULL,
+        updated_at        int8 NOT NULL,
+        owner             text NOT NULL DEFAULT '',
+        lease_until_ms    int8 NOT NULL DEFAULT 0,
+        lease_ms          int8 NOT NULL DEFAULT 0
+    );
+
+    CREATE TABLE idempotency (
+        key       bytea PRIMARY KEY,
+        record_id int8 NOT NULL REFERENCES records (id) ON DELETE CASCADE
+    );
+    CREATE INDEX idempotency_record ON idempotency (record_id);
+    "#,
+];
+
+/// The schema version this build writes.
+pub(super) fn current() -> u32 {
+    MIGRATIONS.len() as u32
+}
+
+/// The database's schema version (0: no vault tables yet).
+pub(super) async fn version(c: &deadpool_postgres::Client) -> Result<u32, StoreError> {
+    let exists: bool = c
+        .query_one("SELECT to_regclass('vault_schema') IS NOT NULL", &[])
+        .await
+        .pg()?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let v: i32 = c
+        .query_one("SELECT version FROM vault_schema", &[])
+        .await
+        .pg()?
+        .get(0);
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("schema version {v} is out of range")))
+}
+
+/// Runs migrations up to `target`. Returns the version found before upgrading.
+pub(super) async fn migrate(
+    c: &mut deadpool_postgres::Client,
+    target: u32,
+) -> Result<u32, StoreError> {
+    let tx = c.transaction().await.pg()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .pg()?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS vault_schema (version int4 NOT NULL); \
+         INSERT INTO vault_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM vault_schema)",
+    )
+    .await
+    .map_err(|e| map_pg(&e))?;
+    let found: i32 = tx
+        .query_one("SELECT version FROM vault_schema", &[])
+        .await
+        .pg()?
+        .get(0);
+    let found = u32::try_from(found)
+        .map_err(|_| StoreError::Corrupt(format!("schema version {found} is out of range")))?;
+    if found > current() {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: current(),
+        });
+    }
+    if found >= target {
+        tx.commit().await.pg()?;
+        return Ok(found);
+    }
+    for sql in &MIGRATIONS[found as usize..target as usize] {
+        tx.batch_execute(sql).await.pg()?;
+    }
+    tx.execute(
+        "UPDATE vault_schema SET version = $1",
+        &[&i32::try_from(target).unwrap_or(i32::MAX)],
+    )
+    .await
+    .pg()?;
+    tx.commit().await.pg()?;
+    Ok(found)
+}
