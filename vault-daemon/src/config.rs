@@ -15,6 +15,8 @@
 //! | `VAULT_ROOT_KEY_FILE` | `root_key_file` |
 //! | `VAULT_TLS_CERT`, `VAULT_TLS_KEY`, `VAULT_TLS_CLIENT_CA` | `tls.cert`, `tls.key`, `tls.client_ca` |
 //! | `VAULT_SYNCHRONOUS` | `synchronous` (`full` or `normal`) |
+//! | `VAULT_DATABASE_URL` | `database.url` (`postgres://…`; unset: SQLite in `data_dir`) |
+//! | `VAULT_NODE_ID` | `cluster.node_id` |
 //! | `VAULT_MAX_CONCURRENT_CALLS` | `limits.max_concurrent_calls` |
 //! | `VAULT_REFLECTION` | `reflection` (`true`/`false`) |
 //! | `VAULT_LOG` | log filter (`info`, `vault_daemon=debug`), read by `vaultd` |
@@ -132,6 +134,92 @@ impl Default for Audit {
         Audit {
             checkpoint_every: d.checkpoint_every,
             checkpoint_interval_secs: d.checkpoint_interval.as_secs(),
+        }
+    }
+}
+
+/// A database URL. Its `Debug` hides the password, so the config can be logged.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// A URL.
+    pub fn new(url: impl Into<String>) -> DatabaseUrl {
+        DatabaseUrl(url.into())
+    }
+
+    /// The URL, password included: for the store's connection only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without its password.
+    pub fn redacted(&self) -> String {
+        match (self.0.find("://"), self.0.rfind('@')) {
+            (Some(s), Some(at)) if at > s => {
+                let userinfo = &self.0[s + 3..at];
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{}{user}:***{}", &self.0[..s + 3], &self.0[at..])
+            }
+            _ => self.0.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Storage. Without `url`, the vault is a SQLite file in `data_dir` (one daemon). With a
+/// `postgres://` URL, several daemons serve one vault (ARCHITECTURE.md, "Many daemons").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    /// `postgres://user:password@host:port/dbname[?sslmode=require]`.
+    pub url: Option<DatabaseUrl>,
+    /// Schema holding the vault's tables (created if missing); default: the URL's search path.
+    pub schema: Option<String>,
+    /// CA (PEM) that signs the database server's certificate, for `sslmode=require`.
+    pub ca_file: Option<PathBuf>,
+    /// Pooled connections per daemon.
+    pub pool_size: usize,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            url: None,
+            schema: None,
+            ca_file: None,
+            pool_size: 16,
+        }
+    }
+}
+
+/// Settings for several daemons on one store.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    /// This daemon's name as a rewrap-lease owner and in logs; default: generated once and
+    /// kept in `<data_dir>/node-id`.
+    pub node_id: Option<String>,
+    /// At most this long before a key change made through another daemon is used here,
+    /// milliseconds (the key-table generation is checked this often).
+    pub key_refresh_ms: u64,
+    /// A rewrap runner's lease: without a committed batch for this long, another daemon takes
+    /// the job over, milliseconds.
+    pub rewrap_lease_ms: u64,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            node_id: None,
+            key_refresh_ms: 1000,
+            rewrap_lease_ms: 30_000,
         }
     }
 }
@@ -364,6 +452,12 @@ pub struct Config {
     /// Audit log settings.
     #[serde(default)]
     pub audit: Audit,
+    /// Storage (SQLite by default, or PostgreSQL).
+    #[serde(default)]
+    pub database: Database,
+    /// Several daemons on one store.
+    #[serde(default)]
+    pub cluster: Cluster,
     /// Test-only knobs.
     #[doc(hidden)]
     #[serde(skip)]
@@ -415,6 +509,8 @@ impl Config {
             reflection: true,
             limits: Limits::default(),
             audit: Audit::default(),
+            database: Database::default(),
+            cluster: Cluster::default(),
             testing: TestHooks::default(),
         }
     }
@@ -440,6 +536,9 @@ impl Config {
             abs(p);
         }
         if let Some(p) = cfg.root_key_file.as_mut() {
+            abs(p);
+        }
+        if let Some(p) = cfg.database.ca_file.as_mut() {
             abs(p);
         }
         if let Some(t) = cfg.tls.as_mut() {
@@ -507,6 +606,12 @@ impl Config {
                 .parse()
                 .map_err(|_| invalid("VAULT_MAX_CONCURRENT_CALLS", "not a number"))?;
         }
+        if let Some(v) = get("VAULT_DATABASE_URL") {
+            self.database.url = Some(DatabaseUrl(v));
+        }
+        if let Some(v) = get("VAULT_NODE_ID") {
+            self.cluster.node_id = Some(v);
+        }
         if let Some(v) = get("VAULT_REFLECTION") {
             self.reflection = v
                 .parse()
@@ -560,6 +665,32 @@ impl Config {
         if l.max_concurrent_calls == 0 {
             return Err(invalid("limits.max_concurrent_calls", "at least 1"));
         }
+        if let Some(url) = &self.database.url
+            && !crate::pgstore::is_postgres_url(url.expose())
+        {
+            return Err(invalid(
+                "database.url",
+                "a postgres:// or postgresql:// URL (omit it for SQLite in data_dir)",
+            ));
+        }
+        if self.database.pool_size == 0 {
+            return Err(invalid("database.pool_size", "at least 1"));
+        }
+        if self.cluster.rewrap_lease_ms < 100 {
+            return Err(invalid("cluster.rewrap_lease_ms", "at least 100"));
+        }
+        if let Some(id) = &self.cluster.node_id
+            && (id.is_empty()
+                || id.len() > 64
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            return Err(invalid(
+                "cluster.node_id",
+                "1 to 64 letters, digits, '-', '_' or '.'",
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for t in self.template_specs() {
             t.build()?;
@@ -603,6 +734,21 @@ mod tests {
         assert_eq!(cfg.listen.port(), 6000);
         assert_eq!(cfg.synchronous, Synchronous::Normal);
         assert_eq!(cfg.limits.max_concurrent_calls, 3);
+    }
+
+    #[test]
+    fn database_url_is_redacted() {
+        let u = DatabaseUrl::new("postgres://vault:s3cret@db.internal:5432/vault");
+        assert_eq!(
+            format!("{u:?}"),
+            "postgres://vault:***@db.internal:5432/vault"
+        );
+        let mut cfg = Config::dev("/tmp/x");
+        cfg.database.url = Some(u);
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+        cfg.validate().unwrap();
+        cfg.database.url = Some(DatabaseUrl::new("mysql://x"));
+        assert!(cfg.validate().is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod pgstore;
 pub mod policy;
 pub mod server;
 mod status;
+pub mod storage;
 
 pub use config::Config;
 pub use server::{Running, StartError, spawn};

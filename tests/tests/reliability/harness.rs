@@ -150,7 +150,11 @@ pub(crate) fn create_vault(data: &Path) -> Vault {
 /// Open the vault in `data` and unseal it with its root key file (as `vaultctl` offline does).
 pub(crate) fn open_vault(data: &Path) -> (Arc<SqliteStore>, Vault) {
     let store = Arc::new(SqliteStore::open(data.join(DB_FILE), &Options::default()).unwrap());
-    let vault = Vault::open(store.clone(), vault_templates()).unwrap();
+    // One node id for every child on this data directory, as vaultctl uses the directory's
+    // node id: a child resumes the rewrap job a killed child held, without waiting for its lease.
+    let vault = Vault::open(store.clone(), vault_templates())
+        .unwrap()
+        .with_node_id("reliability");
     vault
         .unseal_key(root::from_file(&data.join("root.key")).unwrap())
         .unwrap();

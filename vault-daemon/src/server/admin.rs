@@ -43,7 +43,7 @@ const NONCE_LIMIT: u64 = 1 << 32;
 const PAGE_DEFAULT: usize = 100;
 const PAGE_MAX: usize = 1000;
 /// Default and largest rewrap batch.
-const REWRAP_BATCH: usize = 500;
+pub(crate) const REWRAP_BATCH: usize = 500;
 const REWRAP_BATCH_MAX: usize = 5000;
 
 /// Each admin rpc: its `Operation`, the audit action and the policy's admin area.
@@ -361,17 +361,34 @@ impl Service {
     }
 }
 
-/// Run (or resume) a rewrap job in the background until done, sealed or shutting down.
-fn spawn_rewrap(shared: &Arc<Shared>, id: u64, batch: usize) {
+/// Run (or resume) a rewrap job in the background until done, sealed or shutting down. At most
+/// once per job in this process; across daemons, the job's lease admits one runner.
+pub(crate) fn spawn_rewrap(shared: &Arc<Shared>, id: u64, batch: usize) {
+    let mut running = shared
+        .rewraps
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !running.insert(id) {
+        return;
+    }
+    drop(running);
     let shared = Arc::clone(shared);
     tokio::task::spawn_blocking(move || {
         let vault = Arc::clone(&shared.vault);
         let result = vault.rewrap_run(id, batch, &mut |_| {
             !shared.stopping.load(Ordering::SeqCst) && !vault.is_sealed()
         });
+        shared
+            .rewraps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
         match result {
             Ok(job) => tracing::info!(job = id, state = job.state.as_str(), "rewrap stopped"),
-            Err(e) => tracing::warn!(job = id, error = %e, "rewrap failed"),
+            Err(vault_core::vault::Error::JobLeased { owner, .. }) => {
+                tracing::debug!(job = id, %owner, "rewrap runs on another daemon")
+            }
+            Err(e) => tracing::warn!(job = id, error = %e, "rewrap stopped with an error"),
         }
     });
 }

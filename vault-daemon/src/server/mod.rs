@@ -36,7 +36,7 @@ use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsCo
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use vault_core::keys::root;
-use vault_core::store::{Options, SqliteStore, StoreError};
+use vault_core::store::StoreError;
 use vault_core::vault::{RootInit, TemplateConfig, Vault};
 use vault_proto::v1::admin_server::AdminServer;
 use vault_proto::v1::tokenizer_server::TokenizerServer;
@@ -138,6 +138,8 @@ pub(crate) struct Shared {
     pub(crate) hooks: TestHooks,
     pub(crate) storage_ok: AtomicBool,
     pub(crate) stopping: AtomicBool,
+    /// Rewrap jobs running in this process (the fleet loop does not start them twice).
+    pub(crate) rewraps: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -281,31 +283,33 @@ fn generate_root_key_file(path: &Path) -> Result<(), StartError> {
 }
 
 fn open_vault(config: &Config) -> Result<Vault, StartError> {
-    let db = config.data_dir.join(DB_FILE);
-    let mut opts = Options::default();
-    opts.synchronous = config.synchronous;
-    opts.page_limit = config.testing.store_page_limit.clone();
+    let location = crate::storage::location(config);
     let storage = |source| StartError::Storage {
-        path: db.clone(),
+        path: PathBuf::from(&location),
         source,
     };
     let templates = templates(config)?;
+    let node = crate::storage::node_id(config).map_err(io("reading or writing the node id"))?;
     let root_key = |path: &Path| {
         root::from_file(path).map_err(|source| StartError::RootKey {
             path: path.to_owned(),
             source,
         })
     };
-    if !db.exists() {
+    let opened = crate::storage::open(config, config.create_if_missing).map_err(|e| match e {
+        StoreError::NotFound(_) => storage(StoreError::NotFound(
+            "no vault database; set create_if_missing = true with a root key file to create one"
+                .into(),
+        )),
+        e => storage(e),
+    })?;
+    if !opened.has_vault {
         if !config.create_if_missing {
-            return Err(StartError::Storage {
-                path: db.clone(),
-                source: StoreError::NotFound(
-                    "no vault database; set create_if_missing = true with a root key file to \
-                     create one"
-                        .into(),
-                ),
-            });
+            return Err(storage(StoreError::NotFound(
+                "no vault in the database; set create_if_missing = true with a root key file \
+                 (or run `vaultctl init`)"
+                    .into(),
+            )));
         }
         let Some(key_path) = &config.root_key_file else {
             return Err(ConfigError::Invalid {
@@ -318,16 +322,27 @@ fn open_vault(config: &Config) -> Result<Vault, StartError> {
             generate_root_key_file(key_path)?;
         }
         let key = root_key(key_path)?;
-        let store = SqliteStore::create(&db, &opts).map_err(storage)?;
-        let (vault, _) = Vault::create(Arc::new(store), templates, RootInit::Key(key))?;
-        tracing::info!(path = %db.display(), vault_id = %vault.vault_id(), "created a new vault");
-        return Ok(vault);
+        match Vault::create(
+            Arc::clone(&opened.store),
+            templates.clone(),
+            RootInit::Key(key),
+        ) {
+            Ok((vault, _)) => {
+                tracing::info!(store = %location, vault_id = %vault.vault_id(), node = %node,
+                    "created a new vault");
+                return Ok(crate::storage::configure(vault, config, &node));
+            }
+            // Another daemon on the same database created it first: open theirs.
+            Err(vault_core::vault::Error::AlreadyInitialised) => {
+                tracing::info!(store = %location, "another daemon created the vault; opening it");
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    let store = SqliteStore::open(&db, &opts).map_err(storage)?;
-    let vault = Vault::open(Arc::new(store), templates)?;
+    let vault = crate::storage::configure(Vault::open(opened.store, templates)?, config, &node);
     if let Some(key_path) = &config.root_key_file {
         vault.unseal_key(root_key(key_path)?)?;
-        tracing::info!("unsealed with the root key file");
+        tracing::info!(store = %location, node = %node, "unsealed with the root key file");
     } else {
         tracing::warn!("no root key file: starting sealed (Admin.Unseal to unseal)");
     }
@@ -436,6 +451,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         hooks: config.testing.clone(),
         storage_ok: AtomicBool::new(true),
         stopping: AtomicBool::new(false),
+        rewraps: std::sync::Mutex::new(std::collections::HashSet::new()),
     });
     shared.update_health().await;
 
@@ -488,6 +504,16 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         Arc::downgrade(&shared),
         Duration::from_millis(config.limits.health_probe_interval_ms.max(10)),
     ));
+    tokio::spawn(fleet(
+        Arc::downgrade(&shared),
+        Duration::from_millis(
+            config
+                .cluster
+                .key_refresh_ms
+                .min(config.cluster.rewrap_lease_ms / 3)
+                .max(50),
+        ),
+    ));
     tracing::info!(
         %addr,
         tls = config.tls.is_some(),
@@ -536,6 +562,49 @@ async fn probe_storage(shared: Weak<Shared>, every: Duration) {
             }
         }
         s.update_health().await;
+    }
+}
+
+/// What keeps daemons sharing a store in step, on a timer: keys reloaded when the key table
+/// changed (so an idle daemon is current too), and rewrap jobs left `running` without a live
+/// runner taken over (a crashed daemon's job, after its lease lapses; this daemon's own job
+/// after a restart, at once). Other daemons' live jobs refuse the claim and are left alone.
+async fn fleet(shared: Weak<Shared>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(s) = shared.upgrade() else { return };
+        if s.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if s.vault.is_sealed() {
+            continue;
+        }
+        let vault = Arc::clone(&s.vault);
+        let jobs = tokio::task::spawn_blocking(move || {
+            match vault.refresh_keys() {
+                Ok(true) => tracing::info!("key table changed: keys reloaded"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "key table check failed"),
+            }
+            vault.rewrap_jobs()
+        })
+        .await;
+        let Ok(Ok(jobs)) = jobs else { continue };
+        for job in jobs {
+            if job.state != vault_core::vault::JobState::Running {
+                continue;
+            }
+            if s.rewraps
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&job.id)
+            {
+                continue;
+            }
+            admin::spawn_rewrap(&s, job.id, admin::REWRAP_BATCH);
+        }
     }
 }
 

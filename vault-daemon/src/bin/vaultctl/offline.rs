@@ -7,13 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::json;
 use vault_client::ExposeSecret;
 use vault_core::keys::root::{self, KdfParams};
-use vault_core::store::{Options, SqliteStore};
 use vault_core::vault::{JobState, RootInit, TemplateConfig, Vault};
 use vault_daemon::audit::{self, Filter, Keys, PublicKey, VerifyKeys};
 use vault_daemon::callers;
 use vault_daemon::config::{Config, builtin_templates};
 use vault_daemon::policy::{self, Policy, Registered, Scope, TemplateInfo};
-use vault_daemon::server::{DB_FILE, DEV_POLICY_FILE};
+use vault_daemon::server::DEV_POLICY_FILE;
 use zeroize::Zeroizing;
 
 use crate::args::{
@@ -41,12 +40,6 @@ fn template_infos(config: Option<&Path>) -> Result<Vec<TemplateInfo>, Failure> {
     Ok(specs.iter().map(|t| t.info()).collect())
 }
 
-fn store_options(cfg: &Config) -> Options {
-    let mut opts = Options::default();
-    opts.synchronous = cfg.synchronous;
-    opts
-}
-
 fn vault_error(e: vault_core::vault::Error) -> Failure {
     use vault_core::vault::Error as E;
     match e {
@@ -55,18 +48,26 @@ fn vault_error(e: vault_core::vault::Error) -> Failure {
     }
 }
 
+/// The configured store (SQLite in the data directory, or `[database] url`), with this data
+/// directory's node id so a rewrap this command resumes is the daemon's own job.
 fn open_vault(cfg: &Config) -> Result<Vault, Failure> {
-    let db = cfg.data_dir.join(DB_FILE);
-    if !db.exists() {
-        return Err(Failure::other(format!(
+    let opened = vault_daemon::storage::open(cfg, false).map_err(|e| match e {
+        vault_core::store::StoreError::NotFound(_) => Failure::other(format!(
             "no vault at {}: create one with `vaultctl init --data-dir {}`",
-            db.display(),
+            vault_daemon::storage::location(cfg),
             cfg.data_dir.display()
+        )),
+        e => Failure::other(format!("{}: {e}", vault_daemon::storage::location(cfg))),
+    })?;
+    if !opened.has_vault {
+        return Err(Failure::other(format!(
+            "no vault in {}: create one with `vaultctl init`",
+            opened.location
         )));
     }
-    let store = SqliteStore::open(&db, &store_options(cfg))
-        .map_err(|e| Failure::other(format!("{}: {e}", db.display())))?;
-    Vault::open(Arc::new(store), templates(cfg)?).map_err(vault_error)
+    let node = vault_daemon::storage::node_id(cfg).map_err(|e| Failure::other(e.to_string()))?;
+    let vault = Vault::open(opened.store, templates(cfg)?).map_err(vault_error)?;
+    Ok(vault_daemon::storage::configure(vault, cfg, &node))
 }
 
 fn unseal(vault: &Vault, cfg: &Config, args: &RootKeyArgs) -> Result<(), Failure> {
@@ -110,11 +111,12 @@ pub(crate) async fn init(g: &Global, a: InitArgs) -> Result<(), Failure> {
         config: a.config.clone(),
     })?;
     cfg.root_key_file = None;
-    let db = cfg.data_dir.join(DB_FILE);
-    if db.exists() {
+    let location = vault_daemon::storage::location(&cfg);
+    if !vault_daemon::storage::is_postgres(&cfg)
+        && vault_daemon::storage::sqlite_exists(&cfg.data_dir)
+    {
         return Err(Failure::other(format!(
-            "{} already holds a vault: nothing was changed",
-            db.display()
+            "{location} already holds a vault: nothing was changed"
         )));
     }
     let init = if let Some(path) = &a.root_key_file {
@@ -142,11 +144,17 @@ pub(crate) async fn init(g: &Global, a: InitArgs) -> Result<(), Failure> {
         RootInit::Passphrase(pass, params)
     };
     std::fs::create_dir_all(&cfg.data_dir)?;
-    let store = SqliteStore::create(&db, &store_options(&cfg))
-        .map_err(|e| Failure::other(format!("{}: {e}", db.display())))?;
+    let opened = vault_daemon::storage::open(&cfg, true)
+        .map_err(|e| Failure::other(format!("{location}: {e}")))?;
+    if opened.has_vault {
+        return Err(Failure::other(format!(
+            "{location} already holds a vault: nothing was changed"
+        )));
+    }
+    let store = opened.store;
     let templates = templates(&cfg)?;
     let (vault, shares) =
-        tokio::task::spawn_blocking(move || Vault::create(Arc::new(store), templates, init))
+        tokio::task::spawn_blocking(move || Vault::create(store, templates, init))
             .await
             .map_err(|e| Failure::other(e.to_string()))?
             .map_err(vault_error)?;

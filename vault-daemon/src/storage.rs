@@ -1,0 +1,126 @@
+//! Opening the configured store: a SQLite file in the data directory (the default, one daemon)
+//! or PostgreSQL (`[database] url`, many daemons). `vaultd` and `vaultctl`'s offline commands
+//! both open storage here, so they agree on where a vault is.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vault_core::store::{Options, SqliteStore, Store, StoreError};
+use vault_core::vault::Vault;
+
+use crate::config::Config;
+use crate::pgstore::{PgOptions, PgStore};
+use crate::server::DB_FILE;
+
+/// File in the data directory holding a generated node id.
+pub const NODE_ID_FILE: &str = "node-id";
+
+/// An opened store.
+pub struct Opened {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Whether it already holds a vault.
+    pub has_vault: bool,
+    /// Where it is, for messages: the SQLite path, or the PostgreSQL URL without password.
+    pub location: String,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("has_vault", &self.has_vault)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether the configuration names PostgreSQL.
+pub fn is_postgres(config: &Config) -> bool {
+    config.database.url.is_some()
+}
+
+/// Where the configured store is (no password).
+pub fn location(config: &Config) -> String {
+    match &config.database.url {
+        Some(url) => url.redacted(),
+        None => config.data_dir.join(DB_FILE).display().to_string(),
+    }
+}
+
+/// Opens the configured store. Without a vault in it: a SQLite file is created only when
+/// `create` is set (else [`StoreError::NotFound`]); a PostgreSQL database is migrated either way
+/// (its schema is not a vault) and reported as `has_vault: false`.
+pub fn open(config: &Config, create: bool) -> Result<Opened, StoreError> {
+    let location = location(config);
+    if let Some(url) = &config.database.url {
+        let opts = PgOptions {
+            pool_size: config.database.pool_size,
+            schema: config.database.schema.clone(),
+            ca_file: config.database.ca_file.clone(),
+        };
+        let store = PgStore::connect(url.expose(), &opts)?;
+        let has_vault = store.meta_get("vault_id")?.is_some();
+        return Ok(Opened {
+            store: Arc::new(store),
+            has_vault,
+            location,
+        });
+    }
+    let db = config.data_dir.join(DB_FILE);
+    let mut opts = Options::default();
+    opts.synchronous = config.synchronous;
+    opts.page_limit = config.testing.store_page_limit.clone();
+    if db.exists() {
+        return Ok(Opened {
+            store: Arc::new(SqliteStore::open(&db, &opts)?),
+            has_vault: true,
+            location,
+        });
+    }
+    if !create {
+        return Err(StoreError::NotFound(format!(
+            "no vault database at {location}"
+        )));
+    }
+    Ok(Opened {
+        store: Arc::new(SqliteStore::create(&db, &opts)?),
+        has_vault: false,
+        location,
+    })
+}
+
+/// This daemon's node id: configured, or generated once and kept in the data directory (so a
+/// restarted daemon resumes its own rewrap job at once instead of waiting for the lease).
+pub fn node_id(config: &Config) -> std::io::Result<String> {
+    if let Some(id) = &config.cluster.node_id {
+        return Ok(id.clone());
+    }
+    let path = config.data_dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b)
+        .map_err(|_| std::io::Error::other("the OS random number generator failed"))?;
+    let id = format!("vaultd-{}", hex::encode(b));
+    crate::callers::write_atomic(&path, format!("{id}\n").as_bytes(), 0o644)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(id)
+}
+
+/// Applies the cluster settings to a vault.
+pub fn configure(vault: Vault, config: &Config, node_id: &str) -> Vault {
+    vault
+        .with_node_id(node_id)
+        .with_key_refresh_interval(Duration::from_millis(config.cluster.key_refresh_ms))
+        .with_rewrap_lease(Duration::from_millis(config.cluster.rewrap_lease_ms))
+}
+
+/// Whether `path` looks like a data directory holding a SQLite vault.
+pub fn sqlite_exists(data_dir: &Path) -> bool {
+    data_dir.join(DB_FILE).exists()
+}
