@@ -16,7 +16,9 @@
 //! | `VAULT_TLS_CERT`, `VAULT_TLS_KEY`, `VAULT_TLS_CLIENT_CA` | `tls.cert`, `tls.key`, `tls.client_ca` |
 //! | `VAULT_SYNCHRONOUS` | `synchronous` (`full` or `normal`) |
 //! | `VAULT_DATABASE_URL` | `database.url` (`postgres://…`; unset: SQLite in `data_dir`) |
+//! | `VAULT_DATABASE_SCHEMA` | `database.schema` |
 //! | `VAULT_NODE_ID` | `cluster.node_id` |
+//! | `VAULT_KEY_REFRESH_MS`, `VAULT_REWRAP_LEASE_MS` | `cluster.key_refresh_ms`, `cluster.rewrap_lease_ms` |
 //! | `VAULT_MAX_CONCURRENT_CALLS` | `limits.max_concurrent_calls` |
 //! | `VAULT_REFLECTION` | `reflection` (`true`/`false`) |
 //! | `VAULT_LOG` | log filter (`info`, `vault_daemon=debug`), read by `vaultd` |
@@ -609,8 +611,21 @@ impl Config {
         if let Some(v) = get("VAULT_DATABASE_URL") {
             self.database.url = Some(DatabaseUrl(v));
         }
+        if let Some(v) = get("VAULT_DATABASE_SCHEMA") {
+            self.database.schema = Some(v);
+        }
         if let Some(v) = get("VAULT_NODE_ID") {
             self.cluster.node_id = Some(v);
+        }
+        if let Some(v) = get("VAULT_KEY_REFRESH_MS") {
+            self.cluster.key_refresh_ms = v
+                .parse()
+                .map_err(|_| invalid("VAULT_KEY_REFRESH_MS", "not a number"))?;
+        }
+        if let Some(v) = get("VAULT_REWRAP_LEASE_MS") {
+            self.cluster.rewrap_lease_ms = v
+                .parse()
+                .map_err(|_| invalid("VAULT_REWRAP_LEASE_MS", "not a number"))?;
         }
         if let Some(v) = get("VAULT_REFLECTION") {
             self.reflection = v

@@ -20,6 +20,11 @@
 //!     --endpoint http://127.0.0.1:50051 --api-key-file /tmp/v/dev-api-key
 //! ```
 //!
+//! Several daemons sharing one PostgreSQL vault are driven together by giving each endpoint
+//! (`--endpoint http://127.0.0.1:50051,http://127.0.0.1:50052`): connections are spread over
+//! them round-robin, so tokens made through one daemon are detokenized through the others.
+//! They must accept the same API key (tests/bench/cluster.sh copies one registry to all).
+//!
 //! The result is a Markdown table on stdout; progress goes to stderr.
 
 use std::fmt::Write as _;
@@ -56,10 +61,11 @@ const POOL: usize = 1000;
     about = "Load generator for vaultd: throughput and p50/p99 latency over loopback."
 )]
 struct Cli {
-    /// A running daemon (`http://127.0.0.1:50051`, loopback only). Without it a dev daemon is
-    /// started in-process on 127.0.0.1:0 in a temporary directory.
-    #[arg(long, requires = "api_key_file")]
-    endpoint: Option<String>,
+    /// Running daemons (`http://127.0.0.1:50051`, loopback only; comma-separated for several
+    /// daemons on one vault). Without it a dev daemon is started in-process on 127.0.0.1:0 in a
+    /// temporary directory.
+    #[arg(long, requires = "api_key_file", value_delimiter = ',')]
+    endpoint: Option<Vec<String>>,
     /// The API key file for --endpoint (`<data-dir>/dev-api-key` of `vaultd serve --dev`).
     #[arg(long)]
     api_key_file: Option<PathBuf>,
@@ -434,9 +440,11 @@ async fn make_pool(target: &Target, template: &str, batch: usize) -> Result<Vec<
     Ok(tokens)
 }
 
-async fn connect(endpoint: &str, n: usize) -> Result<Vec<Clients>> {
+async fn connect(endpoints: &[String], n: usize) -> Result<Vec<Clients>> {
     let mut out = Vec::with_capacity(n);
-    for _ in 0..n.max(1) {
+    // At least one connection per daemon; connections cycle through the daemons.
+    for i in 0..n.max(endpoints.len()).max(1) {
+        let endpoint = &endpoints[i % endpoints.len()];
         // One Endpoint::connect per connection: each is its own HTTP/2 connection.
         let channel = Endpoint::from_shared(endpoint.to_owned())?
             .connect_timeout(Duration::from_secs(5))
@@ -585,7 +593,7 @@ fn main() -> Result<()> {
     {
         bail!("--duration must be in (0, 600] seconds and --warmup in [0, 60]");
     }
-    let (server, endpoint, key) = match (&cli.endpoint, &cli.api_key_file) {
+    let (server, endpoints, key) = match (&cli.endpoint, &cli.api_key_file) {
         (Some(e), Some(f)) => {
             let key = std::fs::read_to_string(f)
                 .with_context(|| format!("reading {}", f.display()))?
@@ -595,28 +603,30 @@ fn main() -> Result<()> {
         }
         _ => {
             let (s, e, k) = start_in_process(&cli)?;
-            (Some(s), e, k)
+            (Some(s), vec![e], k)
         }
     };
-    let host = endpoint
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.rsplit_once(':'))
-        .map(|(h, _)| h.trim_matches(['[', ']']))
-        .unwrap_or_default();
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if !loopback {
-        bail!("--endpoint must be a loopback address (127.0.0.0/8, [::1], localhost)");
+    for endpoint in &endpoints {
+        let host = endpoint
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.rsplit_once(':'))
+            .map(|(h, _)| h.trim_matches(['[', ']']))
+            .unwrap_or_default();
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            bail!("--endpoint must be a loopback address (127.0.0.0/8, [::1], localhost)");
+        }
     }
 
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("loadgen")
         .build()?;
-    let outcome = client_rt.block_on(run(&cli, &endpoint, key));
+    let outcome = client_rt.block_on(run(&cli, &endpoints, key));
     if let Some(mut s) = server
         && let Some(r) = s.running.take()
     {
@@ -641,9 +651,9 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-async fn run(cli: &Cli, endpoint: &str, key: String) -> Result<Vec<Measured>> {
+async fn run(cli: &Cli, endpoints: &[String], key: String) -> Result<Vec<Measured>> {
     let target = Target {
-        clients: connect(endpoint, cli.connections).await?,
+        clients: connect(endpoints, cli.connections).await?,
         key,
     };
     let scenarios = scenarios(cli);

@@ -76,8 +76,11 @@ fn main() -> Result<()> {
     cfg.apply_env().context("environment overrides")?;
     if let Some(d) = data_dir {
         if dev {
+            // The dev defaults for the new directory, keeping what the environment set.
             cfg = Config {
                 listen: cfg.listen,
+                database: cfg.database,
+                cluster: cfg.cluster,
                 ..Config::dev(d)
             };
         } else {

@@ -15,7 +15,7 @@ use vault_core::store::StoreError;
 use super::{PgResult, map_pg};
 
 /// Advisory lock key for migrations ("vault" in ASCII).
-const MIGRATION_LOCK: i64 = 0x7661_756c_74;
+const MIGRATION_LOCK: i64 = 0x0076_6175_6c74;
 
 /// Every migration, in order. Append only.
 pub(super) const MIGRATIONS: &[&str] = &[

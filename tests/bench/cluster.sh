@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Scale-out benchmark (BENCHMARKS.md, "Many daemons on PostgreSQL"): throughput of vaulted
+# tokenize and detokenize through 1, 2 and 3 `vaultd` processes sharing one PostgreSQL vault,
+# next to 1 `vaultd` on SQLite, in the same run, with the same load generator and settings.
+#
+#   bash tests/bench/cluster.sh                 # starts a throwaway PostgreSQL if needed
+#   CONC=32 DUR=10 bash tests/bench/cluster.sh  # callers per run, measured seconds per scenario
+#
+# Every daemon is a release `vaultd serve --dev` (audit fsync per call, per-call info logs to a
+# file), SQLite's data directory and PostgreSQL's cluster on the same disk. Daemons of a fleet
+# share one caller registry (copied), so one API key works on all; the load generator spreads
+# its connections over them round-robin, so most tokens are detokenized by another daemon than
+# the one that made them.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+conc="${CONC:-16}"
+dur="${DUR:-6}"
+cargo build --release -q -p vault-daemon --bin vaultd -p vault-tests --bin vault-loadgen
+vaultd=target/release/vaultd
+loadgen=target/release/vault-loadgen
+
+started_pg=0
+if [ -z "${VAULT_TEST_PG_URL:-}" ]; then
+    eval "$(bash tests/pg/start.sh)"
+    started_pg=1
+fi
+work=$(mktemp -d /tmp/vault-bench.XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [ "$started_pg" = 1 ]; then bash tests/pg/stop.sh; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# start_daemon DIR [SCHEMA]: starts vaultd on 127.0.0.1:0 (PostgreSQL when SCHEMA is given) and
+# prints its endpoint.
+start_daemon() {
+    local dir=$1 schema=${2:-}
+    mkdir -p "$dir"
+    if [ -n "$schema" ]; then
+        VAULT_DATABASE_URL="$VAULT_TEST_PG_URL" VAULT_DATABASE_SCHEMA="$schema" \
+            "$vaultd" serve --dev --listen 127.0.0.1:0 --data-dir "$dir" \
+            >"$dir/stdout" 2>"$dir/vaultd.log" &
+    else
+        "$vaultd" serve --dev --listen 127.0.0.1:0 --data-dir "$dir" \
+            >"$dir/stdout" 2>"$dir/vaultd.log" &
+    fi
+    pids+=($!)
+    for _ in $(seq 1 200); do
+        if grep -q '^listening on ' "$dir/stdout" 2>/dev/null; then
+            echo "http://$(sed -n 's/^listening on //p' "$dir/stdout" | head -n 1)"
+            return
+        fi
+        sleep 0.05
+    done
+    echo "vaultd in $dir did not start:" >&2
+    cat "$dir/vaultd.log" >&2
+    exit 1
+}
+
+stop_all() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    pids=()
+}
+
+run_load() { # run_load LABEL KEYFILE ENDPOINTS
+    echo "== $1" >&2
+    "$loadgen" --endpoint "$3" --api-key-file "$2" --concurrency "$conc" --duration "$dur" \
+        --rounds 2 --warmup 1 --templates pan_vault --batch 100 --connections 3 \
+        --only seal-status,tokenize,tokenize-batch,detokenize,detokenize-batch \
+        | tee "$work/$1.md" >&2
+}
+
+# SQLite: one daemon (a SQLite file serves one daemon).
+e=$(start_daemon "$work/sqlite")
+run_load sqlite-1 "$work/sqlite/dev-api-key" "$e"
+stop_all
+
+for n in 1 2 3; do
+    schema="bench_${n}_$$"
+    endpoints=$(start_daemon "$work/pg$n-0" "$schema")
+    for i in $(seq 1 $((n - 1))); do
+        d="$work/pg$n-$i"
+        mkdir -p "$d"
+        cp -p "$work/pg$n-0/root.key" "$work/pg$n-0/callers.json" "$work/pg$n-0/callers.key" \
+            "$work/pg$n-0/dev-api-key" "$d/"
+        endpoints="$endpoints,$(start_daemon "$d" "$schema")"
+    done
+    run_load "postgres-$n" "$work/pg$n-0/dev-api-key" "$endpoints"
+    stop_all
+done
+
+# Summary: items/s per scenario and setup, and the ratio to one daemon on SQLite.
+python3 - "$work" "$conc" "$dur" <<'PY'
+import sys
+work, conc, dur = sys.argv[1:4]
+setups = ["sqlite-1", "postgres-1", "postgres-2", "postgres-3"]
+rows = {}
+order = []
+for s in setups:
+    for line in open(f"{work}/{s}.md"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 6 or not cells[0].isdigit():
+            continue
+        rpc, items = cells[1], float(cells[5])
+        if rpc not in rows:
+            rows[rpc] = {}
+            order.append(rpc)
+        rows[rpc][s] = items
+print()
+print(f"{conc} callers, {dur} s per scenario: items/s (ratio to one daemon on SQLite)")
+print()
+print("| rpc | SQLite ×1 | PostgreSQL ×1 | PostgreSQL ×2 | PostgreSQL ×3 |")
+print("|---|---|---|---|---|")
+for rpc in order:
+    base = rows[rpc].get("sqlite-1", 0)
+    cells = []
+    for s in setups:
+        v = rows[rpc].get(s, 0)
+        cells.append(f"{v:.0f} ({v / base:.2f})" if base else f"{v:.0f}")
+    print(f"| {rpc} | " + " | ".join(cells) + " |")
+PY

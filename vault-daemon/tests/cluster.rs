@@ -1,0 +1,449 @@
+//! Three real `vaultd` processes on one PostgreSQL database (the issue's end-to-end test):
+//! - they start together on an empty schema (one creates the vault, the others open it);
+//! - concurrent tokenize through all three; every token is detokenized through a different
+//!   daemon than the one that made it; no token is lost or duplicated;
+//! - a rotation through one daemon is used by the others (vaulted at once, FPE within the
+//!   configured refresh bound);
+//! - a rewrap started on one daemon, which is then killed with SIGKILL, is finished by another
+//!   once the lease lapses; afterwards nothing is left under the old version and every token
+//!   still detokenizes everywhere;
+//! - each daemon's audit chain verifies (`vaultctl audit verify`), the killed one's included.
+//!
+//! Needs `VAULT_TEST_PG_URL` (`eval "$(bash tests/pg/start.sh)"`); without it the test says so on
+//! stderr and returns, and fails instead under `VAULT_REQUIRE_PG=1` (CI).
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use vault_proto::v1::admin_client::AdminClient;
+use vault_proto::v1::tokenizer_client::TokenizerClient;
+use vault_proto::v1::{
+    DetokenizeItem, DetokenizeRequest, GetRewrapRequest, RewrapState, RotateKeyRequest,
+    StartRewrapRequest, TokenizeItem, TokenizeRequest, detokenize_result, rotate_key_request,
+    tokenize_result,
+};
+
+const LEASE_MS: u64 = 1500;
+const REFRESH_MS: u64 = 300;
+
+fn with_key<T>(msg: T, key: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+/// Written straight to stderr (the harness does not capture it).
+fn say(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// A figure on stderr, and appended to `$VAULT_FIGURES` (CI prints that file).
+fn figure(line: &str) {
+    say(&format!("{line}\n"));
+    if let Ok(path) = std::env::var("VAULT_FIGURES")
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+struct Daemon {
+    child: Child,
+    addr: String,
+    key: String,
+    data: PathBuf,
+}
+
+impl Daemon {
+    fn start(data: &Path, url: &str, schema: &str) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_vaultd"))
+            .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .env("VAULT_LOG", "warn")
+            .env("VAULT_DATABASE_URL", url)
+            .env("VAULT_DATABASE_SCHEMA", schema)
+            .env("VAULT_REWRAP_LEASE_MS", LEASE_MS.to_string())
+            .env("VAULT_KEY_REFRESH_MS", REFRESH_MS.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    }
+
+    fn ready(mut child: Child, data: &Path) -> Daemon {
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        let addr = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_owned();
+        // Keep reading stdout in the background so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let key = std::fs::read_to_string(data.join("dev-api-key"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Daemon {
+            child,
+            addr,
+            key,
+            data: data.to_owned(),
+        }
+    }
+
+    async fn tokenizer(&self) -> TokenizerClient<Channel> {
+        TokenizerClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+    }
+
+    async fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Luhn-valid 16-digit PAN number `i`.
+fn pan(i: u64) -> String {
+    let body = format!("4{:014}", i * 7919 + 13);
+    let digits: Vec<u32> = body.chars().map(|c| c.to_digit(10).unwrap()).collect();
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(k, &d)| {
+            if k % 2 == 0 {
+                let y = d * 2;
+                if y > 9 { y - 9 } else { y }
+            } else {
+                d
+            }
+        })
+        .sum();
+    format!("{body}{}", (10 - sum % 10) % 10)
+}
+
+async fn tokenize(
+    key: &str,
+    c: &mut TokenizerClient<Channel>,
+    template: &str,
+    values: &[String],
+) -> Vec<(String, u32)> {
+    let resp = c
+        .tokenize(with_key(
+            TokenizeRequest {
+                request_id: None,
+                template: template.into(),
+                key_version: None,
+                items: values
+                    .iter()
+                    .map(|v| TokenizeItem {
+                        value: v.clone(),
+                        ..TokenizeItem::default()
+                    })
+                    .collect(),
+            },
+            key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    resp.results
+        .into_iter()
+        .map(|r| match r.outcome {
+            Some(tokenize_result::Outcome::Token(t)) => (t.token, t.key_version),
+            other => panic!("tokenize failed: {other:?}"),
+        })
+        .collect()
+}
+
+async fn detokenize(d: &Daemon, template: &str, tokens: &[String]) -> Vec<String> {
+    let mut c = d.tokenizer().await;
+    let resp = c
+        .detokenize(with_key(
+            DetokenizeRequest {
+                request_id: None,
+                template: template.into(),
+                key_version: None,
+                purpose: "cluster test".into(),
+                items: tokens
+                    .iter()
+                    .map(|t| DetokenizeItem { token: t.clone() })
+                    .collect(),
+            },
+            &d.key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    resp.results
+        .into_iter()
+        .map(|r| match r.outcome {
+            Some(detokenize_result::Outcome::Value(v)) => v.value,
+            other => panic!("detokenize failed: {other:?}"),
+        })
+        .collect()
+}
+
+async fn rotate(d: &Daemon, key_name: &str) -> u32 {
+    d.admin()
+        .await
+        .rotate_key(with_key(
+            RotateKeyRequest {
+                key: Some(rotate_key_request::Key::KeyName(key_name.into())),
+            },
+            &d.key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .new_version
+}
+
+#[test]
+fn three_daemons_one_postgres() {
+    let Some(url) = std::env::var("VAULT_TEST_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        if std::env::var("VAULT_REQUIRE_PG").is_ok_and(|v| v == "1") {
+            panic!("VAULT_REQUIRE_PG=1 but VAULT_TEST_PG_URL is not set");
+        }
+        say(
+            "SKIPPED three_daemons_one_postgres: VAULT_TEST_PG_URL is not set \
+             (eval \"$(bash tests/pg/start.sh)\")\n",
+        );
+        return;
+    };
+    let schema = format!("cluster_{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    // One root key for the vault, copied to each daemon's data directory (dev mode reads
+    // `<data-dir>/root.key`); each daemon keeps its own audit chain and caller registry.
+    let root = format!("{}\n", "5a".repeat(32));
+    let datas: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("d{i}"))).collect();
+    for d in &datas {
+        std::fs::create_dir_all(d).unwrap();
+        let key = d.join("root.key");
+        std::fs::write(&key, &root).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    // All three start at once on the empty schema.
+    let children: Vec<Child> = datas
+        .iter()
+        .map(|d| Daemon::start(d, &url, &schema))
+        .collect();
+    let mut daemons: Vec<Daemon> = children
+        .into_iter()
+        .zip(&datas)
+        .map(|(c, d)| Daemon::ready(c, d))
+        .collect();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // Concurrent tokenize through all three: 3 daemons x 4 callers x 25 calls x 4 values.
+        let mut tasks = Vec::new();
+        for (i, d) in daemons.iter().enumerate() {
+            for caller in 0..4u64 {
+                let (addr, key) = (d.addr.clone(), d.key.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut c = TokenizerClient::connect(format!("http://{addr}"))
+                        .await
+                        .unwrap();
+                    let mut out = Vec::new();
+                    for call in 0..25u64 {
+                        let values: Vec<String> = (0..4u64)
+                            .map(|k| pan(((i as u64 * 4 + caller) * 25 + call) * 4 + k))
+                            .collect();
+                        let tokens = tokenize(&key, &mut c, "pan_vault", &values).await;
+                        out.extend(values.into_iter().zip(tokens).map(|(v, (t, _))| (v, t, i)));
+                    }
+                    out
+                }));
+            }
+        }
+        let mut made: Vec<(String, String, usize)> = Vec::new();
+        for t in tasks {
+            made.extend(t.await.unwrap());
+        }
+        assert_eq!(made.len(), 1200);
+        let tokens: HashSet<&String> = made.iter().map(|(_, t, _)| t).collect();
+        assert_eq!(tokens.len(), made.len(), "no token handed out twice");
+
+        // Every token detokenized through a different daemon than the one that made it.
+        let mut by_reader: HashMap<usize, Vec<(String, String)>> = HashMap::new();
+        for (v, t, i) in &made {
+            by_reader
+                .entry((i + 1) % 3)
+                .or_default()
+                .push((v.clone(), t.clone()));
+        }
+        for (reader, pairs) in &by_reader {
+            for chunk in pairs.chunks(200) {
+                let toks: Vec<String> = chunk.iter().map(|(_, t)| t.clone()).collect();
+                let values = detokenize(&daemons[*reader], "pan_vault", &toks).await;
+                for ((v, _), got) in chunk.iter().zip(values) {
+                    assert_eq!(&got, v);
+                }
+            }
+        }
+
+        // A rotation through daemon 0: the others write under the new version at once (their
+        // stale insert is refused and retried after a reload) ...
+        assert_eq!(rotate(&daemons[0], "data/pan_vault").await, 2);
+        for d in &daemons[1..] {
+            let mut c = d.tokenizer().await;
+            let got = tokenize(&d.key, &mut c, "pan_vault", &[pan(900_001)]).await;
+            assert_eq!(got[0].1, 2, "vaulted tokenize uses the rotated key at once");
+        }
+        // ... and FPE (nothing stored to refuse) within the refresh bound.
+        let ssn = "123-45-6789".to_owned();
+        assert_eq!(rotate(&daemons[0], "fpe/ssn").await, 2);
+        tokio::time::sleep(Duration::from_millis(REFRESH_MS * 2 + 200)).await;
+        for d in &daemons[1..] {
+            let mut c = d.tokenizer().await;
+            let got = tokenize(&d.key, &mut c, "ssn", std::slice::from_ref(&ssn)).await;
+            assert_eq!(
+                got[0].1, 2,
+                "FPE tokenize uses the rotated key within the bound"
+            );
+        }
+
+        // Rewrap started on daemon 1 in batches of one record; daemon 1 is killed once the job
+        // is under way; another daemon finishes it after the lease lapses.
+        let job = daemons[1]
+            .admin()
+            .await
+            .start_rewrap(with_key(
+                StartRewrapRequest {
+                    key_name: "data/pan_vault".into(),
+                    batch_size: Some(1),
+                },
+                &daemons[1].key,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let conns: Vec<(String, String)> = daemons
+            .iter()
+            .map(|d| (d.addr.clone(), d.key.clone()))
+            .collect();
+        let get = |d: usize| {
+            let (addr, key, id) = (conns[d].0.clone(), conns[d].1.clone(), job.job_id.clone());
+            async move {
+                AdminClient::connect(format!("http://{addr}"))
+                    .await
+                    .unwrap()
+                    .get_rewrap(with_key(GetRewrapRequest { job_id: id }, &key))
+                    .await
+                    .unwrap()
+                    .into_inner()
+            }
+        };
+        let started = Instant::now();
+        let at_kill = loop {
+            let j = get(0).await;
+            if j.processed >= 5 {
+                break j;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "rewrap never started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        daemons[1].kill();
+        assert_eq!(at_kill.state(), RewrapState::Running);
+        assert!(
+            at_kill.processed < 1200,
+            "killed while the job was still running ({} done)",
+            at_kill.processed
+        );
+        let killed_at = Instant::now();
+        let done = loop {
+            let j = get(2).await;
+            if j.state() == RewrapState::Succeeded {
+                break j;
+            }
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(60),
+                "rewrap not taken over: {j:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let took_over_after = killed_at.elapsed();
+        figure(&format!(
+            "FIGURE cluster_rewrap_takeover: killed at {} records; completed by another daemon \
+             {} ms after the kill (lease {LEASE_MS} ms); total processed {}",
+            at_kill.processed,
+            took_over_after.as_millis(),
+            done.processed
+        ));
+        assert!(
+            done.processed >= 1200 - 1,
+            "every old record rewrapped once: {done:?}"
+        );
+
+        // Zero lost: every token still detokenizes, through both surviving daemons.
+        let all: Vec<(String, String)> = made
+            .iter()
+            .map(|(v, t, _)| (v.clone(), t.clone()))
+            .collect();
+        for reader in [0usize, 2] {
+            for chunk in all.chunks(300) {
+                let toks: Vec<String> = chunk.iter().map(|(_, t)| t.clone()).collect();
+                let values = detokenize(&daemons[reader], "pan_vault", &toks).await;
+                for ((v, _), got) in chunk.iter().zip(values) {
+                    assert_eq!(&got, v);
+                }
+            }
+        }
+    });
+
+    // The survivors stop cleanly; every daemon's audit chain verifies.
+    for (i, d) in daemons.iter_mut().enumerate() {
+        if i == 1 {
+            continue;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &d.child.id().to_string()])
+            .status();
+        let exit = d.child.wait().unwrap();
+        assert!(exit.success(), "daemon {i}: {exit:?}");
+    }
+    for d in &daemons {
+        let out = Command::new(env!("CARGO_BIN_EXE_vaultctl"))
+            .args(["audit", "verify", "--data-dir"])
+            .arg(&d.data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "audit verify {}: {}{}",
+            d.data.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
