@@ -320,6 +320,17 @@ fn map_pg(e: &tokio_postgres::Error) -> StoreError {
         return StoreError::Unavailable("database connection failed".into());
     };
     let code = db.code();
+    // Our own refusals from `vault_insert_guard` (schema.rs): their words are ours.
+    match code.code() {
+        "VK001" => {
+            return StoreError::KeyNotActive {
+                name: db.message().to_owned(),
+                version: db.detail().and_then(|d| d.parse().ok()).unwrap_or(0),
+            };
+        }
+        "VK002" => return StoreError::Conflict("record id was not allocated".into()),
+        _ => {}
+    }
     let what = match db.constraint() {
         Some(c) => format!("SQLSTATE {} ({c})", code.code()),
         None => format!("SQLSTATE {}", code.code()),
@@ -936,6 +947,12 @@ impl Store for PgStore {
         let rows = rows.to_vec();
         self.run(|pool| async move {
             let mut c = get(&pool).await?;
+            if rows
+                .iter()
+                .all(|r| r.idempotency.is_none() && r.fingerprint.is_none() && r.lookup.is_none())
+            {
+                return insert_plain(&c, &rows).await;
+            }
             let tx = c.transaction().await.pg()?;
             let out = insert_records(&tx, &rows).await?;
             tx.commit().await.pg()?;
@@ -1338,19 +1355,9 @@ impl Store for PgStore {
     }
 }
 
-/// The body of [`Store::insert_records`] in one transaction.
-///
-/// Outcomes follow the trait: per row in order, idempotency key first, then fingerprint, then
-/// lookup, counting earlier rows of the same call. Rows are resolved against the database in
-/// batches (one query per kind of key), then inserted with one `INSERT … SELECT unnest(…) ON
-/// CONFLICT DO NOTHING`; a row another daemon inserted meanwhile (the conflict waits for its
-/// commit) is resolved after the insert, so concurrent daemons never both store one
-/// fingerprint, lookup or idempotency key.
-async fn insert_records(tx: &Tx<'_>, rows: &[NewRecord]) -> Result<Vec<InsertOutcome>, StoreError> {
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Key versions written under must be active; FOR SHARE orders this against a rotation.
+/// The distinct key versions rows are written under, and their id range, for
+/// `vault_insert_guard`.
+fn guard_args(rows: &[NewRecord]) -> Result<(Vec<String>, Vec<i64>, i64, i64), StoreError> {
     let mut keys: Vec<(String, i64)> = Vec::new();
     for row in rows {
         let k = (format!("data/{}", row.template), i64::from(row.key_version));
@@ -1364,36 +1371,77 @@ async fn insert_records(tx: &Tx<'_>, rows: &[NewRecord]) -> Result<Vec<InsertOut
             }
         }
     }
-    let (names, versions): (Vec<String>, Vec<i64>) = keys.into_iter().unzip();
-    let active = tx
-        .prepare_cached(
-            "SELECT k.name, k.version, k.state FROM key_versions k \
-             JOIN unnest($1::text[], $2::int8[]) AS q(name, version) \
-               ON k.name = q.name AND k.version = q.version \
-             ORDER BY k.name, k.version FOR SHARE OF k",
-        )
+    let (names, versions) = keys.into_iter().unzip();
+    let min = rows.iter().map(|r| r.id).min().unwrap_or(0);
+    let max = rows.iter().map(|r| r.id).max().unwrap_or(0);
+    Ok((names, versions, i64_of(min)?, i64_of(max)?))
+}
+
+/// The common insert (opaque, non-deterministic tokens: no idempotency key, fingerprint or
+/// lookup hash, so nothing can collide but the id): checks, rows and counts in one statement,
+/// its own transaction, one round trip. A refused check or an existing id aborts it whole.
+async fn insert_plain(c: &Client, rows: &[NewRecord]) -> Result<Vec<InsertOutcome>, StoreError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (names, versions, min_id, max_id) = guard_args(rows)?;
+    let ids: Vec<i64> = rows
+        .iter()
+        .map(|r| i64_of(r.id))
+        .collect::<Result<_, _>>()?;
+    let templates: Vec<&str> = rows.iter().map(|r| r.template.as_str()).collect();
+    let kv: Vec<i64> = rows.iter().map(|r| i64::from(r.key_version)).collect();
+    let cts: Vec<&[u8]> = rows.iter().map(|r| r.ciphertext.as_slice()).collect();
+    let exp: Vec<Option<i64>> = rows.iter().map(|r| r.expires_at).collect();
+    let meta: Vec<Option<&str>> = rows.iter().map(|r| r.metadata.as_deref()).collect();
+    let created: Vec<i64> = rows.iter().map(|r| r.created_at).collect();
+    let stmt = c
+        .prepare_cached(&format!(
+            "WITH g AS (SELECT vault_insert_guard($8::text[], $9::int8[], $10::int8, $11::int8)                  AS ok),              ins AS (INSERT INTO records (id, template, key_version, ciphertext, expires_at,                      metadata, created_at)                  SELECT u.id, u.t, u.kv, u.ct, u.exp, u.meta, u.created                  FROM g, unnest($1::int8[], $2::text[], $3::int8[], $4::bytea[], $5::int8[],                                 $6::text[], $7::int8[]) AS u(id, t, kv, ct, exp, meta, created)                  RETURNING template, key_version),              cnt AS (INSERT INTO version_counts (template, key_version, shard, count)                  SELECT template, key_version, pg_backend_pid() % {COUNT_SHARDS}, count(*)                  FROM ins GROUP BY template, key_version                  ON CONFLICT (template, key_version, shard)                  DO UPDATE SET count = version_counts.count + excluded.count)              SELECT count(*) FROM ins"
+        ))
         .await
         .pg()?;
-    for r in tx.query(&active, &[&names, &versions]).await.pg()? {
-        let state: &str = r.get(2);
-        if state != "active" {
-            return Err(StoreError::KeyNotActive {
-                name: r.get(0),
-                version: u32_of(r.get(1))?,
-            });
-        }
-    }
-    // Ids must have been handed out by the counter.
-    let next: i64 = tx
-        .query_one("SELECT value FROM counters WHERE name = 'record_id'", &[])
+    let n: i64 = c
+        .query_one(
+            &stmt,
+            &[
+                &ids, &templates, &kv, &cts, &exp, &meta, &created, &names, &versions, &min_id,
+                &max_id,
+            ],
+        )
         .await
         .pg()?
         .get(0);
-    for row in rows {
-        if row.id == 0 || i64_of(row.id)? >= next {
-            return Err(StoreError::Conflict("record id was not allocated".into()));
-        }
+    if n != rows.len() as i64 {
+        return Err(StoreError::Corrupt(format!(
+            "{n} of {} records inserted",
+            rows.len()
+        )));
     }
+    Ok(vec![InsertOutcome::Inserted; rows.len()])
+}
+
+/// The body of [`Store::insert_records`] in one transaction.
+///
+/// Outcomes follow the trait: per row in order, idempotency key first, then fingerprint, then
+/// lookup, counting earlier rows of the same call. Rows are resolved against the database in
+/// batches (one query per kind of key), then inserted with one `INSERT … SELECT unnest(…) ON
+/// CONFLICT DO NOTHING`; a row another daemon inserted meanwhile (the conflict waits for its
+/// commit) is resolved after the insert, so concurrent daemons never both store one
+/// fingerprint, lookup or idempotency key.
+async fn insert_records(tx: &Tx<'_>, rows: &[NewRecord]) -> Result<Vec<InsertOutcome>, StoreError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Key versions written under must be active (FOR SHARE orders this against a rotation),
+    // and ids must have been handed out by the counter: vault_insert_guard (schema.rs).
+    let (names, versions, min_id, max_id) = guard_args(rows)?;
+    tx.query_one(
+        "SELECT vault_insert_guard($1::text[], $2::int8[], $3::int8, $4::int8)",
+        &[&names, &versions, &min_id, &max_id],
+    )
+    .await
+    .pg()?;
 
     // What the database already holds, one query per kind of key present in the batch.
     let idem_keys: Vec<Vec<u8>> = rows.iter().filter_map(|r| r.idempotency.clone()).collect();

@@ -100,6 +100,37 @@ pub(super) const MIGRATIONS: &[&str] = &[
         record_id int8 NOT NULL REFERENCES records (id) ON DELETE CASCADE
     );
     CREATE INDEX idempotency_record ON idempotency (record_id);
+
+    -- The checks of an insert, in the inserting statement's transaction: share-locks the key
+    -- versions written under (a rotation's UPDATE of one waits for the insert, and vice versa),
+    -- refuses one that is not active (SQLSTATE VK001, message = key name, detail = version),
+    -- and refuses ids the counter never handed out (VK002). Raising aborts the transaction, so
+    -- an insert needs no separate round trip for its checks.
+    CREATE FUNCTION vault_insert_guard(names text[], versions int8[], min_id int8, max_id int8)
+    RETURNS int4 LANGUAGE plpgsql AS $fn$
+    DECLARE
+        r record;
+        next_id int8;
+    BEGIN
+        FOR r IN
+            SELECT k.name, k.version, k.state FROM key_versions k
+            JOIN unnest(names, versions) AS q(name, version)
+              ON k.name = q.name AND k.version = q.version
+            ORDER BY k.name, k.version
+            FOR SHARE OF k
+        LOOP
+            IF r.state <> 'active' THEN
+                RAISE EXCEPTION USING ERRCODE = 'VK001', MESSAGE = r.name,
+                    DETAIL = r.version::text;
+            END IF;
+        END LOOP;
+        SELECT value INTO next_id FROM counters WHERE name = 'record_id';
+        IF min_id <= 0 OR max_id >= next_id THEN
+            RAISE EXCEPTION USING ERRCODE = 'VK002', MESSAGE = 'record id was not allocated';
+        END IF;
+        RETURN 1;
+    END
+    $fn$;
     "#,
 ];
 
