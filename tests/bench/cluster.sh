@@ -66,12 +66,43 @@ stop_all() {
     pids=()
 }
 
+# CPU time (clock ticks) of a process and its reaped children: utime stime cutime cstime.
+ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# PostgreSQL's CPU: the postmaster, its reaped backends, and its live ones.
+pg_ticks() {
+    local pm t
+    pm=$(head -n 1 "$VAULT_TEST_PG_DIR/data/postmaster.pid")
+    t=$(ticks "$pm")
+    for c in $(pgrep -P "$pm"); do t=$((t + $(ticks "$c"))); done
+    echo "$t"
+}
+daemon_ticks() { local t=0; for p in "${pids[@]}"; do t=$((t + $(ticks "$p"))); done; echo "$t"; }
+
 run_load() { # run_load LABEL KEYFILE ENDPOINTS
     echo "== $1" >&2
-    "$loadgen" --endpoint "$3" --api-key-file "$2" --concurrency "$conc" --duration "$dur" \
-        --rounds 2 --warmup 1 --templates pan_vault --batch 100 --connections 3 \
-        --only seal-status,tokenize,tokenize-batch,detokenize,detokenize-batch \
-        | tee "$work/$1.md" >&2
+    local d0 p0 t0 d1 p1 t1 lg
+    d0=$(daemon_ticks); p0=$(pg_ticks); t0=$(date +%s.%N)
+    # The load generator runs in a subshell so that its CPU time shows in the subshell's
+    # reaped-children counters.
+    lg=$(
+        "$loadgen" --endpoint "$3" --api-key-file "$2" --concurrency "$conc" --duration "$dur" \
+            --rounds 2 --warmup 1 --templates pan_vault --batch 100 --connections 3 \
+            --only seal-status,tokenize,tokenize-batch,detokenize,detokenize-batch \
+            >"$work/$1.md"
+        awk '{print $16 + $17}' "/proc/$BASHPID/stat"
+    )
+    d1=$(daemon_ticks); p1=$(pg_ticks); t1=$(date +%s.%N)
+    cat "$work/$1.md" >&2
+    local hz
+    hz=$(getconf CLK_TCK)
+    python3 - "$1" "$t0" "$t1" "$hz" "$((d1 - d0))" "$((p1 - p0))" "$lg" >>"$work/cpu.txt" <<'PY'
+import sys
+label, t0, t1, hz, d, p, l = sys.argv[1:]
+wall = float(t1) - float(t0)
+hz = float(hz)
+d, p, l = int(d) / hz, int(p) / hz, int(l) / hz
+print(f"| {label} | {wall:.0f} | {d:.0f} | {p:.0f} | {l:.0f} | {(d + p + l) / wall * 100:.0f}% |")
+PY
 }
 
 # SQLite: one daemon (a SQLite file serves one daemon).
@@ -92,6 +123,13 @@ for n in 1 2 3; do
     run_load "postgres-$n" "$work/pg$n-0/dev-api-key" "$endpoints"
     stop_all
 done
+
+echo
+echo "CPU seconds used during each setup's load run (2 cores = 200% at most)"
+echo
+echo "| setup | wall s | vaultd | PostgreSQL | load generator | busy |"
+echo "|---|---|---|---|---|---|"
+cat "$work/cpu.txt"
 
 # Summary: items/s per scenario and setup, and the ratio to one daemon on SQLite.
 python3 - "$work" "$conc" "$dur" <<'PY'

@@ -158,6 +158,11 @@ pub(crate) fn key_state_compare_and_set_and_retire<B: Backend>(b: &B) {
         .key_set_state("data/pan", 9, "active", "decrypt_only", false)
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    // An unknown state is refused by the table's CHECK.
+    let err = s
+        .key_set_state("data/pan", 2, "active", "bogus", false)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     // Retire refused while a record (data key) or fingerprint (fp key) remains under it.
     for name in ["data/pan", "fp/pan"] {
         let err = s
@@ -636,4 +641,25 @@ pub(crate) fn vaults_on_two_handles<B: Backend>(b: &B) {
             .as_str(),
         "5500000000000004"
     );
+}
+
+pub(crate) fn rewrap_jobs_crud<B: Backend>(b: &B) {
+    let s = b.handle();
+    let a = s.rewrap_job_create(&job("pan")).unwrap();
+    let c = s.rewrap_job_create(&job("ssn")).unwrap();
+    assert!(c > a);
+    let list = b.handle().rewrap_jobs().unwrap();
+    assert_eq!(list.iter().map(|j| j.id).collect::<Vec<_>>(), vec![c, a]);
+    let mut j = s.rewrap_job_get(a).unwrap().unwrap();
+    assert_eq!((j.template.as_str(), j.owner.as_str()), ("pan", ""));
+    j.state = "paused".into();
+    s.rewrap_job_update(&j, "running").unwrap();
+    let err = s.rewrap_job_update(&j, "running").unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(s.rewrap_job_get(a).unwrap().unwrap().state, "paused");
+    assert_eq!(s.rewrap_job_get(999_999).unwrap(), None);
+    let err = s
+        .rewrap_job_update(&RewrapJobRow { id: 999_999, ..j }, "paused")
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }

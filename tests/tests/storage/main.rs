@@ -132,6 +132,7 @@ suite!(
     writes_refused_under_rotated_away_versions,
     reads_finds_deletes_and_purge,
     rewrap_batches_and_replay_is_safe,
+    rewrap_jobs_crud,
     rewrap_lease_is_exclusive_and_lapses,
     concurrent_handles_store_one_record_per_fingerprint,
     vaults_on_two_handles,

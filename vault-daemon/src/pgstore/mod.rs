@@ -202,6 +202,51 @@ impl PgStore {
         })
     }
 
+    /// The id (first column) of the one row a cached query finds, if any.
+    fn one_id(
+        &self,
+        sql: &'static str,
+        params: Vec<Box<dyn ToSql + Sync + Send>>,
+    ) -> Result<Option<u64>, StoreError> {
+        self.run(move |pool| async move {
+            let c = get(&pool).await?;
+            let stmt = c.prepare_cached(sql).await.pg()?;
+            let refs: Vec<&(dyn ToSql + Sync)> = params
+                .iter()
+                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            c.query_opt(&stmt, &refs)
+                .await
+                .pg()?
+                .map(|r| u64_of(r.get(0)))
+                .transpose()
+        })
+    }
+
+    /// Runs a `DELETE … RETURNING template, key_version, id` with one parameter, lowers the
+    /// per-version counts in the same transaction, and returns the deleted ids.
+    fn delete_counted(
+        &self,
+        sql: &'static str,
+        param: Box<dyn ToSql + Sync + Send>,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.run(move |pool| async move {
+            let mut c = get(&pool).await?;
+            let tx = c.transaction().await.pg()?;
+            let p: &(dyn ToSql + Sync) = param.as_ref();
+            let gone = tx.query(sql, &[p]).await.pg()?;
+            let mut counts = Counts::default();
+            let mut ids = Vec::with_capacity(gone.len());
+            for r in &gone {
+                counts.add(r.get::<_, &str>(0), r.get(1), -1);
+                ids.push(r.get(2));
+            }
+            counts.apply(&tx).await?;
+            tx.commit().await.pg()?;
+            Ok(ids)
+        })
+    }
+
     /// Runs `f` on the store's runtime and waits for it.
     fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
@@ -992,106 +1037,52 @@ impl Store for PgStore {
         fp_version: u32,
         fingerprint: &[u8],
     ) -> Result<Option<u64>, StoreError> {
-        let (t, fp) = (template.to_owned(), fingerprint.to_vec());
-        let v = i64::from(fp_version);
-        self.run(move |pool| async move {
-            let c = get(&pool).await?;
-            let stmt = c
-                .prepare_cached(
-                    "SELECT id FROM records WHERE template = $1 AND fp_version = $2 \
-                     AND fingerprint = $3",
-                )
-                .await
-                .pg()?;
-            c.query_opt(&stmt, &[&t, &v, &fp])
-                .await
-                .pg()?
-                .map(|r| u64_of(r.get(0)))
-                .transpose()
-        })
+        self.one_id(
+            "SELECT id FROM records WHERE template = $1 AND fp_version = $2 \
+             AND fingerprint = $3",
+            vec![
+                Box::new(template.to_owned()),
+                Box::new(i64::from(fp_version)),
+                Box::new(fingerprint.to_vec()),
+            ],
+        )
     }
 
     fn find_by_lookup(&self, template: &str, lookup: &[u8]) -> Result<Option<u64>, StoreError> {
-        let (t, l) = (template.to_owned(), lookup.to_vec());
-        self.run(move |pool| async move {
-            let c = get(&pool).await?;
-            let stmt = c
-                .prepare_cached("SELECT id FROM records WHERE template = $1 AND lookup = $2")
-                .await
-                .pg()?;
-            c.query_opt(&stmt, &[&t, &l])
-                .await
-                .pg()?
-                .map(|r| u64_of(r.get(0)))
-                .transpose()
-        })
+        self.one_id(
+            "SELECT id FROM records WHERE template = $1 AND lookup = $2",
+            vec![Box::new(template.to_owned()), Box::new(lookup.to_vec())],
+        )
     }
 
     fn find_by_idempotency(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
-        let key = key.to_vec();
-        self.run(move |pool| async move {
-            let c = get(&pool).await?;
-            let stmt = c
-                .prepare_cached("SELECT record_id FROM idempotency WHERE key = $1")
-                .await
-                .pg()?;
-            c.query_opt(&stmt, &[&key])
-                .await
-                .pg()?
-                .map(|r| u64_of(r.get(0)))
-                .transpose()
-        })
+        self.one_id(
+            "SELECT record_id FROM idempotency WHERE key = $1",
+            vec![Box::new(key.to_vec())],
+        )
     }
 
     fn delete_records(&self, ids: &[u64]) -> Result<Vec<bool>, StoreError> {
         let ids: Vec<i64> = ids.iter().map(|&i| i64_of(i)).collect::<Result<_, _>>()?;
-        self.run(|pool| async move {
-            let mut c = get(&pool).await?;
-            let tx = c.transaction().await.pg()?;
-            let gone = tx
-                .query(
-                    "DELETE FROM records WHERE id = ANY($1) RETURNING id, template, key_version",
-                    &[&ids],
-                )
-                .await
-                .pg()?;
-            let mut counts = Counts::default();
-            let mut deleted = HashSet::new();
-            for r in &gone {
-                let (id, t, v): (i64, String, i64) = (r.get(0), r.get(1), r.get(2));
-                counts.add(&t, v, -1);
-                deleted.insert(id);
-            }
-            counts.apply(&tx).await?;
-            tx.commit().await.pg()?;
-            // An id given twice reports `true` once, like deleting one after the other.
-            let mut seen = HashSet::new();
-            Ok(ids
-                .iter()
-                .map(|id| deleted.contains(id) && seen.insert(*id))
-                .collect())
-        })
+        let gone = self.delete_counted(
+            "DELETE FROM records WHERE id = ANY($1) RETURNING template, key_version, id",
+            Box::new(ids.clone()),
+        )?;
+        let deleted: HashSet<i64> = gone.into_iter().collect();
+        // An id given twice reports `true` once, like deleting one after the other.
+        let mut seen = HashSet::new();
+        Ok(ids
+            .iter()
+            .map(|id| deleted.contains(id) && seen.insert(*id))
+            .collect())
     }
 
     fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
-        self.run(move |pool| async move {
-            let mut c = get(&pool).await?;
-            let tx = c.transaction().await.pg()?;
-            let gone = tx
-                .query(
-                    "DELETE FROM records WHERE expires_at <= $1 RETURNING template, key_version",
-                    &[&now],
-                )
-                .await
-                .pg()?;
-            let mut counts = Counts::default();
-            for r in &gone {
-                counts.add(r.get::<_, &str>(0), r.get(1), -1);
-            }
-            counts.apply(&tx).await?;
-            tx.commit().await.pg()?;
-            Ok(gone.len() as u64)
-        })
+        let gone = self.delete_counted(
+            "DELETE FROM records WHERE expires_at <= $1 RETURNING template, key_version, id",
+            Box::new(now),
+        )?;
+        Ok(gone.len() as u64)
     }
 
     fn count_by_key_version(&self, template: &str, key_version: u32) -> Result<u64, StoreError> {
