@@ -35,7 +35,7 @@ cleanup() {
 trap cleanup EXIT
 
 # start_daemon DIR [SCHEMA]: starts vaultd on 127.0.0.1:0 (PostgreSQL when SCHEMA is given) and
-# prints its endpoint.
+# prints its endpoint; its pid is in DIR/pid (see `started`).
 start_daemon() {
     local dir=$1 schema=${2:-}
     mkdir -p "$dir"
@@ -47,7 +47,8 @@ start_daemon() {
         "$vaultd" serve --dev --listen 127.0.0.1:0 --data-dir "$dir" \
             >"$dir/stdout" 2>"$dir/vaultd.log" &
     fi
-    pids+=($!)
+    # This runs in a command substitution (a subshell): the caller reads the pid from here.
+    echo $! >"$dir/pid"
     for _ in $(seq 1 200); do
         if grep -q '^listening on ' "$dir/stdout" 2>/dev/null; then
             echo "http://$(sed -n 's/^listening on //p' "$dir/stdout" | head -n 1)"
@@ -59,6 +60,8 @@ start_daemon() {
     cat "$dir/vaultd.log" >&2
     exit 1
 }
+
+started() { pids+=("$(cat "$1/pid")"); }
 
 stop_all() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -107,18 +110,21 @@ PY
 
 # SQLite: one daemon (a SQLite file serves one daemon).
 e=$(start_daemon "$work/sqlite")
+started "$work/sqlite"
 run_load sqlite-1 "$work/sqlite/dev-api-key" "$e"
 stop_all
 
 for n in 1 2 3; do
     schema="bench_${n}_$$"
     endpoints=$(start_daemon "$work/pg$n-0" "$schema")
+    started "$work/pg$n-0"
     for i in $(seq 1 $((n - 1))); do
         d="$work/pg$n-$i"
         mkdir -p "$d"
         cp -p "$work/pg$n-0/root.key" "$work/pg$n-0/callers.json" "$work/pg$n-0/callers.key" \
             "$work/pg$n-0/dev-api-key" "$d/"
         endpoints="$endpoints,$(start_daemon "$d" "$schema")"
+        started "$d"
     done
     run_load "postgres-$n" "$work/pg$n-0/dev-api-key" "$endpoints"
     stop_all

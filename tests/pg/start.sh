@@ -58,9 +58,18 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
     --pwfile="$dir/pwfile" -E UTF8 --no-locale >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; exit 1; }
 rm -f "$dir/pwfile"
-"${as_owner[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 \
-        -c fsync=on -c synchronous_commit=on -c shared_buffers=128MB" >&2 \
+# In the cluster's own configuration, so that a plain `pg_ctl start` (the durability test's
+# restart after an immediate shutdown) brings it back the same.
+cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir'
+max_connections = 300
+fsync = on
+synchronous_commit = on
+shared_buffers = 128MB
+CONF
+"${as_owner[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >&2 \
     || { cat "$dir/server.log" >&2; exit 1; }
 
 # The tests give each store its own schema in the `postgres` database.
