@@ -81,8 +81,9 @@ pg_ticks() {
 }
 daemon_ticks() { local t=0; for p in "${pids[@]}"; do t=$((t + $(ticks "$p"))); done; echo "$t"; }
 
-run_load() { # run_load LABEL KEYFILE ENDPOINTS
+run_load() { # run_load LABEL KEYFILE ENDPOINTS [SCENARIOS]
     echo "== $1" >&2
+    local only=${4:-seal-status,tokenize,tokenize-batch,detokenize,detokenize-batch}
     local d0 p0 t0 d1 p1 t1 lg
     d0=$(daemon_ticks); p0=$(pg_ticks); t0=$(date +%s.%N)
     # The load generator runs in a subshell so that its CPU time shows in the subshell's
@@ -90,14 +91,14 @@ run_load() { # run_load LABEL KEYFILE ENDPOINTS
     lg=$(
         "$loadgen" --endpoint "$3" --api-key-file "$2" --concurrency "$conc" --duration "$dur" \
             --rounds 2 --warmup 1 --templates pan_vault --batch 100 --connections 3 \
-            --only seal-status,tokenize,tokenize-batch,detokenize,detokenize-batch \
-            >"$work/$1.md"
+            --only "$only" >"$work/$1.md"
         awk '{print $16 + $17}' "/proc/$BASHPID/stat"
     )
     d1=$(daemon_ticks); p1=$(pg_ticks); t1=$(date +%s.%N)
     cat "$work/$1.md" >&2
     local hz
     hz=$(getconf CLK_TCK)
+    echo "$hz $((d1 - d0)) $((p1 - p0)) $lg" >"$work/$1.ticks"
     python3 - "$1" "$t0" "$t1" "$hz" "$((d1 - d0))" "$((p1 - p0))" "$lg" >>"$work/cpu.txt" <<'PY'
 import sys
 label, t0, t1, hz, d, p, l = sys.argv[1:]
@@ -112,6 +113,9 @@ PY
 e=$(start_daemon "$work/sqlite")
 started "$work/sqlite"
 run_load sqlite-1 "$work/sqlite/dev-api-key" "$e"
+for sc in tokenize detokenize; do
+    run_load "cpu-sqlite-$sc" "$work/sqlite/dev-api-key" "$e" "$sc"
+done
 stop_all
 
 for n in 1 2 3; do
@@ -127,6 +131,12 @@ for n in 1 2 3; do
         started "$d"
     done
     run_load "postgres-$n" "$work/pg$n-0/dev-api-key" "$endpoints"
+    if [ "$n" = 1 ]; then
+        # CPU per call by component, one scenario at a time (the scaling model in BENCHMARKS.md).
+        for sc in tokenize detokenize; do
+            run_load "cpu-postgres-$sc" "$work/pg1-0/dev-api-key" "$endpoints" "$sc"
+        done
+    fi
     stop_all
 done
 
@@ -136,6 +146,26 @@ echo
 echo "| setup | wall s | vaultd | PostgreSQL | load generator | busy |"
 echo "|---|---|---|---|---|---|"
 cat "$work/cpu.txt"
+
+echo
+echo "CPU milliseconds per single-item call, by component (one scenario per run)"
+echo
+echo "| setup | calls | vaultd | PostgreSQL | load generator |"
+echo "|---|---|---|---|---|"
+python3 - "$work" <<'PY'
+import sys
+work = sys.argv[1]
+for label in ["cpu-sqlite-tokenize", "cpu-postgres-tokenize", "cpu-sqlite-detokenize", "cpu-postgres-detokenize"]:
+    calls = 0
+    for line in open(f"{work}/{label}.md"):
+        c = [x.strip() for x in line.strip().strip("|").split("|")]
+        if len(c) > 3 and c[0].isdigit():
+            calls += int(c[2])
+    raw = open(f"{work}/{label}.ticks").read().split()
+    hz, d, p, l = (float(x) for x in raw)
+    ms = lambda t: f"{t / hz * 1000 / calls:.3f}" if calls else "-"
+    print(f"| {label[4:]} | {calls} | {ms(d)} | {ms(p)} | {ms(l)} |")
+PY
 
 # Summary: items/s per scenario and setup, and the ratio to one daemon on SQLite.
 python3 - "$work" "$conc" "$dur" <<'PY'

@@ -503,6 +503,10 @@ pub(crate) fn resolve_offline(
             .map_err(|e| crate::failure::Failure::other(e.to_string()))?,
         None => vault_daemon::Config::dev(vault_daemon::config::DEFAULT_DATA_DIR),
     };
+    // The same VAULT_* overrides as vaultd (VAULT_DATABASE_URL: the PostgreSQL vault a fleet
+    // shares); flags still win.
+    cfg.apply_env()
+        .map_err(|e| crate::failure::Failure::other(e.to_string()))?;
     if let Some(d) = &offline.data_dir {
         cfg.data_dir = d.clone();
     }
