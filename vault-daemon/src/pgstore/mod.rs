@@ -24,10 +24,12 @@
 //! - record ids: a counter row advanced by `UPDATE … RETURNING` in its own transaction, in
 //!   blocks of [`vault_core::store::ID_BLOCK`] cached per store, so ids are unique across every
 //!   daemon with no other coordination (a row lock held for one statement per 4,096 ids);
-//! - inserts take `FOR SHARE` on the key versions they write under and refuse a non-active one,
-//!   so a rotation (`UPDATE` of that row) and a stale daemon's insert are serialized;
-//! - per-version record counts are sharded by backend (`pg_backend_pid() % 64`) so concurrent
-//!   inserts from many daemons do not queue on one counter row;
+//! - inserts take a shared advisory lock per key version they write under and refuse a
+//!   non-active one; a state change takes it exclusively, so a rotation and a stale daemon's
+//!   insert are serialized (advisory rather than `FOR SHARE`: a row lock writes the key row and
+//!   WAL on every insert);
+//! - records are counted per key version through an index, not SQLite's counts table, whose
+//!   rows every insert from every daemon would update;
 //! - the key-table generation is a counter row bumped in every key-table transaction;
 //! - rewrap leases use the database's clock (`clock_timestamp()`), so daemons' clocks may
 //!   differ.
@@ -59,8 +61,6 @@ use vault_core::store::{
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one store call may take in all before failing as unavailable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Shards of the per-version record counts.
-const COUNT_SHARDS: i32 = 64;
 
 /// Settings beside the URL.
 #[derive(Debug, Clone)]
@@ -223,27 +223,17 @@ impl PgStore {
         })
     }
 
-    /// Runs a `DELETE … RETURNING template, key_version, id` with one parameter, lowers the
-    /// per-version counts in the same transaction, and returns the deleted ids.
+    /// Runs a `DELETE … RETURNING id` with one parameter and returns the deleted ids.
     fn delete_counted(
         &self,
         sql: &'static str,
         param: Box<dyn ToSql + Sync + Send>,
     ) -> Result<Vec<i64>, StoreError> {
         self.run(move |pool| async move {
-            let mut c = get(&pool).await?;
-            let tx = c.transaction().await.pg()?;
+            let c = get(&pool).await?;
             let p: &(dyn ToSql + Sync) = param.as_ref();
-            let gone = tx.query(sql, &[p]).await.pg()?;
-            let mut counts = Counts::default();
-            let mut ids = Vec::with_capacity(gone.len());
-            for r in &gone {
-                counts.add(r.get::<_, &str>(0), r.get(1), -1);
-                ids.push(r.get(2));
-            }
-            counts.apply(&tx).await?;
-            tx.commit().await.pg()?;
-            Ok(ids)
+            let gone = c.query(sql, &[p]).await.pg()?;
+            Ok(gone.iter().map(|r| r.get(0)).collect())
         })
     }
 
@@ -362,7 +352,12 @@ fn pool_error(e: &deadpool_postgres::PoolError) -> String {
 /// server's message and detail can quote stored values (`Key (lookup)=(\x…) already exists`).
 fn map_pg(e: &tokio_postgres::Error) -> StoreError {
     let Some(db) = e.as_db_error() else {
-        return StoreError::Unavailable("database connection failed".into());
+        // Not the server's words: a closed connection, an I/O error, or a client-side encoding
+        // error (which names types, never values).
+        if e.is_closed() {
+            return StoreError::Unavailable("database connection closed".into());
+        }
+        return StoreError::Unavailable(format!("database client: {e}"));
     };
     let code = db.code();
     // Our own refusals from `vault_insert_guard` (schema.rs): their words are ours.
@@ -487,6 +482,19 @@ fn job_from(r: &tokio_postgres::Row) -> Result<RewrapJobRow, StoreError> {
 
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
+/// Takes a key version's lock exclusively for the transaction: inserts under it hold it shared
+/// (`vault_insert_guard`), so a state change waits for inserts in flight to commit, and inserts
+/// after it see the new state.
+async fn lock_key_version(tx: &Tx<'_>, name: &str, version: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1::text), ($2::int8)::int4)",
+        &[&name, &version],
+    )
+    .await
+    .pg()?;
+    Ok(())
+}
+
 async fn bump_key_generation(tx: &Tx<'_>) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE counters SET value = value + 1 WHERE name = 'key_generation'",
@@ -511,34 +519,6 @@ async fn not_found_or_conflict(
     }
 }
 
-/// Per-(template, version) count changes of one transaction.
-#[derive(Default)]
-struct Counts(HashMap<(String, i64), i64>);
-
-impl Counts {
-    fn add(&mut self, template: &str, version: i64, delta: i64) {
-        *self.0.entry((template.to_owned(), version)).or_default() += delta;
-    }
-
-    async fn apply(&self, tx: &Tx<'_>) -> Result<(), StoreError> {
-        let stmt = tx
-            .prepare_cached(&format!(
-                "INSERT INTO version_counts (template, key_version, shard, count) \
-                 VALUES ($1, $2, pg_backend_pid() % {COUNT_SHARDS}, $3) \
-                 ON CONFLICT (template, key_version, shard) \
-                 DO UPDATE SET count = version_counts.count + excluded.count"
-            ))
-            .await
-            .pg()?;
-        for ((t, v), delta) in &self.0 {
-            if *delta != 0 {
-                tx.execute(&stmt, &[t, v, delta]).await.pg()?;
-            }
-        }
-        Ok(())
-    }
-}
-
 async fn count_key_version(
     c: &impl deadpool_postgres::GenericClient,
     template: &str,
@@ -546,8 +526,7 @@ async fn count_key_version(
 ) -> Result<u64, StoreError> {
     let row = c
         .query_one(
-            "SELECT coalesce(sum(count), 0)::int8 FROM version_counts \
-             WHERE template = $1 AND key_version = $2",
+            "SELECT count(*) FROM records WHERE template = $1 AND key_version = $2",
             &[&template, &version],
         )
         .await
@@ -765,6 +744,7 @@ impl Store for PgStore {
             let mut c = get(&pool).await?;
             let tx = c.transaction().await.pg()?;
             let prev = i64::from(new.version - 1);
+            lock_key_version(&tx, &new.name, prev).await?;
             let moved = tx
                 .execute(
                     "UPDATE key_versions SET state = 'decrypt_only', updated_at = $3 \
@@ -801,8 +781,9 @@ impl Store for PgStore {
         self.run(move |pool| async move {
             let mut c = get(&pool).await?;
             let tx = c.transaction().await.pg()?;
-            // The row lock comes first: an insert under this version either committed before
-            // (and is counted below) or waits and then sees the new state.
+            // The lock comes first: an insert under this version either committed before (and
+            // is counted below) or waits and then sees the new state.
+            lock_key_version(&tx, &name, version).await?;
             let changed = tx
                 .execute(
                     "UPDATE key_versions SET state = $4, \
@@ -1065,7 +1046,7 @@ impl Store for PgStore {
     fn delete_records(&self, ids: &[u64]) -> Result<Vec<bool>, StoreError> {
         let ids: Vec<i64> = ids.iter().map(|&i| i64_of(i)).collect::<Result<_, _>>()?;
         let gone = self.delete_counted(
-            "DELETE FROM records WHERE id = ANY($1) RETURNING template, key_version, id",
+            "DELETE FROM records WHERE id = ANY($1) RETURNING id",
             Box::new(ids.clone()),
         )?;
         let deleted: HashSet<i64> = gone.into_iter().collect();
@@ -1079,7 +1060,7 @@ impl Store for PgStore {
 
     fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
         let gone = self.delete_counted(
-            "DELETE FROM records WHERE expires_at <= $1 RETURNING template, key_version, id",
+            "DELETE FROM records WHERE expires_at <= $1 RETURNING id",
             Box::new(now),
         )?;
         Ok(gone.len() as u64)
@@ -1178,20 +1159,11 @@ impl Store for PgStore {
                        AND CASE WHEN u.fv IS NULL THEN r.key_version <> u.nv \
                            ELSE NOT (r.key_version = u.nv AND r.fp_version IS NOT DISTINCT FROM u.fv) \
                            END \
-                     RETURNING u.ov, u.nv",
+                     RETURNING r.id",
                     &[&ids, &old, &new, &cts, &fvs, &fps],
                 )
                 .await
                 .pg()?;
-            let mut counts = Counts::default();
-            for r in &changed {
-                let (ov, nv): (i64, i64) = (r.get(0), r.get(1));
-                if ov != nv {
-                    counts.add(&job.template, ov, -1);
-                    counts.add(&job.template, nv, 1);
-                }
-            }
-            counts.apply(&tx).await?;
             let updated = changed.len() as i64;
             let id = i64_of(job.id)?;
             let saved = tx
@@ -1387,9 +1359,17 @@ async fn insert_plain(c: &Client, rows: &[NewRecord]) -> Result<Vec<InsertOutcom
     let meta: Vec<Option<&str>> = rows.iter().map(|r| r.metadata.as_deref()).collect();
     let created: Vec<i64> = rows.iter().map(|r| r.created_at).collect();
     let stmt = c
-        .prepare_cached(&format!(
-            "WITH g AS (SELECT vault_insert_guard($8::text[], $9::int8[], $10::int8, $11::int8)                  AS ok),              ins AS (INSERT INTO records (id, template, key_version, ciphertext, expires_at,                      metadata, created_at)                  SELECT u.id, u.t, u.kv, u.ct, u.exp, u.meta, u.created                  FROM g, unnest($1::int8[], $2::text[], $3::int8[], $4::bytea[], $5::int8[],                                 $6::text[], $7::int8[]) AS u(id, t, kv, ct, exp, meta, created)                  RETURNING template, key_version),              cnt AS (INSERT INTO version_counts (template, key_version, shard, count)                  SELECT template, key_version, pg_backend_pid() % {COUNT_SHARDS}, count(*)                  FROM ins GROUP BY template, key_version                  ON CONFLICT (template, key_version, shard)                  DO UPDATE SET count = version_counts.count + excluded.count)              SELECT count(*) FROM ins"
-        ))
+        .prepare_cached(
+            "WITH g AS (SELECT vault_insert_guard($8::text[], $9::int8[], $10::int8, $11::int8)\
+             AS ok), \
+             ins AS (INSERT INTO records (id, template, key_version, ciphertext, expires_at, \
+                 metadata, created_at) \
+               SELECT u.id, u.t, u.kv, u.ct, u.exp, u.meta, u.created \
+               FROM g, unnest($1::int8[], $2::text[], $3::int8[], $4::bytea[], $5::int8[], \
+                              $6::text[], $7::int8[]) AS u(id, t, kv, ct, exp, meta, created) \
+               RETURNING id) \
+             SELECT count(*) FROM ins",
+        )
         .await
         .pg()?;
     let n: i64 = c
@@ -1424,7 +1404,7 @@ async fn insert_records(tx: &Tx<'_>, rows: &[NewRecord]) -> Result<Vec<InsertOut
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    // Key versions written under must be active (FOR SHARE orders this against a rotation),
+    // Key versions written under must be active (a shared lock orders this against a rotation),
     // and ids must have been handed out by the counter: vault_insert_guard (schema.rs).
     let (names, versions, min_id, max_id) = guard_args(rows)?;
     tx.query_one(
@@ -1634,13 +1614,6 @@ async fn insert_records(tx: &Tx<'_>, rows: &[NewRecord]) -> Result<Vec<InsertOut
             }
         }
     }
-    let mut counts = Counts::default();
-    for row in rows {
-        if inserted.contains(&i64_of(row.id)?) {
-            counts.add(&row.template, i64::from(row.key_version), 1);
-        }
-    }
-    counts.apply(tx).await?;
     Ok(out
         .into_iter()
         .map(|o| o.unwrap_or(InsertOutcome::Inserted))

@@ -6,9 +6,10 @@
 //! migrate once and a crash mid-upgrade leaves the previous version intact. A database whose
 //! version is above [`current`] was written by newer code and is refused.
 //!
-//! The tables mirror SQLite's schema v4 (`vault_core::store::sqlite`), with two differences
-//! for many writers: `version_counts` has a `shard` column (concurrent inserts from several
-//! daemons do not queue on one row), and `rewrap_jobs.id` is an identity column.
+//! The tables mirror SQLite's schema v4 (`vault_core::store::sqlite`), with differences for
+//! many writers: records are counted per key version by an index (`records_version`) instead of
+//! SQLite's `version_counts` table, whose rows every insert would update from every daemon; the
+//! insert checks are a function (`vault_insert_guard`); `rewrap_jobs.id` is an identity column.
 
 use vault_core::store::StoreError;
 
@@ -71,13 +72,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
         WHERE lookup IS NOT NULL;
     CREATE INDEX records_expiry ON records (expires_at) WHERE expires_at IS NOT NULL;
 
-    CREATE TABLE version_counts (
-        template    text NOT NULL,
-        key_version int8 NOT NULL,
-        shard       int4 NOT NULL,
-        count       int8 NOT NULL,
-        PRIMARY KEY (template, key_version, shard)
-    );
+    -- Records per (template, key version), for the retire check and rewrap progress: an index
+    -- here, where SQLite keeps a counts table (a counts row updated by every insert would be a
+    -- hot row for every daemon, and an UPDATE costs PostgreSQL more than an index entry).
+    CREATE INDEX records_version ON records (template, key_version);
 
     CREATE TABLE rewrap_jobs (
         id                int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -102,7 +100,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX idempotency_record ON idempotency (record_id);
 
     -- The checks of an insert, in the inserting statement's transaction: share-locks the key
-    -- versions written under (a rotation's UPDATE of one waits for the insert, and vice versa),
+    -- versions written under (a state change of one waits for the insert, and vice versa),
     -- refuses one that is not active (SQLSTATE VK001, message = key name, detail = version),
     -- and refuses ids the counter never handed out (VK002). Raising aborts the transaction, so
     -- an insert needs no separate round trip for its checks.
@@ -112,12 +110,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         r record;
         next_id int8;
     BEGIN
+        -- Shared advisory locks, not FOR SHARE: a row lock writes the tuple (and WAL) on every
+        -- insert and makes concurrent inserters share MultiXacts; these live in the lock
+        -- manager only. A state change takes the same key exclusively (vault_key_lock).
+        PERFORM pg_advisory_xact_lock_shared(hashtext(q.name), q.version::int4)
+            FROM unnest(names, versions) AS q(name, version)
+            ORDER BY q.name, q.version;
         FOR r IN
             SELECT k.name, k.version, k.state FROM key_versions k
             JOIN unnest(names, versions) AS q(name, version)
               ON k.name = q.name AND k.version = q.version
-            ORDER BY k.name, k.version
-            FOR SHARE OF k
         LOOP
             IF r.state <> 'active' THEN
                 RAISE EXCEPTION USING ERRCODE = 'VK001', MESSAGE = r.name,

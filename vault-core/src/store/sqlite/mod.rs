@@ -744,15 +744,18 @@ impl Store for SqliteStore {
             ids.start += n;
             return Ok(start..start + n);
         }
-        let missing = n - (ids.end - ids.start);
-        let want = missing
+        // The new block alone covers `n`: another process on the same file (a second handle,
+        // `vaultctl`) may have moved the counter since the cached rest was reserved, and then
+        // the two do not join (the storage suite's `ids_unique_across_handles` found this).
+        let want = n
+            .max(1)
             .div_ceil(ID_BLOCK)
             .checked_mul(ID_BLOCK)
             .ok_or_else(|| StoreError::Conflict("record ids exhausted".into()))?;
         let block = self.writer.submit(move |c| reserve_ids(c, want))?;
-        // Only this method moves the counter, under this lock, so the new block normally
-        // starts where the cached one ends and the two join; if not, the cached rest is
-        // dropped (a gap, never a repeat).
+        // In this process only this method moves the counter, under this lock, so the new
+        // block normally starts where the cached one ends and the two join; if not, the cached
+        // rest is dropped (a gap, never a repeat).
         let start = if block.start == ids.end {
             ids.start
         } else {
