@@ -2,7 +2,7 @@
 # Starts a throwaway PostgreSQL cluster for the PostgreSQL tests and prints the variables that
 # point the tests at it:
 #
-#   eval "$(bash tests/pg/start.sh)"     # sets VAULT_TEST_PG_URL and VAULT_TEST_PG_DIR
+#   eval "$(bash tests/pg/start.sh)"     # sets VAULT_TEST_PG_URL, _DIR, _BIN (and _CA: TLS)
 #   cargo test --workspace
 #   bash tests/pg/stop.sh                # stops it and removes its directory
 #
@@ -69,6 +69,27 @@ fsync = on
 synchronous_commit = on
 shared_buffers = 128MB
 CONF
+# TLS for the store's `sslmode=require` test: a throwaway CA and a server certificate for
+# 127.0.0.1/localhost (skipped, and the TLS test says so, where openssl is missing).
+ca=""
+if command -v openssl >/dev/null 2>&1; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=vault-test-ca -keyout "$dir/ca.key" -out "$dir/ca.pem" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
+        >/dev/null 2>&1
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+        -keyout "$dir/data/server.key" -out "$dir/server.csr" >/dev/null 2>&1
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' \
+        >"$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 2 -extfile "$dir/server.ext" -out "$dir/data/server.crt" \
+        >/dev/null 2>&1
+    chmod 0600 "$dir/data/server.key"
+    if [ "$(id -u)" -eq 0 ]; then chown postgres "$dir/data/server.key" "$dir/data/server.crt"; fi
+    rm -f "$dir/ca.key" "$dir/server.csr"
+    echo "ssl = on" >>"$dir/data/postgresql.conf"
+    ca="$dir/ca.pem"
+fi
 "${as_owner[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >&2 \
     || { cat "$dir/server.log" >&2; exit 1; }
 
@@ -76,3 +97,4 @@ CONF
 echo "export VAULT_TEST_PG_URL='postgres://vault:${password}@127.0.0.1:${port}/postgres'"
 echo "export VAULT_TEST_PG_DIR='$dir'"
 echo "export VAULT_TEST_PG_BIN='$bin'"
+if [ -n "$ca" ]; then echo "export VAULT_TEST_PG_CA='$ca'"; fi

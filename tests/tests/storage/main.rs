@@ -153,3 +153,81 @@ fn pg_server_is_configured() {
         ),
     }
 }
+
+/// PostgreSQL only: `sslmode=require` verifies the server against the configured CA (and the
+/// connection really is TLS, by the server's own view); a wrong CA is refused; TLS without a CA
+/// and plaintext to a non-loopback host are refused before connecting.
+#[test]
+fn pg_tls_is_verified_and_plaintext_is_loopback_only() {
+    // Refusals that need no server.
+    let opts = |ca: Option<std::path::PathBuf>| PgOptions {
+        pool_size: 2,
+        schema: Some(format!("t_tls_{}", std::process::id())),
+        ca_file: ca,
+    };
+    let err = PgStore::connect("postgres://v:secret@db.example.invalid/vault", &opts(None))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("plaintext"), "{err}");
+    assert!(!err.contains("secret"), "{err}");
+    let err = PgStore::connect(
+        "postgres://v:secret@db.example.invalid/vault?sslmode=require",
+        &opts(None),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("database_ca"), "{err}");
+
+    let Some(url) = pg_url() else {
+        say(
+            "SKIPPED pg_tls_is_verified_and_plaintext_is_loopback_only on PostgreSQL: \
+             VAULT_TEST_PG_URL is not set\n",
+        );
+        return;
+    };
+    let Some(ca) = std::env::var("VAULT_TEST_PG_CA")
+        .ok()
+        .filter(|c| !c.is_empty())
+    else {
+        if std::env::var("VAULT_REQUIRE_PG").is_ok_and(|v| v == "1") {
+            panic!("VAULT_REQUIRE_PG=1 but VAULT_TEST_PG_CA is not set (openssl missing?)");
+        }
+        say(
+            "SKIPPED the TLS part: VAULT_TEST_PG_CA is not set (tests/pg/start.sh needs openssl)\n",
+        );
+        return;
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let tls_url = format!("{url}{sep}sslmode=require");
+    let store = PgStore::connect(&tls_url, &opts(Some(ca.into()))).unwrap();
+    assert!(
+        store.connection_is_tls().unwrap(),
+        "sslmode=require gives a TLS connection"
+    );
+    store.meta_put(&[("tls", b"ok")]).unwrap();
+    // The plaintext loopback store, for contrast, is not TLS.
+    let plain = PgStore::connect(&url, &opts(None)).unwrap();
+    assert!(!plain.connection_is_tls().unwrap());
+    // Another CA: the server's certificate does not verify, nothing connects.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other-ca.pem");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(&other, params.self_signed(&key).unwrap().pem()).unwrap();
+    let err = PgStore::connect(&tls_url, &opts(Some(other))).unwrap_err();
+    assert!(
+        matches!(err, vault_core::store::StoreError::Unavailable(_)),
+        "{err:?}"
+    );
+    let password = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('@').next())
+        .and_then(|userinfo| userinfo.split(':').nth(1))
+        .unwrap_or("");
+    assert!(
+        password.is_empty() || !err.to_string().contains(password),
+        "{err}"
+    );
+}

@@ -194,6 +194,22 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Whether this store's connections are encrypted (PostgreSQL's own view, `pg_stat_ssl`).
+    pub fn connection_is_tls(&self) -> Result<bool, StoreError> {
+        self.run(|pool| async move {
+            let c = get(&pool).await?;
+            let row = c
+                .query_one(
+                    "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), \
+                     false)",
+                    &[],
+                )
+                .await
+                .pg()?;
+            Ok(row.get(0))
+        })
+    }
+
     /// The schema version of the connected database.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         self.run(|pool| async move {
