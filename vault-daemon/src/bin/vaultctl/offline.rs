@@ -164,6 +164,7 @@ pub(crate) async fn init(g: &Global, a: InitArgs) -> Result<(), Failure> {
             "vault_id": status.vault_id,
             "unseal_method": status.seal_method,
             "data_dir": cfg.data_dir,
+            "store": location,
             "shares": shares.iter().map(|s| s.expose_secret().to_owned()).collect::<Vec<_>>(),
         }));
         return Ok(());
@@ -171,7 +172,7 @@ pub(crate) async fn init(g: &Global, a: InitArgs) -> Result<(), Failure> {
     outln!(
         "created vault {} in {} (unsealed by {})",
         status.vault_id,
-        cfg.data_dir.display(),
+        location,
         status.seal_method
     );
     if !shares.is_empty() {
