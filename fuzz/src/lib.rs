@@ -5,7 +5,9 @@
 //! runner (`tests/stable.rs`, a mutation loop over the seeds in `seeds/<target>/`). A target
 //! panics only on a real bug: a panic in the code under test, or a broken property (a round
 //! trip that does not come back, a forged token that detokenizes, a tampered envelope that
-//! opens).
+//! opens). The `expect`s below are those property checks, or set-up that cannot fail on a
+//! working machine (a temporary directory, the OS random number generator): each one failing
+//! is a finding, which is why they panic rather than return.
 //!
 //! | target | what it feeds | properties checked |
 //! |---|---|---|

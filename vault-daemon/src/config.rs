@@ -156,16 +156,33 @@ impl DatabaseUrl {
         &self.0
     }
 
-    /// The URL without its password.
+    /// The URL without its password: neither the one in the user part nor a `password=` query
+    /// parameter (both are accepted by the driver).
     pub fn redacted(&self) -> String {
-        match (self.0.find("://"), self.0.rfind('@')) {
+        let (base, query) = match self.0.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (self.0.as_str(), None),
+        };
+        let mut out = match (base.find("://"), base.rfind('@')) {
             (Some(s), Some(at)) if at > s => {
-                let userinfo = &self.0[s + 3..at];
+                let userinfo = &base[s + 3..at];
                 let user = userinfo.split(':').next().unwrap_or("");
-                format!("{}{user}:***{}", &self.0[..s + 3], &self.0[at..])
+                format!("{}{user}:***{}", &base[..s + 3], &base[at..])
             }
-            _ => self.0.clone(),
+            _ => base.to_owned(),
+        };
+        if let Some(q) = query {
+            let params: Vec<String> = q
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_owned(),
+                })
+                .collect();
+            out.push('?');
+            out.push_str(&params.join("&"));
         }
+        out
     }
 }
 
@@ -757,6 +774,13 @@ mod tests {
         assert_eq!(
             format!("{u:?}"),
             "postgres://vault:***@db.internal:5432/vault"
+        );
+        let q = DatabaseUrl::new(
+            "postgres://db.internal/vault?user=vault&password=s3cret&sslmode=require",
+        );
+        assert_eq!(
+            q.redacted(),
+            "postgres://db.internal/vault?user=vault&password=***&sslmode=require"
         );
         let mut cfg = Config::dev("/tmp/x");
         cfg.database.url = Some(u);

@@ -59,7 +59,6 @@ fn job(template: &str) -> RewrapJobRow {
         created_at: 5,
         updated_at: 5,
         owner: String::new(),
-        lease_until_ms: 0,
     }
 }
 

@@ -20,12 +20,14 @@
 //! - a rewrap job runs under a lease ([`Store::rewrap_job_claim`]) that its runner renews with
 //!   each batch and another process takes over once it lapses.
 
+mod ids;
 pub mod sqlite;
 mod types;
 
+pub use ids::{ID_BLOCK, IdBlocks};
 #[doc(hidden)]
 pub use sqlite::PageLimit;
-pub use sqlite::{ID_BLOCK, Options, SqliteStore, Synchronous, WriterStats};
+pub use sqlite::{Options, SqliteStore, Synchronous, WriterStats};
 pub use types::*;
 
 /// The metadata entry [`Store::probe_write`] writes.

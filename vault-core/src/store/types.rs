@@ -226,10 +226,8 @@ pub struct RewrapJobRow {
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
-    /// Who holds the job's lease (a vault's node id); empty when free.
+    /// Who holds the job's lease (a vault's node id); empty when free. When it lapses is the
+    /// store's business (set by [`super::Store::rewrap_job_claim`], renewed by
+    /// [`super::Store::rewrap_commit`], on the store's clock).
     pub owner: String,
-    /// When the lease lapses, milliseconds since the Unix epoch by the store's clock (0 when
-    /// free). Read-only for callers: set by [`super::Store::rewrap_job_claim`] and renewed by
-    /// [`super::Store::rewrap_commit`].
-    pub lease_until_ms: i64,
 }

@@ -470,11 +470,6 @@ impl Vault {
         self
     }
 
-    /// This vault's rewrap-lease owner id.
-    pub fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
     /// Reloads the key ring if the store's key table changed since it was loaded (another
     /// process rotated, retired or created a key). Returns whether it reloaded. Sealed: nothing.
     pub fn refresh_keys(&self) -> Result<bool, Error> {

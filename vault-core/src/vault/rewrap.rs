@@ -123,7 +123,6 @@ impl RewrapJob {
             created_at,
             updated_at: now,
             owner: self.owner.clone(),
-            lease_until_ms: 0,
         }
     }
 }

@@ -408,8 +408,15 @@ impl Vault {
         self.maybe_refresh_keys();
         let results = self.detokenize_once(cfg, tokens, key_version)?;
         // An item may name a key version another process made since this vault loaded its
-        // keys: reload if the key table changed, and answer from the new ring.
-        if results.iter().any(Result::is_err) && self.refresh_keys()? {
+        // keys: reload if the key table changed, and answer from the new ring. Only failures a
+        // stale ring can cause ask the store (a vaulted token that is simply unknown does not:
+        // its record is looked up by id, whatever the keys).
+        let stale = |r: &Result<Detokenized, Error>| match (r, cfg.mode) {
+            (Ok(_), _) => false,
+            (Err(_), Mode::Fpe) => true,
+            (Err(e), Mode::Vaulted { .. }) => matches!(e, Error::Key(_) | Error::Integrity),
+        };
+        if results.iter().any(stale) && self.refresh_keys()? {
             return self.detokenize_once(cfg, tokens, key_version);
         }
         Ok(results)

@@ -22,8 +22,9 @@
 //! What the trait documents for shared stores (`vault_core::store` module docs) is done in the
 //! database:
 //! - record ids: a counter row advanced by `UPDATE … RETURNING` in its own transaction, in
-//!   blocks of [`vault_core::store::ID_BLOCK`] cached per store, so ids are unique across every
-//!   daemon with no other coordination (a row lock held for one statement per 4,096 ids);
+//!   blocks of [`vault_core::store::ID_BLOCK`] (65,536) cached per store
+//!   ([`vault_core::store::IdBlocks`], shared with SQLite), so ids are unique across every
+//!   daemon with no other coordination (a row lock held for one statement per block);
 //! - inserts take a shared advisory lock per key version they write under and refuse a
 //!   non-active one; a state change takes it exclusively, so a rotation and a stale daemon's
 //!   insert are serialized (advisory rather than `FOR SHARE`: a row lock writes the key row and
@@ -46,14 +47,13 @@ use std::future::Future;
 use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use vault_core::store::{
-    ID_BLOCK, InsertOutcome, KeyNameRow, KeyTable, KeyVersionRow, NewRecord, Record, RecordUpdate,
+    IdBlocks, InsertOutcome, KeyNameRow, KeyTable, KeyVersionRow, NewRecord, Record, RecordUpdate,
     RewrapJobRow, Store, StoreError,
 };
 
@@ -88,8 +88,8 @@ impl Default for PgOptions {
 pub struct PgStore {
     rt: Option<tokio::runtime::Runtime>,
     pool: Pool,
-    /// Ids reserved from the shared counter and not yet handed out (see `allocate_ids`).
-    ids: Mutex<Range<u64>>,
+    /// Ids reserved from the shared counter and not yet handed out.
+    ids: IdBlocks,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -170,7 +170,7 @@ impl PgStore {
         let store = PgStore {
             rt: Some(rt),
             pool,
-            ids: Mutex::new(0..0),
+            ids: IdBlocks::new(),
         };
         let schema = opts.schema.clone();
         store.run(move |pool| async move {
@@ -207,14 +207,6 @@ impl PgStore {
                 .await
                 .pg()?;
             Ok(row.get(0))
-        })
-    }
-
-    /// The schema version of the connected database.
-    pub fn schema_version(&self) -> Result<u32, StoreError> {
-        self.run(|pool| async move {
-            let c = get(&pool).await?;
-            schema::version(&c).await
         })
     }
 
@@ -478,7 +470,7 @@ fn record_from(r: &tokio_postgres::Row) -> Result<Record, StoreError> {
 }
 
 const JOB_COLUMNS: &str = "id, template, target_version, target_fp_version, state, cursor, \
-                           processed, created_at, updated_at, owner, lease_until_ms";
+                           processed, created_at, updated_at, owner";
 
 fn job_from(r: &tokio_postgres::Row) -> Result<RewrapJobRow, StoreError> {
     Ok(RewrapJobRow {
@@ -492,7 +484,6 @@ fn job_from(r: &tokio_postgres::Row) -> Result<RewrapJobRow, StoreError> {
         created_at: r.get(7),
         updated_at: r.get(8),
         owner: r.get(9),
-        lease_until_ms: r.get(10),
     })
 }
 
@@ -954,35 +945,24 @@ impl Store for PgStore {
     }
 
     fn allocate_ids(&self, n: u64) -> Result<Range<u64>, StoreError> {
-        let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
-        if ids.end - ids.start >= n {
-            let start = ids.start;
-            ids.start += n;
-            return Ok(start..start + n);
-        }
-        // The cached rest is dropped (a gap, never a repeat): other daemons advance the same
-        // counter, so a new block rarely joins the old one.
-        let want = n
-            .div_ceil(ID_BLOCK)
-            .checked_mul(ID_BLOCK)
-            .ok_or_else(|| StoreError::Conflict("record ids exhausted".into()))?;
-        let want_i = i64_of(want)?;
-        let end = self.run(move |pool| async move {
-            let c = get(&pool).await?;
-            let stmt = c
-                .prepare_cached(
-                    "UPDATE counters SET value = value + $1::int8 \
-                     WHERE name = 'record_id' AND value <= $2::int8 - $1::int8 RETURNING value",
-                )
-                .await
-                .pg()?;
-            let row = c.query_opt(&stmt, &[&want_i, &i64::MAX]).await.pg()?;
-            let row = row.ok_or_else(|| StoreError::Conflict("record ids exhausted".into()))?;
-            u64_of(row.get(0))
-        })?;
-        let start = end - want;
-        *ids = start + n..end;
-        Ok(start..start + n)
+        self.ids.take(n, |want| {
+            let want_i = i64_of(want)?;
+            let end = self.run(move |pool| async move {
+                let c = get(&pool).await?;
+                let stmt = c
+                    .prepare_cached(
+                        "UPDATE counters SET value = value + $1::int8 \
+                         WHERE name = 'record_id' AND value <= $2::int8 - $1::int8 \
+                         RETURNING value",
+                    )
+                    .await
+                    .pg()?;
+                let row = c.query_opt(&stmt, &[&want_i, &i64::MAX]).await.pg()?;
+                let row = row.ok_or_else(|| StoreError::Conflict("record ids exhausted".into()))?;
+                u64_of(row.get(0))
+            })?;
+            Ok(end - want..end)
+        })
     }
 
     fn insert_records(&self, rows: &[NewRecord]) -> Result<Vec<InsertOutcome>, StoreError> {
@@ -1619,7 +1599,6 @@ async fn insert_records(tx: &Tx<'_>, rows: &[NewRecord]) -> Result<Vec<InsertOut
                     tx.execute("DELETE FROM records WHERE id = $1", &[&id])
                         .await
                         .pg()?;
-                    inserted.remove(&id);
                     let winner: i64 = tx
                         .query_one("SELECT record_id FROM idempotency WHERE key = $1", &[k])
                         .await

@@ -141,24 +141,6 @@ pub(super) fn current() -> u32 {
     MIGRATIONS.len() as u32
 }
 
-/// The database's schema version (0: no vault tables yet).
-pub(super) async fn version(c: &deadpool_postgres::Client) -> Result<u32, StoreError> {
-    let exists: bool = c
-        .query_one("SELECT to_regclass('vault_schema') IS NOT NULL", &[])
-        .await
-        .pg()?
-        .get(0);
-    if !exists {
-        return Ok(0);
-    }
-    let v: i32 = c
-        .query_one("SELECT version FROM vault_schema", &[])
-        .await
-        .pg()?
-        .get(0);
-    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("schema version {v} is out of range")))
-}
-
 /// Runs migrations up to `target`. Returns the version found before upgrading.
 pub(super) async fn migrate(
     c: &mut deadpool_postgres::Client,

@@ -29,8 +29,9 @@
 //!   existing, initialized vault database and reports damage as [`StoreError::Corrupt`];
 //!   [`SqliteStore::create`] refuses to touch an existing file.
 //! - Record ids come from a persisted counter. The store reserves them in blocks
-//!   ([`ID_BLOCK`]) so most [`Store::allocate_ids`] calls cost no transaction; a crash loses the
-//!   rest of a block (a gap), never hands an id out twice.
+//!   ([`super::ID_BLOCK`], through [`super::IdBlocks`]) so most [`Store::allocate_ids`] calls
+//!   cost no transaction; a crash loses the rest of a block (a gap), never hands an id out
+//!   twice.
 //!
 //! # Tables
 //!
@@ -59,6 +60,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::ids::IdBlocks;
+
 use self::conn::{Failure, Role};
 use self::writer::Writer;
 pub use self::writer::WriterStats;
@@ -70,9 +73,6 @@ use super::{
 /// Pages of room [`Store::probe_write`] asks for (1 MiB at the default 4 KiB page size:
 /// several batches of records).
 const PROBE_HEADROOM_PAGES: u64 = 256;
-
-/// Ids reserved per counter update; see the module docs.
-pub const ID_BLOCK: u64 = 1 << 16;
 
 /// How hard a commit waits for the disk (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -144,7 +144,7 @@ pub struct SqliteStore {
     // Field order is drop order: readers close before the writer, so the writer's connection is
     // the last one and checkpoints the WAL on close.
     readers: Readers,
-    ids: Mutex<Range<u64>>,
+    ids: IdBlocks,
     writer: Writer,
     path: PathBuf,
 }
@@ -208,7 +208,7 @@ impl SqliteStore {
         let writer = Writer::spawn_with_limit(wconn, opts.page_limit.clone())?;
         Ok(Self {
             readers,
-            ids: Mutex::new(0..0),
+            ids: IdBlocks::new(),
             writer,
             path: path.to_path_buf(),
         })
@@ -402,12 +402,11 @@ fn job_from(r: &Row<'_>) -> rusqlite::Result<RewrapJobRow> {
         created_at: r.get(7)?,
         updated_at: r.get(8)?,
         owner: r.get(9)?,
-        lease_until_ms: r.get(10)?,
     })
 }
 
 const JOB_COLUMNS: &str = "id, template, target_version, target_fp_version, state, cursor, \
-                           processed, created_at, updated_at, owner, lease_until_ms";
+                           processed, created_at, updated_at, owner";
 
 /// Milliseconds since the Unix epoch: the store's clock for rewrap leases (one host).
 fn now_ms() -> i64 {
@@ -737,32 +736,8 @@ impl Store for SqliteStore {
     }
 
     fn allocate_ids(&self, n: u64) -> Result<Range<u64>, StoreError> {
-        // Held while a new block is reserved so two callers never both reserve.
-        let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
-        if ids.end - ids.start >= n {
-            let start = ids.start;
-            ids.start += n;
-            return Ok(start..start + n);
-        }
-        // The new block alone covers `n`: another process on the same file (a second handle,
-        // `vaultctl`) may have moved the counter since the cached rest was reserved, and then
-        // the two do not join (the storage suite's `ids_unique_across_handles` found this).
-        let want = n
-            .max(1)
-            .div_ceil(ID_BLOCK)
-            .checked_mul(ID_BLOCK)
-            .ok_or_else(|| StoreError::Conflict("record ids exhausted".into()))?;
-        let block = self.writer.submit(move |c| reserve_ids(c, want))?;
-        // In this process only this method moves the counter, under this lock, so the new
-        // block normally starts where the cached one ends and the two join; if not, the cached
-        // rest is dropped (a gap, never a repeat).
-        let start = if block.start == ids.end {
-            ids.start
-        } else {
-            block.start
-        };
-        *ids = start + n..block.end;
-        Ok(start..start + n)
+        self.ids
+            .take(n, |want| self.writer.submit(move |c| reserve_ids(c, want)))
     }
 
     fn insert_records(&self, rows: &[NewRecord]) -> Result<Vec<InsertOutcome>, StoreError> {
@@ -1266,6 +1241,8 @@ mod tests {
     use std::sync::mpsc;
 
     use tempfile::TempDir;
+
+    use crate::store::ID_BLOCK;
 
     use super::*;
 
