@@ -408,15 +408,11 @@ impl Vault {
         self.maybe_refresh_keys();
         let results = self.detokenize_once(cfg, tokens, key_version)?;
         // An item may name a key version another process made since this vault loaded its
-        // keys: reload if the key table changed, and answer from the new ring. Only failures a
-        // stale ring can cause ask the store (a vaulted token that is simply unknown does not:
-        // its record is looked up by id, whatever the keys).
-        let stale = |r: &Result<Detokenized, Error>| match (r, cfg.mode) {
-            (Ok(_), _) => false,
-            (Err(_), Mode::Fpe) => true,
-            (Err(e), Mode::Vaulted { .. }) => matches!(e, Error::Key(_) | Error::Integrity),
-        };
-        if results.iter().any(stale) && self.refresh_keys()? {
+        // keys: reload if the key table changed, and answer from the new ring. Every failed item
+        // asks (one indexed read), not only key failures: narrowing it made an unknown token
+        // answer measurably faster than another end user's withheld one (the daemon's timing
+        // test, Welch t = -4.5), which is the difference that test exists to keep hidden.
+        if results.iter().any(Result::is_err) && self.refresh_keys()? {
             return self.detokenize_once(cfg, tokens, key_version);
         }
         Ok(results)
