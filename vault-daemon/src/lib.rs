@@ -17,6 +17,7 @@ pub mod policy;
 pub mod server;
 mod status;
 pub mod storage;
+pub mod timefmt;
 
 pub use config::Config;
 pub use server::{Running, StartError, spawn};

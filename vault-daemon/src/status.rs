@@ -48,6 +48,9 @@ pub(crate) fn map(e: &Error) -> Mapped {
         Error::Template(_) => m(Code::InvalidArgument, "VALUE_FORMAT", e.to_string()),
         Error::InvalidToken(_) => m(Code::InvalidArgument, "TOKEN_FORMAT", e.to_string()),
         Error::NotFound => m(Code::NotFound, "TOKEN_NOT_FOUND", e.to_string()),
+        Error::IdempotencyKeyReused => {
+            m(Code::AlreadyExists, "IDEMPOTENCY_KEY_REUSED", e.to_string())
+        }
         Error::KeyVersionRequired(_) => m(
             Code::FailedPrecondition,
             "KEY_VERSION_REQUIRED",

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use vault_core::store::{
-    ID_BLOCK, InsertOutcome, KeyNameRow, KeyVersionRow, NewRecord, RecordUpdate, RewrapJobRow,
-    Store, StoreError,
+    ID_BLOCK, Idempotency, IdempotencyHit, InsertOutcome, KeyNameRow, KeyVersionRow, NewRecord,
+    RecordUpdate, RewrapJobRow, Store, StoreError,
 };
 
 use crate::Backend;
@@ -44,6 +44,22 @@ fn rec(id: u64) -> NewRecord {
         lookup: None,
         idempotency: None,
         created_at: 100,
+    }
+}
+
+/// An idempotency key `[k; 32]` first used with request hash `[r; 32]`.
+fn idem(k: u8, r: u8) -> Option<Idempotency> {
+    Some(Idempotency {
+        key: vec![k; 32],
+        request: [r; 32],
+    })
+}
+
+/// What the store answers for a key `[k; 32]` stored with request hash `[r; 32]`.
+fn hit(record_id: u64, r: u8) -> IdempotencyHit {
+    IdempotencyHit {
+        record_id,
+        request: [r; 32],
     }
 }
 
@@ -288,11 +304,13 @@ pub(crate) fn insert_outcomes_within_and_across_batches<B: Backend>(b: &B) {
     let id = |i: u64| ids.start + i;
     let mut a = rec(id(0));
     a.fingerprint = Some((1, vec![1; 32]));
-    a.idempotency = Some(vec![0xA; 32]);
+    a.idempotency = idem(0xA, 1);
     let mut dup_fp = rec(id(1));
     dup_fp.fingerprint = Some((1, vec![1; 32]));
     let mut dup_idem = rec(id(2));
-    dup_idem.idempotency = Some(vec![0xA; 32]);
+    // Another request with the same key: the store reports the first request's hash (the vault
+    // compares, and refuses).
+    dup_idem.idempotency = idem(0xA, 2);
     dup_idem.fingerprint = Some((1, vec![2; 32]));
     let mut l = rec(id(3));
     l.lookup = Some(vec![5; 32]);
@@ -304,7 +322,7 @@ pub(crate) fn insert_outcomes_within_and_across_batches<B: Backend>(b: &B) {
         vec![
             InsertOutcome::Inserted,
             InsertOutcome::ExistingFingerprint(id(0)),
-            InsertOutcome::ExistingIdempotency(id(0)),
+            InsertOutcome::ExistingIdempotency(hit(id(0), 1)),
             InsertOutcome::Inserted,
             InsertOutcome::LookupCollision,
         ]
@@ -316,18 +334,21 @@ pub(crate) fn insert_outcomes_within_and_across_batches<B: Backend>(b: &B) {
     let mut again_l = rec(id(6));
     again_l.lookup = Some(vec![5; 32]);
     let mut again_i = rec(id(7));
-    again_i.idempotency = Some(vec![0xA; 32]);
+    again_i.idempotency = idem(0xA, 3);
     assert_eq!(
         other.insert_records(&[again, again_l, again_i]).unwrap(),
         vec![
             InsertOutcome::ExistingFingerprint(id(0)),
             InsertOutcome::LookupCollision,
-            InsertOutcome::ExistingIdempotency(id(0)),
+            InsertOutcome::ExistingIdempotency(hit(id(0), 1)),
         ]
     );
     assert_eq!(s.count_by_key_version("pan", 1).unwrap(), 2);
     assert_eq!(s.count_by_fp_version("pan", 1).unwrap(), 1);
-    assert_eq!(s.find_by_idempotency(&[0xA; 32]).unwrap(), Some(id(0)));
+    assert_eq!(
+        s.find_by_idempotency(&[0xA; 32]).unwrap(),
+        Some(hit(id(0), 1))
+    );
     assert_eq!(s.find_by_lookup("pan", &[5; 32]).unwrap(), Some(id(3)));
     assert_eq!(
         s.find_by_fingerprint("pan", 1, &[1; 32]).unwrap(),
@@ -393,7 +414,7 @@ pub(crate) fn reads_finds_deletes_and_purge<B: Backend>(b: &B) {
     rows[0].expires_at = Some(50);
     rows[1].expires_at = Some(500);
     rows[2].metadata = Some(r#"{"order":"1"}"#.into());
-    rows[3].idempotency = Some(vec![4; 32]);
+    rows[3].idempotency = idem(4, 4);
     s.insert_records(&rows).unwrap();
     let got = b
         .handle()
@@ -536,9 +557,10 @@ pub(crate) fn rewrap_lease_is_exclusive_and_lapses<B: Backend>(b: &B) {
 pub(crate) fn concurrent_handles_store_one_record_per_fingerprint<B: Backend>(b: &B) {
     let s = b.handle();
     data_keys(&*s);
-    // Four "daemons" insert the same 50 fingerprints (and idempotency keys) at once.
-    let threads: Vec<_> = (0..4)
-        .map(|_| {
+    // Four "daemons" insert the same 50 fingerprints (and idempotency keys) at once; each
+    // daemon's requests have their own request hash, so the winner of each key is known by it.
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
             let h = b.handle();
             std::thread::spawn(move || {
                 let ids = h.allocate_ids(100).unwrap();
@@ -550,7 +572,7 @@ pub(crate) fn concurrent_handles_store_one_record_per_fingerprint<B: Backend>(b:
                     })
                     .chain((0..50u8).map(|i| {
                         let mut r = rec(ids.start + 50 + u64::from(i));
-                        r.idempotency = Some(vec![i; 32]);
+                        r.idempotency = idem(i, t);
                         r
                     }))
                     .collect();
@@ -572,10 +594,23 @@ pub(crate) fn concurrent_handles_store_one_record_per_fingerprint<B: Backend>(b:
             })
         })
         .collect();
-    let results: Vec<(u64, InsertOutcome)> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
+    let per_thread: Vec<Vec<(u64, InsertOutcome)>> =
+        threads.into_iter().map(|t| t.join().unwrap()).collect();
+    // Which request won each idempotency key (the thread whose row was inserted).
+    let mut winner: std::collections::HashMap<u64, u8> = std::collections::HashMap::new();
+    for (t, out) in per_thread.iter().enumerate() {
+        for (id, o) in out {
+            winner.insert(
+                *id,
+                if *o == InsertOutcome::Inserted {
+                    t as u8
+                } else {
+                    u8::MAX
+                },
+            );
+        }
+    }
+    let results: Vec<(u64, InsertOutcome)> = per_thread.into_iter().flatten().collect();
     let inserted: Vec<u64> = results
         .iter()
         .filter(|(_, o)| *o == InsertOutcome::Inserted)
@@ -588,8 +623,18 @@ pub(crate) fn concurrent_handles_store_one_record_per_fingerprint<B: Backend>(b:
     );
     for (_, o) in &results {
         match o {
-            InsertOutcome::ExistingFingerprint(id) | InsertOutcome::ExistingIdempotency(id) => {
+            InsertOutcome::ExistingFingerprint(id) => {
                 assert!(inserted.contains(id), "points at the stored record")
+            }
+            InsertOutcome::ExistingIdempotency(h) => {
+                assert!(
+                    inserted.contains(&h.record_id),
+                    "points at the stored record"
+                );
+                assert_eq!(
+                    h.request, [winner[&h.record_id]; 32],
+                    "with the request hash of the call that stored it"
+                );
             }
             InsertOutcome::Inserted => {}
             other => panic!("{other:?}"),
@@ -640,6 +685,101 @@ pub(crate) fn vaults_on_two_handles<B: Backend>(b: &B) {
             .as_str(),
         "5500000000000004"
     );
+}
+
+/// Two vaults on two handles (two daemons) race twenty calls on one idempotency key: with
+/// twenty values exactly one creates a record and nineteen are refused; with one value every
+/// call gets the same token. No caller is ever handed a token behind which stands another
+/// caller's value (the bug this case was written for).
+pub(crate) fn vaults_race_on_one_idempotency_key<B: Backend>(b: &B) {
+    use std::sync::Barrier;
+    use vault_core::keys::root;
+    use vault_core::secret::SecretString;
+    use vault_core::template::Template;
+    use vault_core::vault::{
+        Error, Mode, RootInit, TemplateConfig, TokenShape, TokenizeItem, Vault,
+    };
+    let templates = || {
+        vec![TemplateConfig::new(
+            Template::pan("pan_vault", 6, 4).unwrap(),
+            Mode::Vaulted {
+                deterministic: false,
+                shape: TokenShape::Opaque,
+            },
+        )]
+    };
+    let key = || root::from_hex(&SecretString::from("42".repeat(32))).unwrap();
+    let (a, _) = Vault::create(b.handle(), templates(), RootInit::Key(key())).unwrap();
+    let other = Vault::open(b.handle(), templates()).unwrap();
+    other.unseal_key(key()).unwrap();
+    let vaults = [Arc::new(a), Arc::new(other)];
+    for same_value in [false, true] {
+        let idem = format!("checkout-{same_value}");
+        let barrier = Arc::new(Barrier::new(20));
+        let threads: Vec<_> = (0..20u64)
+            .map(|i| {
+                let vault = Arc::clone(&vaults[(i % 2) as usize]);
+                let (barrier, idem) = (Arc::clone(&barrier), idem.clone());
+                let value = if same_value { luhn(0) } else { luhn(i) };
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let item = TokenizeItem {
+                        value: &value,
+                        idempotency_key: Some(&idem),
+                        ..TokenizeItem::default()
+                    };
+                    let r = vault
+                        .tokenize_batch_as("checkout", "pan_vault", &[item])
+                        .unwrap()
+                        .pop()
+                        .unwrap();
+                    (value, r)
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let created = results
+            .iter()
+            .filter(|(_, r)| r.as_ref().is_ok_and(|t| !t.existing))
+            .count();
+        assert_eq!(created, 1, "same value {same_value}: exactly one record");
+        let mut refused = 0;
+        for (value, r) in &results {
+            match r {
+                Ok(t) => {
+                    let got = vaults[0].detokenize("pan_vault", &t.token, None).unwrap();
+                    assert_eq!(
+                        got.value.as_str(),
+                        value,
+                        "a token of the caller's own value"
+                    );
+                }
+                Err(Error::IdempotencyKeyReused) => refused += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(refused, if same_value { 0 } else { 19 });
+    }
+}
+
+/// A Luhn-valid 16-digit PAN built from `i`.
+fn luhn(i: u64) -> String {
+    let body = format!("411111{i:09}");
+    let sum: u32 = body
+        .chars()
+        .rev()
+        .enumerate()
+        .map(|(k, c)| {
+            let d = c.to_digit(10).unwrap_or(0);
+            if k % 2 == 0 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    format!("{body}{}", (10 - sum % 10) % 10)
 }
 
 pub(crate) fn rewrap_jobs_crud<B: Backend>(b: &B) {

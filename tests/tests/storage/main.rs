@@ -136,6 +136,7 @@ suite!(
     rewrap_lease_is_exclusive_and_lapses,
     concurrent_handles_store_one_record_per_fingerprint,
     vaults_on_two_handles,
+    vaults_race_on_one_idempotency_key,
 );
 
 /// Lists whether the PostgreSQL half ran; fails when it is required (`VAULT_REQUIRE_PG=1`) and

@@ -123,8 +123,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<u64>, StoreError>;
     /// The id of a format-preserving vaulted token, by its keyed lookup hash.
     fn find_by_lookup(&self, template: &str, lookup: &[u8]) -> Result<Option<u64>, StoreError>;
-    /// The id stored under an idempotency key (already keyed-hashed by the caller).
-    fn find_by_idempotency(&self, key: &[u8]) -> Result<Option<u64>, StoreError>;
+    /// The record and request hash stored under an idempotency key (already keyed-hashed by
+    /// the caller).
+    fn find_by_idempotency(&self, key: &[u8]) -> Result<Option<IdempotencyHit>, StoreError>;
     /// Deletes records (ciphertext, fingerprint, lookup and idempotency rows) in one
     /// transaction; `true` for each id that existed.
     fn delete_records(&self, ids: &[u64]) -> Result<Vec<bool>, StoreError>;

@@ -118,8 +118,8 @@ pub struct NewRecord {
     pub fingerprint: Option<(u32, Vec<u8>)>,
     /// Format-preserving vaulted tokens: keyed hash of the token. Unique per template.
     pub lookup: Option<Vec<u8>>,
-    /// Keyed hash of the caller's idempotency key. Unique.
-    pub idempotency: Option<Vec<u8>>,
+    /// The caller's idempotency key and what it was used for. The key is unique.
+    pub idempotency: Option<Idempotency>,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -134,6 +134,41 @@ impl std::fmt::Debug for NewRecord {
     }
 }
 
+/// An idempotency key as the store keeps it: both parts are keyed hashes (the vault's `lookup`
+/// key), so neither the key, the value nor the parameters are stored in the clear.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// Keyed hash of (caller, template, idempotency key). Unique.
+    pub key: Vec<u8>,
+    /// Keyed hash of the request the key was first used with (value, metadata, TTL). A retry
+    /// with the same key must carry the same request hash to be answered with the first token.
+    pub request: [u8; 32],
+}
+
+impl std::fmt::Debug for Idempotency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idempotency").finish_non_exhaustive()
+    }
+}
+
+/// A record found under an idempotency key, with the request hash stored beside it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct IdempotencyHit {
+    /// The record the key created.
+    pub record_id: u64,
+    /// The request hash stored with the key (all zeros for a row written before request
+    /// hashes existed: it never matches, so such a key fails closed).
+    pub request: [u8; 32],
+}
+
+impl std::fmt::Debug for IdempotencyHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyHit")
+            .field("record_id", &self.record_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What happened to one row of [`super::Store::insert_records`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertOutcome {
@@ -141,8 +176,8 @@ pub enum InsertOutcome {
     Inserted,
     /// Not stored: the fingerprint exists, under this id.
     ExistingFingerprint(u64),
-    /// Not stored: the idempotency key exists, under this id.
-    ExistingIdempotency(u64),
+    /// Not stored: the idempotency key exists, for this record and request hash.
+    ExistingIdempotency(IdempotencyHit),
     /// Not stored: the lookup hash (token) exists; the caller draws another token.
     LookupCollision,
 }

@@ -48,6 +48,11 @@ pub enum Error {
     /// No record for this token: never issued, deleted or expired.
     #[error("token not found")]
     NotFound,
+    /// The idempotency key was used before, by this caller on this template, with another
+    /// value, metadata or TTL. Which of them differs is not said (only keyed hashes are
+    /// compared), and nothing was stored.
+    #[error("idempotency key already used with a different request")]
+    IdempotencyKeyReused,
     /// Several key versions could have made this FPE token and nothing says which: pass the
     /// key version.
     #[error("several key versions are decryptable for template {0:?}: pass a key version")]

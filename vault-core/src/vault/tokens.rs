@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 use super::{Error, MAX_BATCH, Mode, TemplateConfig, TokenShape, Unsealed, Vault, opaque};
 use crate::envelope::{self, OpenError};
 use crate::keys::{KeyError, NotDecryptable};
-use crate::store::{InsertOutcome, NewRecord, Record, StoreError};
+use crate::store::{Idempotency, IdempotencyHit, InsertOutcome, NewRecord, Record, StoreError};
 use crate::template::VersionSlot;
 
 /// A record id never allocated (ids count up from the bottom of SQLite's signed 64-bit
@@ -62,6 +62,8 @@ pub struct Tokenized {
     pub key_version: u32,
     /// Whether an earlier token was returned (deterministic mode or idempotency key).
     pub existing: bool,
+    /// Unix seconds after which the token stops resolving; `None` when it does not expire.
+    pub expires_at: Option<i64>,
 }
 
 /// A value recovered from its token. `Debug` does not print the value.
@@ -72,6 +74,8 @@ pub struct Detokenized {
     pub key_version: u32,
     /// Metadata stored with a vaulted token.
     pub metadata: BTreeMap<String, String>,
+    /// Unix seconds after which the token stops resolving; `None` when it does not expire.
+    pub expires_at: Option<i64>,
 }
 
 impl std::fmt::Debug for Detokenized {
@@ -79,6 +83,7 @@ impl std::fmt::Debug for Detokenized {
         f.debug_struct("Detokenized")
             .field("key_version", &self.key_version)
             .field("metadata", &self.metadata)
+            .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
 }
@@ -93,20 +98,35 @@ impl Vault {
     }
 
     /// Tokenizes a batch in one transaction, with a result per item: a bad item does not fail
-    /// the others. Call-level failures (sealed, storage down) fail the whole call.
+    /// the others. Call-level failures (sealed, storage down) fail the whole call. Idempotency
+    /// keys are those of the unnamed caller; see [`Vault::tokenize_batch_as`].
     pub fn tokenize_batch(
         &self,
+        template: &str,
+        items: &[TokenizeItem<'_>],
+    ) -> Result<Batch<Tokenized>, Error> {
+        self.tokenize_batch_as("", template, items)
+    }
+
+    /// [`Vault::tokenize_batch`] for a named caller: its idempotency keys are its own. A key is
+    /// scoped to (caller, template), so two callers, or one caller on two templates, never
+    /// share one. A key already used in that scope returns the first token (`existing`) when
+    /// the value, metadata and TTL are the same, and fails the item with
+    /// [`Error::IdempotencyKeyReused`] otherwise.
+    pub fn tokenize_batch_as(
+        &self,
+        caller: &str,
         template: &str,
         items: &[TokenizeItem<'_>],
     ) -> Result<Batch<Tokenized>, Error> {
         check_batch(items.len())?;
         let cfg = self.template(template)?;
         self.maybe_refresh_keys();
-        match self.tokenize_once(cfg, items) {
+        match self.tokenize_once(caller, cfg, items) {
             // Another process rotated a key this vault has not seen yet; nothing was written.
             Err(Error::Store(StoreError::KeyNotActive { .. })) => {
                 self.refresh_keys()?;
-                self.tokenize_once(cfg, items)
+                self.tokenize_once(caller, cfg, items)
             }
             r => r,
         }
@@ -114,6 +134,7 @@ impl Vault {
 
     fn tokenize_once(
         &self,
+        caller: &str,
         cfg: &TemplateConfig,
         items: &[TokenizeItem<'_>],
     ) -> Result<Batch<Tokenized>, Error> {
@@ -124,7 +145,7 @@ impl Vault {
             Mode::Vaulted {
                 deterministic,
                 shape,
-            } => self.vaulted_tokenize(u, cfg, deterministic, shape, items)?,
+            } => self.vaulted_tokenize(u, caller, cfg, deterministic, shape, items)?,
         };
         drop(state);
         if let Some((name, version)) = worn {
@@ -155,6 +176,7 @@ impl Vault {
                     token,
                     key_version: version,
                     existing: false,
+                    expires_at: None,
                 })
             })
             .collect())
@@ -164,6 +186,7 @@ impl Vault {
     fn vaulted_tokenize(
         &self,
         u: &Unsealed,
+        caller: &str,
         cfg: &TemplateConfig,
         deterministic: bool,
         shape: TokenShape,
@@ -194,6 +217,7 @@ impl Vault {
         for (i, item) in items.iter().enumerate() {
             match self.prepare(
                 u,
+                caller,
                 cfg,
                 item,
                 now,
@@ -261,11 +285,18 @@ impl Vault {
                         token,
                         key_version: version,
                         existing: false,
+                        expires_at: p.expires_at,
                     }),
-                    InsertOutcome::ExistingFingerprint(id)
-                    | InsertOutcome::ExistingIdempotency(id) => {
+                    InsertOutcome::ExistingFingerprint(id) => {
                         self.existing_token(u, cfg, shape, id)
                     }
+                    // Another item of this batch, or a concurrent call, took the key first.
+                    InsertOutcome::ExistingIdempotency(hit) => match p.idempotency.as_ref() {
+                        Some(mine) if same_request(mine, &hit) => {
+                            self.existing_token(u, cfg, shape, hit.record_id)
+                        }
+                        _ => Err(Error::IdempotencyKeyReused),
+                    },
                     InsertOutcome::LookupCollision if draws < MAX_DRAWS => {
                         retry.push(p);
                         continue;
@@ -288,6 +319,7 @@ impl Vault {
     fn prepare(
         &self,
         _u: &Unsealed,
+        caller: &str,
         cfg: &TemplateConfig,
         item: &TokenizeItem<'_>,
         now: i64,
@@ -308,13 +340,17 @@ impl Vault {
             Some(s) => Some(now.saturating_add(i64::try_from(s).unwrap_or(i64::MAX))),
             None => None,
         };
-        let idempotency = item
-            .idempotency_key
-            .map(|k| envelope::lookup_hash(lookup_key, "idempotency", k.as_bytes()).to_vec());
-        if let Some(h) = &idempotency
-            && let Some(id) = self.store.find_by_idempotency(h)?
+        let idempotency = item.idempotency_key.map(|k| Idempotency {
+            key: idempotency_key_hash(lookup_key, caller, t, k).to_vec(),
+            request: request_hash(lookup_key, t, item, metadata.as_deref()),
+        });
+        if let Some(mine) = &idempotency
+            && let Some(hit) = self.store.find_by_idempotency(&mine.key)?
         {
-            return Ok(Prepared::Existing(id));
+            if !same_request(mine, &hit) {
+                return Err(Error::IdempotencyKeyReused);
+            }
+            return Ok(Prepared::Existing(hit.record_id));
         }
         let mut fingerprint = None;
         if let Some((active, key)) = fp_active {
@@ -382,6 +418,7 @@ impl Vault {
             token,
             key_version: record.key_version,
             existing: true,
+            expires_at: record.expires_at,
         })
     }
 
@@ -454,6 +491,7 @@ impl Vault {
                     value,
                     key_version: version,
                     metadata: BTreeMap::new(),
+                    expires_at: None,
                 })
             })
             .collect())
@@ -509,6 +547,7 @@ impl Vault {
                     value: Zeroizing::new(value.to_owned()),
                     key_version: record.key_version,
                     metadata,
+                    expires_at: record.expires_at,
                 })
             })
             .collect())
@@ -672,7 +711,7 @@ impl Vault {
 struct Pending {
     index: usize,
     fingerprint: Option<(u32, Vec<u8>)>,
-    idempotency: Option<Vec<u8>>,
+    idempotency: Option<Idempotency>,
     expires_at: Option<i64>,
     metadata: Option<String>,
 }
@@ -680,6 +719,55 @@ struct Pending {
 enum Prepared {
     Existing(u64),
     New(Pending),
+}
+
+/// Where an idempotency key is looked up: a keyed hash of (caller, template, key), each part
+/// length-prefixed, so keys of two callers or two templates never meet.
+fn idempotency_key_hash(
+    lookup_key: &crate::secret::Key32,
+    caller: &str,
+    template: &str,
+    key: &str,
+) -> [u8; 32] {
+    let mut scoped = Vec::with_capacity(16 + caller.len() + template.len() + key.len());
+    for part in [caller, template, key] {
+        scoped.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        scoped.extend_from_slice(part.as_bytes());
+    }
+    envelope::lookup_hash(lookup_key, "idempotency/v2", &scoped)
+}
+
+/// What a retry must repeat to be answered with the first token: a keyed hash of the value as
+/// given (not its canonical form: the record returns it as given), the metadata as stored, and
+/// the TTL as asked (not the expiry it gave, which moves with the clock). Keyed, so the store
+/// holds nothing that a dictionary of card numbers could be checked against.
+fn request_hash(
+    lookup_key: &crate::secret::Key32,
+    template: &str,
+    item: &TokenizeItem<'_>,
+    metadata: Option<&str>,
+) -> [u8; 32] {
+    let meta = metadata.unwrap_or("");
+    let mut req = Zeroizing::new(Vec::with_capacity(32 + item.value.len() + meta.len()));
+    req.extend_from_slice(&(item.value.len() as u64).to_be_bytes());
+    req.extend_from_slice(item.value.as_bytes());
+    req.extend_from_slice(&(meta.len() as u64).to_be_bytes());
+    req.extend_from_slice(meta.as_bytes());
+    match item.ttl_seconds {
+        Some(s) => {
+            req.push(1);
+            req.extend_from_slice(&s.to_be_bytes());
+        }
+        None => req.push(0),
+    }
+    envelope::lookup_hash(lookup_key, &format!("idempotency-request/{template}"), &req)
+}
+
+/// Whether a stored idempotency key was first used with this request. Compares the keyed
+/// hashes in constant time, and as a whole: the answer does not tell which part differed.
+fn same_request(mine: &Idempotency, hit: &IdempotencyHit) -> bool {
+    use subtle::ConstantTimeEq as _;
+    bool::from(mine.request.ct_eq(&hit.request))
 }
 
 fn one<T>(mut batch: Batch<T>) -> Result<T, Error> {

@@ -53,8 +53,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use vault_core::store::{
-    IdBlocks, InsertOutcome, KeyNameRow, KeyTable, KeyVersionRow, NewRecord, Record, RecordUpdate,
-    RewrapJobRow, Store, StoreError,
+    IdBlocks, IdempotencyHit, InsertOutcome, KeyNameRow, KeyTable, KeyVersionRow, NewRecord,
+    Record, RecordUpdate, RewrapJobRow, Store, StoreError,
 };
 
 /// How long a call waits for a pooled connection or a new one before failing as unavailable.
@@ -1032,11 +1032,20 @@ impl Store for PgStore {
         )
     }
 
-    fn find_by_idempotency(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
-        self.one_id(
-            "SELECT record_id FROM idempotency WHERE key = $1",
-            vec![Box::new(key.to_vec())],
-        )
+    fn find_by_idempotency(&self, key: &[u8]) -> Result<Option<IdempotencyHit>, StoreError> {
+        let key = key.to_vec();
+        self.run(move |pool| async move {
+            let c = get(&pool).await?;
+            let stmt = c
+                .prepare_cached("SELECT record_id, request FROM idempotency WHERE key = $1")
+                .await
+                .pg()?;
+            c.query_opt(&stmt, &[&key])
+                .await
+                .pg()?
+                .map(|r| idempotency_hit(r.get(0), r.get(1)))
+                .transpose()
+        })
     }
 
     fn delete_records(&self, ids: &[u64]) -> Result<Vec<bool>, StoreError> {
@@ -1411,18 +1420,21 @@ async fn insert_records(tx: &Tx<'_>, rows: &[NewRecord]) -> Result<Vec<InsertOut
     .pg()?;
 
     // What the database already holds, one query per kind of key present in the batch.
-    let idem_keys: Vec<Vec<u8>> = rows.iter().filter_map(|r| r.idempotency.clone()).collect();
-    let mut db_idem: HashMap<Vec<u8>, u64> = HashMap::new();
+    let idem_keys: Vec<&[u8]> = rows
+        .iter()
+        .filter_map(|r| r.idempotency.as_ref().map(|k| k.key.as_slice()))
+        .collect();
+    let mut db_idem: HashMap<Vec<u8>, IdempotencyHit> = HashMap::new();
     if !idem_keys.is_empty() {
         for r in tx
             .query(
-                "SELECT key, record_id FROM idempotency WHERE key = ANY($1)",
+                "SELECT key, record_id, request FROM idempotency WHERE key = ANY($1)",
                 &[&idem_keys],
             )
             .await
             .pg()?
         {
-            db_idem.insert(r.get(0), u64_of(r.get(1))?);
+            db_idem.insert(r.get(0), idempotency_hit(r.get(1), r.get(2))?);
         }
     }
     let mut db_fp: HashMap<(String, i64, Vec<u8>), u64> = HashMap::new();
@@ -1473,9 +1485,9 @@ async fn insert_records(tx: &Tx<'_>, rows: &[NewRecord]) -> Result<Vec<InsertOut
     let mut out: Vec<Option<InsertOutcome>> = vec![None; rows.len()];
     for (i, row) in rows.iter().enumerate() {
         if let Some(k) = &row.idempotency
-            && let Some(&id) = db_idem.get(k)
+            && let Some(&hit) = db_idem.get(&k.key)
         {
-            out[i] = Some(InsertOutcome::ExistingIdempotency(id));
+            out[i] = Some(InsertOutcome::ExistingIdempotency(hit));
             continue;
         }
         let fp_key = row
@@ -1500,7 +1512,13 @@ async fn insert_records(tx: &Tx<'_>, rows: &[NewRecord]) -> Result<Vec<InsertOut
         }
         // This row will be inserted: later rows with the same keys see it.
         if let Some(k) = &row.idempotency {
-            db_idem.insert(k.clone(), row.id);
+            db_idem.insert(
+                k.key.clone(),
+                IdempotencyHit {
+                    record_id: row.id,
+                    request: k.request,
+                },
+            );
         }
         if let Some(k) = fp_key {
             db_fp.insert(k, row.id);
@@ -1568,20 +1586,26 @@ async fn insert_records(tx: &Tx<'_>, rows: &[NewRecord]) -> Result<Vec<InsertOut
         }
         // Idempotency keys of the inserted rows; one taken meanwhile by another transaction
         // undoes its row (that key's first record wins).
-        let idem: Vec<(&[u8], i64)> = rows
+        let idem: Vec<(&[u8], i64, &[u8])> = rows
             .iter()
             .zip(&out)
             .filter(|(_, o)| o.is_none())
-            .filter_map(|(r, _)| r.idempotency.as_deref().map(|k| (k, r.id as i64)))
+            .filter_map(|(r, _)| {
+                r.idempotency
+                    .as_ref()
+                    .map(|k| (k.key.as_slice(), r.id as i64, k.request.as_slice()))
+            })
             .collect();
         if !idem.is_empty() {
-            let (keys, owners): (Vec<&[u8]>, Vec<i64>) = idem.iter().copied().unzip();
+            let keys: Vec<&[u8]> = idem.iter().map(|i| i.0).collect();
+            let owners: Vec<i64> = idem.iter().map(|i| i.1).collect();
+            let requests: Vec<&[u8]> = idem.iter().map(|i| i.2).collect();
             let taken: HashSet<Vec<u8>> = tx
                 .query(
-                    "INSERT INTO idempotency (key, record_id) \
-                     SELECT * FROM unnest($1::bytea[], $2::int8[]) \
+                    "INSERT INTO idempotency (key, record_id, request) \
+                     SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[]) \
                      ON CONFLICT DO NOTHING RETURNING key",
-                    &[&keys, &owners],
+                    &[&keys, &owners, &requests],
                 )
                 .await
                 .pg()?
@@ -1593,18 +1617,23 @@ async fn insert_records(tx: &Tx<'_>, rows: &[NewRecord]) -> Result<Vec<InsertOut
                     continue;
                 }
                 if let Some(k) = &row.idempotency
-                    && !taken.contains(k)
+                    && !taken.contains(&k.key)
                 {
                     let id = i64_of(row.id)?;
                     tx.execute("DELETE FROM records WHERE id = $1", &[&id])
                         .await
                         .pg()?;
-                    let winner: i64 = tx
-                        .query_one("SELECT record_id FROM idempotency WHERE key = $1", &[k])
+                    let winner = tx
+                        .query_one(
+                            "SELECT record_id, request FROM idempotency WHERE key = $1",
+                            &[&k.key],
+                        )
                         .await
-                        .pg()?
-                        .get(0);
-                    out[i] = Some(InsertOutcome::ExistingIdempotency(u64_of(winner)?));
+                        .pg()?;
+                    out[i] = Some(InsertOutcome::ExistingIdempotency(idempotency_hit(
+                        winner.get(0),
+                        winner.get(1),
+                    )?));
                 }
             }
         }
@@ -1613,6 +1642,17 @@ async fn insert_records(tx: &Tx<'_>, rows: &[NewRecord]) -> Result<Vec<InsertOut
         .into_iter()
         .map(|o| o.unwrap_or(InsertOutcome::Inserted))
         .collect())
+}
+
+/// An idempotency row as the trait returns it; a missing request hash (a row from before
+/// schema v2) becomes all zeros, which no request hashes to: such a key fails closed.
+fn idempotency_hit(record_id: i64, request: Option<Vec<u8>>) -> Result<IdempotencyHit, StoreError> {
+    Ok(IdempotencyHit {
+        record_id: u64_of(record_id)?,
+        request: request
+            .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
+            .unwrap_or([0; 32]),
+    })
 }
 
 /// Why a row's insert did nothing: another transaction committed the same fingerprint or

@@ -134,6 +134,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     END
     $fn$;
     "#,
+    // v2 (SQLite's v5): an idempotency key remembers the request it was first used with (a
+    // keyed hash of value, metadata and TTL). Rows from before have none and fail closed.
+    r#"
+    ALTER TABLE idempotency ADD COLUMN request bytea;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -186,6 +186,8 @@ impl Tokenizer for Service {
         let template = req.template.clone();
         let pinned = req.key_version;
         let items = req.items;
+        // Idempotency keys are the caller's own (scoped per caller and template in the vault).
+        let caller = call.identity.id.clone();
         let results = s
             .run(&call, move || {
                 if let Some(v) = pinned {
@@ -210,7 +212,7 @@ impl Tokenizer for Service {
                         ttl_seconds: i.ttl_seconds,
                     })
                     .collect();
-                let out = call_level(vault.tokenize_batch(&template, &core));
+                let out = call_level(vault.tokenize_batch_as(&caller, &template, &core));
                 drop(core);
                 // The request's values are wiped as soon as they are no longer needed.
                 for mut i in items {
@@ -231,7 +233,7 @@ impl Tokenizer for Service {
                         token: t.token,
                         key_version: t.key_version,
                         existing: t.existing,
-                        expires_at: None,
+                        expires_at: t.expires_at.map(timestamp),
                     }),
                     Err(e) => tokenize_result::Outcome::Error(status::item(&e)),
                 }),
@@ -274,7 +276,7 @@ impl Tokenizer for Service {
                         value: (*d.value).clone(),
                         key_version: d.key_version,
                         metadata: d.metadata.clone().into_iter().collect::<HashMap<_, _>>(),
-                        expires_at: None,
+                        expires_at: d.expires_at.map(timestamp),
                     }),
                     Err(e) => detokenize_result::Outcome::Error(e),
                 }),
@@ -364,7 +366,7 @@ impl Tokenizer for Service {
                         masked_value: m,
                         key_version: d.key_version,
                         metadata: d.metadata.clone().into_iter().collect(),
-                        expires_at: None,
+                        expires_at: d.expires_at.map(timestamp),
                     }),
                     Err(e) => reveal_result::Outcome::Error(e),
                 }),
@@ -430,6 +432,14 @@ impl Tokenizer for Service {
             request_id: call.spec.request_id.clone(),
             results,
         }))
+    }
+}
+
+/// A stored expiry (Unix seconds) as the proto's `Timestamp`.
+fn timestamp(unix_seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: unix_seconds,
+        nanos: 0,
     }
 }
 

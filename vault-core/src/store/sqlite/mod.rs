@@ -66,8 +66,8 @@ use self::conn::{Failure, Role};
 use self::writer::Writer;
 pub use self::writer::WriterStats;
 use super::{
-    InsertOutcome, KeyNameRow, KeyTable, KeyVersionRow, NewRecord, Record, RecordUpdate,
-    RewrapJobRow, Store, StoreError,
+    IdempotencyHit, InsertOutcome, KeyNameRow, KeyTable, KeyVersionRow, NewRecord, Record,
+    RecordUpdate, RewrapJobRow, Store, StoreError,
 };
 
 /// Pages of room [`Store::probe_write`] asks for (1 MiB at the default 4 KiB page size:
@@ -777,7 +777,7 @@ impl Store for SqliteStore {
         self.readers.with(|c| Ok(find_lookup(c, template, lookup)?))
     }
 
-    fn find_by_idempotency(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+    fn find_by_idempotency(&self, key: &[u8]) -> Result<Option<IdempotencyHit>, StoreError> {
         self.readers.with(|c| Ok(find_idempotency(c, key)?))
     }
 
@@ -1151,10 +1151,23 @@ fn find_lookup(c: &Connection, template: &str, lookup: &[u8]) -> rusqlite::Resul
         .optional()
 }
 
-fn find_idempotency(c: &Connection, key: &[u8]) -> rusqlite::Result<Option<u64>> {
-    c.prepare_cached("SELECT record_id FROM idempotency WHERE key = ?1")?
-        .query_row([key], |r| r.get(0))
+fn find_idempotency(c: &Connection, key: &[u8]) -> rusqlite::Result<Option<IdempotencyHit>> {
+    c.prepare_cached("SELECT record_id, request FROM idempotency WHERE key = ?1")?
+        .query_row([key], |r| {
+            Ok(IdempotencyHit {
+                record_id: r.get(0)?,
+                request: request_hash(r.get::<_, Option<Vec<u8>>>(1)?),
+            })
+        })
         .optional()
+}
+
+/// A stored request hash; a missing or malformed one (rows from before schema v5) becomes all
+/// zeros, which no request hashes to, so such a key answers `ALREADY_EXISTS`, never a token.
+fn request_hash(stored: Option<Vec<u8>>) -> [u8; 32] {
+    stored
+        .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
+        .unwrap_or([0; 32])
 }
 
 /// The body of [`Store::insert_records`], inside the writer's transaction.
@@ -1188,9 +1201,9 @@ fn insert_records(c: &Connection, rows: &[NewRecord]) -> Result<Vec<InsertOutcom
             return Err(StoreError::Conflict("record id was not allocated".into()).into());
         }
         if let Some(k) = &row.idempotency
-            && let Some(id) = find_idempotency(c, k)?
+            && let Some(hit) = find_idempotency(c, &k.key)?
         {
-            out.push(InsertOutcome::ExistingIdempotency(id));
+            out.push(InsertOutcome::ExistingIdempotency(hit));
             continue;
         }
         if let Some((v, fp)) = &row.fingerprint
@@ -1222,8 +1235,10 @@ fn insert_records(c: &Connection, rows: &[NewRecord]) -> Result<Vec<InsertOutcom
             row.created_at
         ])?;
         if let Some(k) = &row.idempotency {
-            c.prepare_cached("INSERT INTO idempotency (key, record_id) VALUES (?1, ?2)")?
-                .execute(params![k, row.id])?;
+            c.prepare_cached(
+                "INSERT INTO idempotency (key, record_id, request) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![k.key, row.id, k.request])?;
         }
         counts.add(&row.template, row.key_version, 1);
         out.push(InsertOutcome::Inserted);

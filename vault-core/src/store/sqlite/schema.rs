@@ -109,6 +109,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE rewrap_jobs ADD COLUMN lease_until_ms INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE rewrap_jobs ADD COLUMN lease_ms INTEGER NOT NULL DEFAULT 0;
     "#,
+    // v5: an idempotency key remembers the request it was first used with (a keyed hash of
+    // value, metadata and TTL), so a reuse with another request is refused instead of being
+    // answered with the first request's token. Rows from before have none and fail closed.
+    r#"
+    ALTER TABLE idempotency ADD COLUMN request BLOB;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -480,6 +480,9 @@ pub(crate) struct TokenizeArgs {
     /// Items per call (larger inputs are sent in chunks).
     #[arg(long, default_value_t = 500)]
     pub(crate) batch_size: usize,
+    /// Seconds until the tokens expire (vaulted templates; the template's default otherwise).
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) ttl: Option<u64>,
 }
 
 #[derive(Args, Debug)]

@@ -776,16 +776,27 @@ pub(crate) async fn tokenize(g: &Global, a: TokenizeArgs) -> Result<(), Failure>
     for chunk in lines.chunks(a.batch_size.max(1)) {
         let items: Vec<TokenizeItem> = chunk
             .iter()
-            .map(|(_, r)| TokenizeItem::new(SecretString::from(text[r.clone()].to_owned())))
+            .map(|(_, r)| {
+                let item = TokenizeItem::new(SecretString::from(text[r.clone()].to_owned()));
+                match a.ttl {
+                    Some(s) => item.ttl(Duration::from_secs(s)),
+                    None => item,
+                }
+            })
             .collect();
         let results = client.tokenize_batch(&a.template, items).await?;
         for ((line, _), result) in chunk.iter().zip(results) {
             match result {
                 Ok(t) if g.json => print_json(&json!({
                     "line": line, "token": t.token, "key_version": t.key_version,
-                    "existing": t.existing,
+                    "existing": t.existing, "expires_at": expiry_text(t.expires_at),
                 })),
-                Ok(t) => outln!("{}", t.token),
+                // A tab and the expiry after the token when it expires: `vaultctl detokenize`
+                // reads the first field of a line, so the output still pipes into it.
+                Ok(t) => match expiry_text(t.expires_at) {
+                    Some(e) => outln!("{}\texpires {e}", t.token),
+                    None => outln!("{}", t.token),
+                },
                 Err(e) => {
                     failed += 1;
                     item_failure(*line, &e, g.json);
@@ -794,6 +805,16 @@ pub(crate) async fn tokenize(g: &Global, a: TokenizeArgs) -> Result<(), Failure>
         }
     }
     items_result(failed, lines.len())
+}
+
+/// An expiry as RFC 3339 UTC, for people and for `--json` alike.
+fn expiry_text(t: Option<SystemTime>) -> Option<String> {
+    let t = t?;
+    let secs = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    };
+    Some(vault_daemon::timefmt::rfc3339(secs))
 }
 
 fn items_result(failed: usize, total: usize) -> Result<(), Failure> {
@@ -811,7 +832,11 @@ pub(crate) async fn detokenize(g: &Global, a: DetokenizeArgs) -> Result<(), Fail
     let client = client(g).await?;
     let mut failed = 0usize;
     for chunk in lines.chunks(a.batch_size.max(1)) {
-        let tokens: Vec<&str> = chunk.iter().map(|(_, r)| text[r.clone()].trim()).collect();
+        // The first field: `vaultctl tokenize` may follow a token with a tab and its expiry.
+        let tokens: Vec<&str> = chunk
+            .iter()
+            .map(|(_, r)| text[r.clone()].split_whitespace().next().unwrap_or(""))
+            .collect();
         let results = client
             .detokenize_batch(&a.template, &tokens, &a.purpose)
             .await?;
@@ -819,7 +844,7 @@ pub(crate) async fn detokenize(g: &Global, a: DetokenizeArgs) -> Result<(), Fail
             match result {
                 Ok(v) if g.json => print_json(&json!({
                     "line": line, "value": v.value.expose_secret(), "key_version": v.key_version,
-                    "metadata": v.metadata,
+                    "metadata": v.metadata, "expires_at": expiry_text(v.expires_at),
                 })),
                 Ok(v) => outln!("{}", v.value.expose_secret()),
                 Err(e) => {

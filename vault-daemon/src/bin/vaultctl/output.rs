@@ -256,9 +256,12 @@ pub(crate) fn event_row(e: &pb::AuditEvent) -> Vec<String> {
     let op = pb::Operation::try_from(e.operation).unwrap_or(pb::Operation::Unspecified);
     vec![
         e.index.to_string(),
-        e.time
-            .as_ref()
-            .map_or_else(String::new, |t| t.seconds.to_string()),
+        // RFC 3339 UTC for people; `--json` keeps the raw milliseconds (`time_ms`).
+        e.time.as_ref().map_or_else(String::new, |t| {
+            vault_daemon::timefmt::rfc3339_millis(
+                t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000),
+            )
+        }),
         e.caller_id.clone(),
         op.as_str_name()
             .trim_start_matches("OPERATION_")
