@@ -510,8 +510,9 @@ impl fmt::Debug for TokenizeItem {
     }
 }
 
-/// A token issued for a value. Safe to store and log.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A token issued for a value. Safe to store; `Display` prints it, `Debug` only its length (so
+/// a stray `{:?}` of a result does not put tokens in a log).
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Token {
     /// The token.
@@ -522,6 +523,17 @@ pub struct Token {
     pub existing: bool,
     /// When the token expires, if it does.
     pub expires_at: Option<SystemTime>,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("token_len", &self.token.len())
+            .field("key_version", &self.key_version)
+            .field("existing", &self.existing)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 impl Token {

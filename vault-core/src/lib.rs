@@ -14,3 +14,6 @@ pub mod secret;
 pub mod store;
 pub mod template;
 pub mod vault;
+
+#[cfg(test)]
+mod redaction_tests;

@@ -90,7 +90,7 @@ impl StoredScope {
 }
 
 /// A registry caller. Holds the key's MAC, never the key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Caller {
     /// Stable id (`c_` and 16 hex characters).
     pub id: String,
@@ -114,6 +114,21 @@ pub struct Caller {
     /// Expiry, Unix ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<u64>,
+}
+
+/// Everything but the key's MAC (a verifier of the key: no business in a log).
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("roles", &self.roles)
+            .field("scopes", &self.scopes)
+            .field("key_prefix", &self.key_prefix)
+            .field("revoked_ms", &self.revoked_ms)
+            .field("expires_ms", &self.expires_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Caller {

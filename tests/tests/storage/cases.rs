@@ -212,6 +212,9 @@ pub(crate) fn min_version_only_rises<B: Backend>(b: &B) {
     s.key_raise_min_version("data/pan", 3).unwrap();
     let err = s.key_raise_min_version("data/pan", 2).unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    // Equal is not a rise either (admin.proto: "lower or equal fails").
+    let err = s.key_raise_min_version("data/pan", 3).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     let err = s.key_raise_min_version("ghost", 2).unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
     let t = s.keys_load().unwrap();

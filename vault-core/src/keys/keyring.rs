@@ -370,11 +370,12 @@ impl KeyRing {
     }
 
     /// Checks raising a key's minimum decryption version (for `Store::key_raise_min_version`):
-    /// it may only go up, and never past the active version.
+    /// it must go up (the current minimum or lower is refused, as admin.proto promises: "lower
+    /// or equal fails with FAILED_PRECONDITION"), and never past the active version.
     pub fn check_min_version(&self, name: &str, min: u32) -> Result<(), KeyError> {
         let current = self.named(name)?.min_decrypt_version;
         let (active, _) = self.active(name)?;
-        if min < current || min > active {
+        if min <= current || min > active {
             return Err(KeyError::MinVersion {
                 name: name.to_owned(),
                 current,
@@ -593,9 +594,14 @@ mod tests {
         assert!(destroy.erase_material);
         ring.apply_state(&destroy).unwrap();
         assert_eq!(reason(&ring, 1), Some(NotDecryptable::Destroyed));
-        // Min version only goes up, and never past the active version.
+        // Min version only goes up, and never past the active version; the current one again
+        // is refused too.
         assert!(matches!(
             ring.check_min_version("data/pan", 1),
+            Err(KeyError::MinVersion { .. })
+        ));
+        assert!(matches!(
+            ring.check_min_version("data/pan", 2),
             Err(KeyError::MinVersion { .. })
         ));
         assert!(matches!(

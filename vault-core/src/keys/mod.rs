@@ -163,8 +163,12 @@ pub enum KeyError {
         /// Why.
         reason: NotDecryptable,
     },
-    /// The minimum decryption version may only be raised, and never above the active version.
-    #[error("key {name:?}: minimum decryption version {requested} refused (current {current})")]
+    /// The minimum decryption version may only be raised (to above the current one), and never
+    /// above the active version.
+    #[error(
+        "key {name:?}: minimum decryption version {requested} refused (current {current}; it \
+         must rise, to at most the active version)"
+    )]
     MinVersion {
         /// Key name.
         name: String,

@@ -85,7 +85,7 @@ pub trait Store: Send + Sync + 'static {
         erase_material: bool,
     ) -> Result<(), StoreError>;
     /// Raises a key name's minimum decryption version. Fails with [`StoreError::Conflict`] if
-    /// `min` is lower than the current value.
+    /// `min` is not above the current value.
     fn key_raise_min_version(&self, name: &str, min: u32) -> Result<(), StoreError>;
     /// Root-key rotation: replaces every wrapped key and the given metadata in one transaction.
     /// Fails with [`StoreError::NotFound`] if an entry names no version with material, and with

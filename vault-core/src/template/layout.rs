@@ -10,10 +10,19 @@ use crate::fpe;
 
 /// A value and the byte ranges of it that are encrypted (ascending, disjoint, non-empty); the
 /// rest is kept in the clear, in place.
-#[derive(Debug)]
 pub(crate) struct Layout<'v> {
     value: &'v str,
     secret: Vec<Range<usize>>,
+}
+
+/// Lengths and ranges only, never the value.
+impl std::fmt::Debug for Layout<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layout")
+            .field("len", &self.value.len())
+            .field("secret", &self.secret)
+            .finish()
+    }
 }
 
 impl<'v> Layout<'v> {

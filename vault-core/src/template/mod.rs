@@ -87,10 +87,10 @@
 //! length and the rule that failed.
 
 mod alphabet;
-mod email;
+pub(crate) mod email;
 mod error;
-mod layout;
-mod pan;
+pub(crate) mod layout;
+pub(crate) mod pan;
 mod pattern;
 
 use rand::{CryptoRng, Rng};

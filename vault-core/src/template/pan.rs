@@ -27,13 +27,22 @@ const DOUBLED: [u8; 10] = [0, 2, 4, 6, 8, 1, 3, 5, 7, 9];
 const UNDOUBLED: [u8; 10] = [0, 5, 1, 6, 2, 7, 3, 8, 4, 9];
 
 /// A PAN (or PAN token) parsed: its digits, wiped on drop, and where they sit in the text.
-#[derive(Debug)]
 pub(crate) struct Pan<'v> {
     value: &'v str,
     /// Digits as 0..=9.
     digits: Zeroizing<Vec<u8>>,
     /// Byte offset of each digit in `value` (separators sit between them).
     positions: Vec<usize>,
+}
+
+/// Lengths only: the digits are the card number (`Zeroizing` wipes, it does not redact).
+impl std::fmt::Debug for Pan<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pan")
+            .field("len", &self.value.len())
+            .field("digits", &self.digits.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'v> Pan<'v> {

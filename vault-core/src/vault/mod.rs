@@ -385,7 +385,7 @@ impl Vault {
             crate::store::StoreError::Conflict(_) => Error::AlreadyInitialised,
             e => e.into(),
         })?;
-        let vault = Vault::assemble(store, templates, vault_id, sealing);
+        let vault = Vault::assemble(store, templates, vault_id, sealing)?;
         vault.unseal_with(root)?;
         Ok((vault, share_texts))
     }
@@ -414,7 +414,7 @@ impl Vault {
             }
             _ => return Err(Error::NotInitialised("unknown seal method")),
         };
-        Ok(Vault::assemble(store, templates, vault_id, sealing))
+        Vault::assemble(store, templates, vault_id, sealing)
     }
 
     fn assemble(
@@ -422,12 +422,15 @@ impl Vault {
         templates: Vec<TemplateConfig>,
         vault_id: Vec<u8>,
         sealing: Sealing,
-    ) -> Vault {
+    ) -> Result<Vault, Error> {
         let templates = templates
             .into_iter()
             .map(|t| (t.template.name().to_owned(), t))
             .collect();
-        Vault {
+        // An RNG failure must not give every vault the same lease owner (two runners of one
+        // rewrap job would each think the lease theirs): refuse to build the vault instead.
+        let node_id = random_node_id()?;
+        Ok(Vault {
             store,
             templates,
             vault_id,
@@ -442,9 +445,9 @@ impl Vault {
             keys_checked_ms: AtomicU64::new(0),
             started: Instant::now(),
             refresh_ms: KEY_REFRESH_INTERVAL.as_millis() as u64,
-            node_id: random_node_id(),
+            node_id,
             lease: REWRAP_LEASE,
-        }
+        })
     }
 
     /// How often, at most, calls check the store's key-table generation for changes made by
@@ -1023,10 +1026,10 @@ pub(crate) fn now() -> i64 {
 }
 
 /// A random rewrap-lease owner id, for vaults not given one.
-fn random_node_id() -> String {
+fn random_node_id() -> Result<String, Error> {
     let mut b = [0u8; 8];
-    let _ = fill_random(&mut b);
-    format!("vault-{}", hex(&b))
+    fill_random(&mut b)?;
+    Ok(format!("vault-{}", hex(&b)))
 }
 
 fn hex(bytes: &[u8]) -> String {

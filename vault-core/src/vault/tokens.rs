@@ -53,8 +53,9 @@ impl std::fmt::Debug for TokenizeItem<'_> {
     }
 }
 
-/// A token handed out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A token handed out. `Debug` shows the token's length, not the token: tokens stay out of
+/// logs and audit events (which carry keyed references instead).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Tokenized {
     /// The token.
     pub token: String,
@@ -64,6 +65,17 @@ pub struct Tokenized {
     pub existing: bool,
     /// Unix seconds after which the token stops resolving; `None` when it does not expire.
     pub expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for Tokenized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenized")
+            .field("token_len", &self.token.len())
+            .field("key_version", &self.key_version)
+            .field("existing", &self.existing)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// A value recovered from its token. `Debug` does not print the value.

@@ -45,12 +45,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging()?;
     let hardening = vault_daemon::hardening::harden();
     for failure in &hardening.failed {
         tracing::warn!(%failure, "process hardening");
@@ -95,6 +90,35 @@ fn main() -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(serve(cfg))
+}
+
+/// Logs go to stderr: text by default, coloured only when stderr is a terminal (and `NO_COLOR`
+/// is unset), so log files and journald get no escape codes; `VAULT_LOG_FORMAT=json` writes
+/// one JSON object per line with the same fields, for log shippers. `VAULT_LOG` filters
+/// (`info` by default).
+fn init_logging() -> Result<()> {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match std::env::var("VAULT_LOG_FORMAT").as_deref() {
+        Ok("json") => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        Ok("text") | Err(std::env::VarError::NotPresent) => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).init()
+        }
+        Ok(other) => anyhow::bail!("VAULT_LOG_FORMAT={other:?}: expected `text` or `json`"),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("VAULT_LOG_FORMAT is not UTF-8: expected `text` or `json`")
+        }
+    }
+    Ok(())
 }
 
 async fn serve(cfg: Config) -> Result<()> {

@@ -843,7 +843,7 @@ impl Store for PgStore {
             let changed = tx
                 .execute(
                     "UPDATE key_names SET min_decrypt_version = $2 \
-                     WHERE name = $1 AND min_decrypt_version <= $2",
+                     WHERE name = $1 AND min_decrypt_version < $2",
                     &[&name, &min],
                 )
                 .await

@@ -187,7 +187,6 @@ impl Shared {
 }
 
 /// A running daemon.
-#[derive(Debug)]
 pub struct Running {
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -196,6 +195,22 @@ pub struct Running {
     drain: Duration,
     dev_api_key: Option<Zeroizing<String>>,
     warnings: Vec<Warning>,
+}
+
+/// The dev API key is a credential allowed every scope: shown as present or not, never itself
+/// (`Zeroizing` wipes memory on drop, it does not redact).
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .field("drain", &self.drain)
+            .field(
+                "dev_api_key",
+                &self.dev_api_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("warnings", &self.warnings.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Running {
@@ -462,16 +477,24 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
             .map_err(|e| StartError::Tls(e.to_string()))?;
     }
     let max = config.limits.max_message_bytes;
-    let reflection = if config.dev || config.reflection {
-        Some(
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .build_v1()
-                .map_err(|e| StartError::Tls(format!("reflection: {e}")))?,
-        )
+    // Reflection in both versions, as grpc-go serves it: `v1` for grpcurl and current tools,
+    // `v1alpha` for the reflection client that ships with Python's grpcio and several GUI
+    // clients (they get UNIMPLEMENTED otherwise).
+    let reflection = |v1: bool| {
+        let b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        if v1 {
+            b.build_v1().map(|s| (Some(s), None))
+        } else {
+            b.build_v1alpha().map(|s| (None, Some(s)))
+        }
+        .map_err(|e| StartError::Tls(format!("reflection: {e}")))
+    };
+    let (reflection_v1, reflection_v1alpha) = if config.dev || config.reflection {
+        (reflection(true)?.0, reflection(false)?.1)
     } else {
-        None
+        (None, None)
     };
     let router = builder
         .add_service(health_service)
@@ -485,7 +508,8 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
-        .add_optional_service(reflection);
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha);
 
     let listener = TcpListener::bind(config.listen)
         .await

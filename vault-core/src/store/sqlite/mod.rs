@@ -658,7 +658,7 @@ impl Store for SqliteStore {
             let changed = c
                 .prepare_cached(
                     "UPDATE key_names SET min_decrypt_version = ?2 \
-                     WHERE name = ?1 AND min_decrypt_version <= ?2",
+                     WHERE name = ?1 AND min_decrypt_version < ?2",
                 )?
                 .execute(params![name, min])?;
             if changed == 0 {
