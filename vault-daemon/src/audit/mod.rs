@@ -22,10 +22,14 @@
 //! caller gets [`AuditError::Unavailable`]. A failed write is rolled back (truncated to the last
 //! good length) so no half line is left; a failed fsync or rollback poisons the writer (every later
 //! call is `Unavailable`) because the file's state is then unknown — restart to reopen. At open the
-//! whole log is verified; if its tail is torn (power loss mid-write) or anything else is wrong the
-//! log refuses to open ([`AuditError::Corrupt`]) until an operator acts: inspect with
-//! `vaultctl audit verify`, then either [`repair_torn_tail`] (only for a torn final line, which was
-//! never acknowledged to any caller) or move the log aside to start a new one.
+//! whole log is verified. A torn final line (a crash or power loss during an append) is an event
+//! nobody was answered for, since answers wait for the fsync: the log sets its bytes aside in
+//! `audit.log.torn-<ms>`, truncates to the last complete line, appends a chained event recording
+//! the recovery (bytes, SHA-256, quarantine file; action [`TORN_TAIL_ACTION`]) and opens
+//! ([`AuditLog::recovered_tail`] tells the daemon, which logs it loudly). Anything else wrong (an
+//! edited, missing or reordered event, a log cut below its checkpoint) refuses to open
+//! ([`AuditError::Corrupt`]) until an operator acts: inspect with `vaultctl audit verify`, then
+//! move the log aside to start a new one.
 
 mod chain;
 mod keys;
@@ -47,7 +51,10 @@ use tokio::sync::oneshot;
 
 pub use self::chain::{Checkpoint, Record};
 pub use self::keys::{Keys, PublicKey, VerifyKeys};
-pub use self::read::{Defect, Filter, VerifyReport, export, query, repair_torn_tail, tail, verify};
+pub use self::read::{
+    Defect, Filter, TORN_TAIL_ACTION, TornTail, VerifyReport, export, query, recover_torn_tail,
+    repair_torn_tail, tail, verify,
+};
 pub use crate::policy::Operation;
 
 use self::writer::{Counters, FileSink, Job, Sink};
@@ -91,6 +98,10 @@ pub struct Event {
     /// Keyed references of the tokens involved ([`AuditLog::token_ref`]), never raw tokens.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub token_refs: Vec<String>,
+    /// What the server adds for an operator (a torn-tail recovery: bytes, digest, file). Never
+    /// a value or a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Event {
@@ -113,6 +124,7 @@ impl Event {
             subject: None,
             key_versions: Vec::new(),
             token_refs: Vec::new(),
+            detail: None,
         }
     }
 }
@@ -243,6 +255,7 @@ pub struct AuditLog {
     log_path: PathBuf,
     keys: Arc<Keys>,
     counters: Arc<Counters>,
+    recovered: Option<TornTail>,
 }
 
 impl fmt::Debug for AuditLog {
@@ -327,6 +340,8 @@ impl AuditLog {
         fs::create_dir_all(dir).map_err(|e| AuditError::io(dir, e))?;
         let keys = Keys::load_or_create(&dir.join(KEY_FILE))?;
         let log_path = dir.join(LOG_FILE);
+        // Before the sink opens (it takes the file's length): a torn final line is set aside.
+        let recovered = recover_torn_tail(&log_path, &keys.verify_keys())?;
         let sink: Box<dyn Sink> = Box::new(FileSink::open(&log_path, &dir.join(CHECKPOINT_FILE))?);
         let sink = match switch {
             Some(switch) => Box::new(Faulty {
@@ -335,7 +350,38 @@ impl AuditLog {
             }),
             None => sink,
         };
-        AuditLog::start(log_path, keys, sink, config)
+        let mut log = AuditLog::start(log_path, keys, sink, config)?;
+        if let Some(torn) = recovered {
+            log.record_recovery(&torn)?;
+            log.recovered = Some(torn);
+        }
+        Ok(log)
+    }
+
+    /// Appends the chained event that records a torn-tail recovery, and waits until it is
+    /// durable. The wait runs on a scoped plain thread, so that opening the log from async code
+    /// does not block inside the runtime's context.
+    fn record_recovery(&self, torn: &TornTail) -> Result<(), AuditError> {
+        let mut event = Event::new(
+            "vaultd",
+            Operation::Admin,
+            format!("audit-recovery-{}", now_ms()),
+            Outcome::Ok,
+        );
+        event.action = Some(TORN_TAIL_ACTION.to_owned());
+        event.detail = Some(format!("torn final line set aside: {torn}"));
+        let rx = self.submit(event);
+        std::thread::scope(|s| {
+            s.spawn(|| rx.blocking_recv().unwrap_or(Err(AuditError::Unavailable)))
+                .join()
+                .unwrap_or(Err(AuditError::Unavailable))
+        })
+        .map(|_| ())
+    }
+
+    /// The torn final line set aside when this log was opened, if there was one.
+    pub fn recovered_tail(&self) -> Option<&TornTail> {
+        self.recovered.as_ref()
     }
 
     fn start(
@@ -367,6 +413,7 @@ impl AuditLog {
             log_path,
             keys,
             counters,
+            recovered: None,
         })
     }
 
@@ -701,7 +748,7 @@ mod tests {
     }
 
     #[test]
-    fn torn_last_line_is_reported_refused_and_repairable() {
+    fn torn_last_line_is_set_aside_at_open_and_recorded() {
         let (dir, path, keys) = log_with(
             5,
             Config {
@@ -716,18 +763,40 @@ mod tests {
             verify(&path, &keys).unwrap().first_bad,
             Some((6, Defect::TornLine))
         );
-        assert!(matches!(
-            AuditLog::open(dir.path(), config()),
-            Err(AuditError::Corrupt { seq: 6, .. })
-        ));
-
-        assert_eq!(repair_torn_tail(&path, &keys).unwrap(), 27);
-        assert!(dir.path().join("audit.log.torn").exists());
-        assert_eq!(verify(&path, &keys).unwrap().first_bad, None);
+        // Opening sets the 27 torn bytes aside and records the recovery as event 6.
         let log = AuditLog::open(dir.path(), config()).unwrap();
-        assert_eq!(log.record(event(6)).unwrap().seq, 6);
+        let torn = log.recovered_tail().unwrap().clone();
+        assert_eq!(torn.bytes, 27);
+        assert_eq!(
+            fs::read(&torn.quarantine).unwrap(),
+            b"{\"kind\":\"event\",\"seq\":6,\"ti"
+        );
+        assert_eq!(log.record(event(7)).unwrap().seq, 7);
         drop(log);
         assert_eq!(verify(&path, &keys).unwrap().first_bad, None);
+        let recovery = query(
+            &path,
+            &Filter {
+                action: Some(TORN_TAIL_ACTION.into()),
+                ..Filter::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(recovery.len(), 1);
+        assert_eq!(recovery[0].seq, 6);
+        assert!(
+            recovery[0]
+                .event
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains(&torn.sha256)
+        );
+        // Nothing torn now: the repair tool has nothing to do.
+        assert!(matches!(
+            repair_torn_tail(&path, &keys),
+            Err(AuditError::NotRepairable)
+        ));
 
         // Any other defect is not the repair tool's business.
         let mut l = lines(&path);

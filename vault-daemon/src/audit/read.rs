@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::chain::{self, Checkpoint, GENESIS, Line, Record};
@@ -130,6 +130,12 @@ pub fn verify(log: &Path, keys: &VerifyKeys) -> Result<VerifyReport, AuditError>
 }
 
 pub(crate) fn scan(log: &Path, keys: &VerifyKeys) -> Result<ScanReport, AuditError> {
+    scan_prefix(log, keys, u64::MAX)
+}
+
+/// [`scan`] of the first `limit` bytes of the log only (the checkpoint file is checked against
+/// that prefix): how a torn tail's good part is verified on its own before it is kept.
+fn scan_prefix(log: &Path, keys: &VerifyKeys, limit: u64) -> Result<ScanReport, AuditError> {
     let mut s = ScanReport {
         report: VerifyReport {
             events: 0,
@@ -149,7 +155,7 @@ pub(crate) fn scan(log: &Path, keys: &VerifyKeys) -> Result<ScanReport, AuditErr
         Err(e) => return Err(AuditError::io(log, e)),
     };
     if let Some(file) = file {
-        let mut reader = BufReader::new(file);
+        let mut reader = BufReader::new(file.take(limit));
         let mut raw = Vec::new();
         loop {
             raw.clear();
@@ -350,19 +356,65 @@ pub fn export(log: &Path, filter: &Filter, out: &mut dyn Write) -> Result<u64, A
     Ok(count)
 }
 
-/// Operator action after a crash tore the last line: if (and only if) the log's first defect is a
-/// torn final line, save the torn bytes to `audit.log.torn` and cut them off. The torn event was
-/// never acknowledged (acknowledgement follows fsync of the whole line), so nothing recorded is
-/// lost. Returns the number of bytes removed.
-pub fn repair_torn_tail(log: &Path, keys: &VerifyKeys) -> Result<u64, AuditError> {
+/// A torn final line found when the log was opened, and set aside ([`recover_torn_tail`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// Bytes cut off the end of the log.
+    pub bytes: u64,
+    /// SHA-256 of those bytes, hex.
+    pub sha256: String,
+    /// Where they were saved, next to the log.
+    pub quarantine: PathBuf,
+}
+
+impl std::fmt::Display for TornTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes (sha256 {}) moved to {}",
+            self.bytes,
+            self.sha256,
+            self.quarantine.file_name().map_or_else(
+                || self.quarantine.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            )
+        )
+    }
+}
+
+/// The action of the chained event that records a torn-tail recovery.
+pub const TORN_TAIL_ACTION: &str = "audit.torn_tail_recovered";
+
+/// What a crash or power loss during an append leaves is a torn final line: bytes of an event
+/// (or checkpoint) whose fsync never completed, so no caller was ever answered for it (the
+/// daemon answers only after the fsync). If — and only if — that is the log's one defect, this
+/// saves the torn bytes to `audit.log.torn-<unix ms>`, truncates the log to its last complete
+/// line and fsyncs both. Before anything is changed, the complete lines are verified on their
+/// own, the checkpoint file included, so a log cut below its checkpoint (or edited) that also
+/// ends in a partial line is still refused as corrupt. `Ok(None)`: nothing was torn.
+pub fn recover_torn_tail(log: &Path, keys: &VerifyKeys) -> Result<Option<TornTail>, AuditError> {
     let s = scan(log, keys)?;
     if !matches!(s.report.first_bad, Some((_, Defect::TornLine))) {
-        return Err(AuditError::NotRepairable);
+        return Ok(None);
+    }
+    let prefix = scan_prefix(log, keys, s.good_len)?;
+    if let Some((seq, defect)) = prefix.report.first_bad {
+        return Err(AuditError::Corrupt { seq, defect });
     }
     let bytes = fs::read(log).map_err(|e| AuditError::io(log, e))?;
     let torn = bytes.get(s.good_len as usize..).unwrap_or_default();
-    let saved = log.with_extension("log.torn");
-    fs::write(&saved, torn).map_err(|e| AuditError::io(&saved, e))?;
+    let quarantine = quarantine_path(log);
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&quarantine)
+            .map_err(|e| AuditError::io(&quarantine, e))?;
+        f.write_all(torn)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| AuditError::io(&quarantine, e))?;
+    }
+    super::sync_dir(&quarantine)?;
     let file = OpenOptions::new()
         .write(true)
         .open(log)
@@ -370,5 +422,38 @@ pub fn repair_torn_tail(log: &Path, keys: &VerifyKeys) -> Result<u64, AuditError
     file.set_len(s.good_len)
         .and_then(|()| file.sync_all())
         .map_err(|e| AuditError::io(log, e))?;
-    Ok(torn.len() as u64)
+    Ok(Some(TornTail {
+        bytes: torn.len() as u64,
+        sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, torn)),
+        quarantine,
+    }))
+}
+
+/// `audit.log.torn-<unix ms>` beside the log, never an existing file (an earlier recovery's
+/// quarantine is evidence too).
+fn quarantine_path(log: &Path) -> PathBuf {
+    let base = format!(
+        "{}.torn-{}",
+        log.file_name()
+            .map_or_else(|| "audit.log".into(), |n| n.to_string_lossy()),
+        super::now_ms()
+    );
+    let mut path = log.with_file_name(&base);
+    let mut n = 1;
+    while path.exists() {
+        path = log.with_file_name(format!("{base}-{n}"));
+        n += 1;
+    }
+    path
+}
+
+/// Operator action after a crash tore the last line (the daemon now does this by itself at
+/// start, see [`recover_torn_tail`]): if (and only if) the log's first defect is a torn final
+/// line, save the torn bytes beside the log and cut them off. Returns the number of bytes
+/// removed.
+pub fn repair_torn_tail(log: &Path, keys: &VerifyKeys) -> Result<u64, AuditError> {
+    match recover_torn_tail(log, keys)? {
+        Some(t) => Ok(t.bytes),
+        None => Err(AuditError::NotRepairable),
+    }
 }

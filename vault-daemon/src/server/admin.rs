@@ -989,7 +989,14 @@ fn audit_event(r: &Record) -> AuditEvent {
         item_count: e.items,
         failed_item_count: failed,
         status_code,
-        detail: e.action.clone().unwrap_or_default(),
+        // The admin action, and what the server added (a torn-tail recovery's bytes, digest
+        // and quarantine file).
+        detail: match (&e.action, &e.detail) {
+            (Some(a), Some(d)) => format!("{a}: {d}"),
+            (Some(a), None) => a.clone(),
+            (None, Some(d)) => d.clone(),
+            (None, None) => String::new(),
+        },
         hash: hex::decode(&r.mac).unwrap_or_default(),
         previous_hash: hex::decode(&r.prev).unwrap_or_default(),
     }

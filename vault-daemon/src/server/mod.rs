@@ -418,6 +418,16 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         Some(switch) => AuditLog::open_with_faults(&config.data_dir, audit_cfg, switch.clone())?,
         None => AuditLog::open(&config.data_dir, audit_cfg)?,
     };
+    if let Some(torn) = audit_log.recovered_tail() {
+        // Loud: an operator should know a crash interrupted an append, and where its bytes are.
+        tracing::error!(
+            bytes = torn.bytes,
+            sha256 = %torn.sha256,
+            quarantine = %torn.quarantine.display(),
+            "audit log: a torn final line (an append cut short by a crash or power loss; no \
+             caller was answered for it) was moved aside and the recovery recorded in the chain"
+        );
+    }
 
     let cfg = config.clone();
     let vault = tokio::task::spawn_blocking(move || open_vault(&cfg))

@@ -498,6 +498,15 @@ pub(crate) fn audit_verify(g: &Global, a: AuditVerifyArgs) -> Result<(), Failure
         }
     };
     let report = audit::verify(&log, &keys).map_err(audit_error)?;
+    // Torn tails the daemon set aside at a start (chained events, so verified with the rest).
+    let recovered = audit::query(
+        &log,
+        &Filter {
+            action: Some(audit::TORN_TAIL_ACTION.into()),
+            ..Filter::default()
+        },
+    )
+    .map_err(audit_error)?;
     if g.json {
         print_json(&json!({
             "ok": report.first_bad.is_none(),
@@ -506,6 +515,9 @@ pub(crate) fn audit_verify(g: &Global, a: AuditVerifyArgs) -> Result<(), Failure
             "macs_checked": report.macs_checked,
             "first_bad_index": report.first_bad.as_ref().map(|(seq, _)| seq),
             "reason": report.first_bad.as_ref().map(|(_, d)| d.to_string()),
+            "recovered_torn_tails": recovered.iter().map(|r| json!({
+                "index": r.seq, "time_ms": r.time_ms, "detail": r.event.detail,
+            })).collect::<Vec<_>>(),
         }));
     }
     match report.first_bad {
@@ -521,6 +533,16 @@ pub(crate) fn audit_verify(g: &Global, a: AuditVerifyArgs) -> Result<(), Failure
                         " (signatures and links only: no audit key)"
                     }
                 );
+                for r in &recovered {
+                    outln!(
+                        "recovered torn tail: event {} at {}: {}",
+                        r.seq,
+                        vault_daemon::timefmt::rfc3339_millis(
+                            i64::try_from(r.time_ms).unwrap_or(i64::MAX)
+                        ),
+                        r.event.detail.as_deref().unwrap_or("")
+                    );
+                }
             }
             Ok(())
         }
