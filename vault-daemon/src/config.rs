@@ -106,6 +106,10 @@ pub struct Limits {
     pub drain_timeout_secs: u64,
     /// How often health checking probes storage, milliseconds.
     pub health_probe_interval_ms: u64,
+    /// How long before a client's deadline (`grpc-timeout`, counted from the request's
+    /// arrival) the server gives up with DEADLINE_EXCEEDED, milliseconds: room for the answer
+    /// to reach the client before it stops waiting. A call with less time left does no work.
+    pub deadline_margin_ms: u64,
 }
 
 impl Default for Limits {
@@ -116,6 +120,7 @@ impl Default for Limits {
             max_concurrent_calls: 256,
             drain_timeout_secs: 10,
             health_probe_interval_ms: 5000,
+            deadline_margin_ms: 5,
         }
     }
 }

@@ -135,6 +135,10 @@ fn canonical(seq: u64, time_ms: u64, e: &Event) -> Vec<u8> {
             put_str(&mut b, "failed");
             put_str(&mut b, code);
         }
+        Outcome::Unknown { reason } => {
+            put_str(&mut b, "unknown");
+            put_str(&mut b, reason);
+        }
     }
     put_str(&mut b, &e.request_id);
     put_opt(&mut b, e.subject.as_deref());
@@ -145,6 +149,12 @@ fn canonical(seq: u64, time_ms: u64, e: &Event) -> Vec<u8> {
     b.extend_from_slice(&(e.token_refs.len() as u32).to_be_bytes());
     for t in &e.token_refs {
         put_str(&mut b, t);
+    }
+    // Added later: only events that carry a detail append it, so every event written before
+    // the field existed keeps its MAC. The token-ref count above delimits what comes before.
+    if let Some(d) = &e.detail {
+        b.push(1);
+        put_str(&mut b, d);
     }
     b
 }
@@ -194,6 +204,33 @@ mod tests {
         let back: Line = serde_json::from_str(&json).unwrap();
         assert_eq!(back, line);
         assert_eq!(back.to_json(), json);
+    }
+
+    /// `detail` is under the MAC, and an event without one has the canonical form it had
+    /// before the field existed (old logs keep verifying).
+    #[test]
+    fn detail_is_bound_and_optional() {
+        let plain = Event::new("vaultd", Operation::Admin, "r", Outcome::Ok);
+        let before = canonical(1, 1, &plain);
+        assert!(
+            before.ends_with(&0u32.to_be_bytes()),
+            "ends with the token-ref count"
+        );
+        let mut with = plain.clone();
+        with.detail = Some("27 bytes".into());
+        let mut other = plain.clone();
+        other.detail = Some("28 bytes".into());
+        assert_ne!(canonical(1, 1, &with), before);
+        assert_ne!(canonical(1, 1, &with), canonical(1, 1, &other));
+        let unknown = Event::new(
+            "vaultd",
+            Operation::Admin,
+            "r",
+            Outcome::Unknown {
+                reason: "gone".into(),
+            },
+        );
+        assert_ne!(canonical(1, 1, &unknown), before);
     }
 
     #[test]

@@ -152,6 +152,13 @@ pub enum Outcome {
         /// Error code.
         code: String,
     },
+    /// A follow-up to the event before it with the same request id: what that event recorded
+    /// may not have reached the caller (it went away, or reset the stream, while the event was
+    /// being written), so what the caller saw is not known.
+    Unknown {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Proof that an event is durably in the log.

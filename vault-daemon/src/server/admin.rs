@@ -977,6 +977,8 @@ fn audit_event(r: &Record) -> AuditEvent {
             e.items,
         ),
         Outcome::Failed { code } => (status::code_from_name(code) as i32, e.items),
+        // gRPC's UNKNOWN: what the caller received is not known.
+        Outcome::Unknown { .. } => (2, e.items),
     };
     AuditEvent {
         index: r.seq,

@@ -9,14 +9,26 @@
 //! call, a denial, a failure, a success. The event is written and fsynced before the response
 //! leaves, so a result the log does not show is never returned; if the log cannot take the
 //! event the call fails with `UNAVAILABLE` and its result (plaintext included) is dropped here.
+//!
+//! Deadlines (`grpc-timeout`, counted from the request's arrival, less
+//! `limits.deadline_margin_ms` so the answer still reaches the client in time) are this path's
+//! alone (the transport has no timer of its own, see `listen.rs`), and the event always says
+//! what the caller is sent:
+//! - past the deadline before the work starts: `DEADLINE_EXCEEDED`, no work done;
+//! - past it during the work or before the event is written: `DEADLINE_EXCEEDED`, the result
+//!   dropped (a tokenize may have stored its records: clients retry with idempotency keys);
+//! - past it while the event was being written: the result is dropped, `DEADLINE_EXCEEDED` is
+//!   sent, and a follow-up event with the same request id says so;
+//! - the caller gone (stream reset, connection closed) while an event was being written: a
+//!   follow-up event with outcome `unknown` says the recorded outcome may not have reached it.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use rustls::pki_types::CertificateDer;
 use tokio::sync::OwnedSemaphorePermit;
 use tonic::metadata::MetadataMap;
-use tonic::transport::CertificateDer;
 use tonic::{Code, Request, Status};
 
 use super::Shared;
@@ -31,30 +43,36 @@ pub(crate) const END_USER_HEADER: &str = "x-end-user-token";
 pub(crate) const UNKNOWN_TEMPLATE: &str = "(unknown)";
 /// Caller name recorded for requests that did not authenticate.
 pub(crate) const UNKNOWN_CALLER: &str = "unknown";
-/// How much earlier than the client's deadline the server gives up, so that its own
-/// `DEADLINE_EXCEEDED` (audited) wins the race against tonic's transport timer, which answers
-/// `CANCELLED` for the same deadline.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
-
 /// What the handlers read from a request before taking its message.
 pub(crate) struct Meta {
     certs: Option<Arc<Vec<CertificateDer<'static>>>>,
     metadata: MetadataMap,
     source: Option<IpAddr>,
-    deadline: Option<Duration>,
+    /// When the client stops waiting: arrival plus its `grpc-timeout`.
+    deadline: Option<Instant>,
 }
 
 impl Meta {
     pub(crate) fn of<T>(req: &Request<T>) -> Meta {
+        let peer = req.extensions().get::<super::listen::Peer>();
+        let arrived = req
+            .extensions()
+            .get::<super::listen::Arrived>()
+            .map_or_else(Instant::now, |a| a.0);
         Meta {
-            certs: req.peer_certs(),
+            certs: peer.and_then(|p| p.certs.clone()),
             metadata: req.metadata().clone(),
-            source: req.remote_addr().map(|a| a.ip()),
+            source: peer.map(|p| p.addr.ip()),
             deadline: req
                 .metadata()
                 .get("grpc-timeout")
                 .and_then(|v| v.to_str().ok())
-                .and_then(parse_timeout),
+                .and_then(parse_timeout)
+                .map(|d| {
+                    arrived
+                        .checked_add(d)
+                        .unwrap_or(arrived + Duration::from_secs(86_400 * 365))
+                }),
         }
     }
 
@@ -145,9 +163,51 @@ pub(crate) struct Admitted {
     pub(crate) spec: Spec,
     pub(crate) identity: Identity,
     pub(crate) grant: Grant,
-    deadline: Option<Duration>,
+    /// When the server gives up: the client's deadline less the margin.
+    give_up_at: Option<Instant>,
     _permit: OwnedSemaphorePermit,
 }
+
+impl Admitted {
+    /// Whether the call has run out of time.
+    fn expired(&self) -> bool {
+        self.give_up_at.is_some_and(|t| Instant::now() >= t)
+    }
+}
+
+/// Until disarmed, stands for an event whose outcome may not reach the caller: if the call's
+/// future is dropped while the event is being written (the client reset the stream or closed
+/// the connection; hyper then drops the call), a follow-up event with the same request id and
+/// outcome `unknown` is queued, so the log does not claim an answer nobody received.
+struct Delivery<'a> {
+    shared: &'a Shared,
+    spec: &'a Spec,
+    caller: &'a str,
+    subject: Option<&'a str>,
+    armed: bool,
+}
+
+impl Drop for Delivery<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut e = self.shared.event(
+                self.spec,
+                self.caller,
+                self.subject,
+                Outcome::Unknown {
+                    reason: "the caller went away before the response was sent".into(),
+                },
+            );
+            e.detail = Some(FOLLOW_UP.into());
+            tracing::info!(request_id = %self.spec.request_id, "caller went away: outcome unknown");
+            // Queued behind the event it follows; written by the writer thread either way.
+            drop(self.shared.audit.submit(e));
+        }
+    }
+}
+
+/// The detail of an event that corrects the one before it.
+const FOLLOW_UP: &str = "follows the event before with this request id";
 
 /// What the handler adds to the final event.
 #[derive(Default)]
@@ -193,10 +253,30 @@ impl Shared {
             "refused"
         );
         let event = self.event(spec, caller, subject, outcome);
-        match self.audit.record_async(event).await {
-            Ok(_) => s,
-            Err(e) => status::audit(&e),
+        match self.record(spec, caller, subject, event).await {
+            Ok(()) => s,
+            Err(e) => e,
         }
+    }
+
+    /// Write an event durably, with a [`Delivery`] guard over the wait.
+    async fn record(
+        &self,
+        spec: &Spec,
+        caller: &str,
+        subject: Option<&str>,
+        event: Event,
+    ) -> Result<(), Status> {
+        let mut guard = Delivery {
+            shared: self,
+            spec,
+            caller,
+            subject,
+            armed: true,
+        };
+        let written = self.audit.record_async(event).await;
+        guard.armed = false;
+        written.map(|_| ()).map_err(|e| status::audit(&e))
     }
 
     /// Authenticate, shed, authorize. `scope` is the scope the call needs; `validate` runs
@@ -285,37 +365,48 @@ impl Shared {
             let s = Status::failed_precondition("the vault is sealed");
             return Err(self.refuse(&spec, &caller, grant.subject(), s).await);
         }
+        let margin = Duration::from_millis(self.limits.deadline_margin_ms);
         Ok(Admitted {
             spec,
             identity,
             grant,
-            deadline: meta.deadline,
+            give_up_at: meta.deadline.map(|d| d.checked_sub(margin).unwrap_or(d)),
             _permit: permit,
         })
     }
 
     /// Run blocking vault work on a blocking thread, under the client's deadline. On a failure
-    /// the event is recorded and the status returned. A call past its deadline may still
-    /// complete in the background (a tokenize may store its records): clients retry with
-    /// idempotency keys.
+    /// the event is recorded and the status returned. Work whose deadline has passed before it
+    /// starts (here, or when a blocking thread picks it up) is not done. Work that runs past the
+    /// deadline may still complete in the background (a tokenize may store its records):
+    /// clients retry with idempotency keys.
     pub(crate) async fn run<T, F>(&self, call: &Admitted, work: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce() -> Result<T, Status> + Send + 'static,
     {
+        if call.expired() {
+            return Err(self.fail(call, deadline_exceeded()).await);
+        }
         let delay = self.hooks.call_delay;
+        let give_up_at = call.give_up_at;
         let fut = async move {
             if let Some(d) = delay {
                 tokio::time::sleep(d).await;
             }
-            tokio::task::spawn_blocking(work)
-                .await
-                .unwrap_or_else(|_| Err(Status::internal("internal error")))
+            tokio::task::spawn_blocking(move || {
+                if give_up_at.is_some_and(|t| Instant::now() >= t) {
+                    return Err(deadline_exceeded());
+                }
+                work()
+            })
+            .await
+            .unwrap_or_else(|_| Err(Status::internal("internal error")))
         };
-        let result = match call.deadline {
-            Some(d) => tokio::time::timeout(d.saturating_sub(DEADLINE_MARGIN), fut)
+        let result = match give_up_at {
+            Some(t) => tokio::time::timeout_at(t.into(), fut)
                 .await
-                .unwrap_or_else(|_| Err(Status::deadline_exceeded("deadline exceeded"))),
+                .unwrap_or_else(|_| Err(deadline_exceeded())),
             None => fut.await,
         };
         match result {
@@ -336,8 +427,12 @@ impl Shared {
     }
 
     /// Record the successful end of a call. Must complete before the response is built from
-    /// anything sensitive; an error means the response must not be sent.
+    /// anything sensitive; an error means the response must not be sent (and is the status to
+    /// send instead: `DEADLINE_EXCEEDED` past the deadline, `UNAVAILABLE` if the log failed).
     pub(crate) async fn finish(&self, call: &Admitted, done: Done) -> Result<(), Status> {
+        if call.expired() {
+            return Err(self.fail(call, deadline_exceeded()).await);
+        }
         let outcome = if done.failed == 0 {
             Outcome::Ok
         } else {
@@ -361,12 +456,32 @@ impl Shared {
             request_id = %call.spec.request_id,
             "ok"
         );
-        self.audit
-            .record_async(event)
-            .await
-            .map(|_| ())
-            .map_err(|e| status::audit(&e))
+        let caller = call.identity.id.as_str();
+        let subject = call.grant.subject();
+        self.record(&call.spec, caller, subject, event).await?;
+        if call.expired() {
+            // The deadline passed while the event was being written: the result is not sent,
+            // and the log says so after the event that recorded it.
+            let mut e = self.event(
+                &call.spec,
+                caller,
+                subject,
+                Outcome::Failed {
+                    code: status::code_name(Code::DeadlineExceeded).to_owned(),
+                },
+            );
+            e.detail = Some(format!(
+                "{FOLLOW_UP}: the deadline passed while it was written; its result was not sent"
+            ));
+            self.record(&call.spec, caller, subject, e).await?;
+            return Err(deadline_exceeded());
+        }
+        Ok(())
     }
+}
+
+fn deadline_exceeded() -> Status {
+    Status::deadline_exceeded("deadline exceeded")
 }
 
 #[cfg(test)]

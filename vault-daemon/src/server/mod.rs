@@ -20,6 +20,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod call;
+mod listen;
 pub(crate) mod tokenizer;
 
 use std::net::SocketAddr;
@@ -31,8 +32,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
+use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use vault_core::keys::root;
@@ -191,7 +191,7 @@ pub struct Running {
     addr: SocketAddr,
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    server: Option<JoinHandle<()>>,
     drain: Duration,
     dev_api_key: Option<Zeroizing<String>>,
     warnings: Vec<Warning>,
@@ -261,8 +261,7 @@ impl Running {
         let mut drained = true;
         if let Some(mut server) = self.server.take() {
             match tokio::time::timeout(self.drain, &mut server).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => tracing::error!(error = %e, "server stopped with an error"),
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
                 Err(_) => {
                     tracing::warn!("drain time limit reached: aborting calls still in flight");
@@ -387,22 +386,6 @@ fn dev_key(data_dir: &Path, registry: &Registry) -> Result<Zeroizing<String>, St
     Ok(key.0)
 }
 
-fn tls_config(tls: &crate::config::Tls) -> Result<ServerTlsConfig, StartError> {
-    let read = |p: &Path| std::fs::read(p).map_err(io(format!("reading {}", p.display())));
-    let mut cfg = ServerTlsConfig::new().identity(TlsIdentity::from_pem(
-        read(&tls.cert)?,
-        Zeroizing::new(read(&tls.key)?).as_slice(),
-    ));
-    if let Some(ca) = &tls.client_ca {
-        // Optional client auth: callers without a certificate use API keys over TLS; a
-        // certificate that is presented must chain to this CA or the handshake fails.
-        cfg = cfg
-            .client_ca_root(Certificate::from_pem(read(ca)?))
-            .client_auth_optional(true);
-    }
-    Ok(cfg)
-}
-
 /// Start the daemon. Returns once the listener is bound (the address is in [`Running::addr`]).
 pub async fn spawn(config: Config) -> Result<Running, StartError> {
     config.validate()?;
@@ -480,12 +463,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     });
     shared.update_health().await;
 
-    let mut builder = Server::builder();
-    if let Some(tls) = &config.tls {
-        builder = builder
-            .tls_config(tls_config(tls)?)
-            .map_err(|e| StartError::Tls(e.to_string()))?;
-    }
+    let tls = config.tls.as_ref().map(listen::tls_acceptor).transpose()?;
     let max = config.limits.max_message_bytes;
     // Reflection in both versions, as grpc-go serves it: `v1` for grpcurl and current tools,
     // `v1alpha` for the reflection client that ships with Python's grpcio and several GUI
@@ -506,7 +484,8 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     } else {
         (None, None)
     };
-    let router = builder
+    let mut routes = Routes::builder();
+    routes
         .add_service(health_service)
         .add_service(
             TokenizerServer::new(tokenizer::Service(Arc::clone(&shared)))
@@ -517,23 +496,20 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
             AdminServer::new(admin::Service(Arc::clone(&shared)))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-        )
-        .add_optional_service(reflection_v1)
-        .add_optional_service(reflection_v1alpha);
+        );
+    if let Some(r) = reflection_v1 {
+        routes.add_service(r);
+    }
+    if let Some(r) = reflection_v1alpha {
+        routes.add_service(r);
+    }
 
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(io(format!("binding {}", config.listen)))?;
     let addr = listener.local_addr().map_err(io("local address"))?;
     let (stop, stopped) = oneshot::channel::<()>();
-    // TCP_NODELAY on every accepted connection (`Server::tcp_nodelay` does not apply to a
-    // listener handed in). Without it, Nagle holds the last small segment of a response (the
-    // trailers) until the client's delayed ACK: ~40 ms added to any response of a few KiB,
-    // such as a batch of 100 tokens (BENCHMARKS.md, "Daemon").
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-        let _ = stopped.await;
-    }));
+    let server = listen::serve(listener, tls, routes.routes().prepare(), stopped);
     tokio::spawn(probe_storage(
         Arc::downgrade(&shared),
         Duration::from_millis(config.limits.health_probe_interval_ms.max(10)),
