@@ -167,6 +167,37 @@ fn within_one_batch() {
     }
 }
 
+/// On a deterministic template a value seen before answers from its fingerprint; a key sent
+/// with it is bound to that record, so the key is not left free for another value.
+#[test]
+fn a_key_that_meets_a_deterministic_hit_is_bound_to_it() {
+    let f = Fixture::new();
+    let (vault, _) = f.create();
+    for t in ["pan_det", "pan_fmt_det"] {
+        let plain = vault.tokenize(t, PAN).unwrap();
+        let out = vault
+            .tokenize_batch_as("svc", t, &[keyed(PAN, "k"), keyed(PAN2, "k")])
+            .unwrap();
+        let first = out[0].as_ref().unwrap();
+        assert_eq!(
+            (first.token.as_str(), first.existing),
+            (plain.token.as_str(), true)
+        );
+        assert!(
+            matches!(out[1], Err(Error::IdempotencyKeyReused)),
+            "{t}: {:?}",
+            out[1]
+        );
+        // In a later call too.
+        let e = one(&vault, "svc", t, keyed(PAN2, "k")).unwrap_err();
+        assert!(matches!(e, Error::IdempotencyKeyReused), "{t}");
+        assert_eq!(
+            one(&vault, "svc", t, keyed(PAN, "k")).unwrap().token,
+            plain.token
+        );
+    }
+}
+
 #[test]
 fn keys_are_scoped_per_caller_and_per_template() {
     let f = Fixture::new();

@@ -302,6 +302,12 @@ impl TemplateSpec {
         }
     }
 
+    /// A vaulted template with opaque random tokens and every option at its default (for
+    /// building a config in code; files use TOML).
+    pub fn vaulted(name: &str, kind: &str) -> Self {
+        TemplateSpec::simple(name, kind, "vaulted", Some("opaque"), false)
+    }
+
     /// Build the vault's template.
     pub fn build(&self) -> Result<TemplateConfig, ConfigError> {
         let key = format!("templates.{}", self.name);

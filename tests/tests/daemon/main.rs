@@ -4,8 +4,10 @@
 mod audit;
 mod authz;
 mod common;
+mod contract;
 mod end_user;
 mod hostile;
 mod lifecycle;
+mod raw;
 mod templates;
 mod timing;

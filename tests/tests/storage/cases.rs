@@ -352,6 +352,24 @@ pub(crate) fn insert_outcomes_within_and_across_batches<B: Backend>(b: &B) {
         s.find_by_idempotency(&[0xA; 32]).unwrap(),
         Some(hit(id(0), 1))
     );
+    // A row stopped by its fingerprint binds its idempotency key to the record found.
+    let ids2 = s.allocate_ids(2).unwrap();
+    let mut bind = rec(ids2.start);
+    bind.fingerprint = Some((1, vec![1; 32]));
+    bind.idempotency = idem(0xB, 9);
+    let mut after = rec(ids2.start + 1);
+    after.idempotency = idem(0xB, 8);
+    assert_eq!(
+        s.insert_records(&[bind, after]).unwrap(),
+        vec![
+            InsertOutcome::ExistingFingerprint(id(0)),
+            InsertOutcome::ExistingIdempotency(hit(id(0), 9)),
+        ]
+    );
+    assert_eq!(
+        b.handle().find_by_idempotency(&[0xB; 32]).unwrap(),
+        Some(hit(id(0), 9))
+    );
     assert_eq!(s.find_by_lookup("pan", &[5; 32]).unwrap(), Some(id(3)));
     assert_eq!(
         s.find_by_fingerprint("pan", 1, &[1; 32]).unwrap(),

@@ -109,7 +109,9 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts records in one transaction, with a per-row outcome: a row whose fingerprint,
     /// idempotency key or lookup already exists is not inserted and reports the existing id.
     /// Rows are checked in order (earlier rows of the same call count), idempotency key first,
-    /// then fingerprint, then lookup. Returns after the commit. Fails as a whole with
+    /// then fingerprint, then lookup. A row stopped by its fingerprint that carries an
+    /// idempotency key binds that key (with its request hash) to the existing record, so the
+    /// key answers for that record from then on. Returns after the commit. Fails as a whole with
     /// [`StoreError::Conflict`] if an id exists already or was never allocated.
     fn insert_records(&self, rows: &[NewRecord]) -> Result<Vec<InsertOutcome>, StoreError>;
     /// Reads records by id, in the order given (`None` where absent).

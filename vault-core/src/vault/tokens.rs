@@ -377,7 +377,12 @@ impl Vault {
                     };
                     envelope::fingerprint(k, t, canonical.as_bytes())
                 };
-                if let Some(id) = self.store.find_by_fingerprint(t, v, &fp)? {
+                // A hit answers at once, unless the item carries an idempotency key: then the
+                // insert resolves it, and binds the key to the record it found, so that the
+                // key is not left free for another value.
+                if idempotency.is_none()
+                    && let Some(id) = self.store.find_by_fingerprint(t, v, &fp)?
+                {
                     return Ok(Prepared::Existing(id));
                 }
                 if v == active {

@@ -1497,6 +1497,16 @@ async fn insert_records(tx: &Tx<'_>, rows: &[NewRecord]) -> Result<Vec<InsertOut
         if let Some(k) = &fp_key
             && let Some(&id) = db_fp.get(k)
         {
+            // Its idempotency key is bound to the record found (below, with the others).
+            if let Some(idem) = &row.idempotency {
+                db_idem.insert(
+                    idem.key.clone(),
+                    IdempotencyHit {
+                        record_id: id,
+                        request: idem.request,
+                    },
+                );
+            }
             out[i] = Some(InsertOutcome::ExistingFingerprint(id));
             continue;
         }
@@ -1584,58 +1594,62 @@ async fn insert_records(tx: &Tx<'_>, rows: &[NewRecord]) -> Result<Vec<InsertOut
             }
             out[i] = Some(resolve_lost(tx, row).await?);
         }
-        // Idempotency keys of the inserted rows; one taken meanwhile by another transaction
-        // undoes its row (that key's first record wins).
-        let idem: Vec<(&[u8], i64, &[u8])> = rows
+    }
+    // Idempotency keys of the inserted rows, and of rows stopped by a fingerprint (bound to the
+    // record found). A key another transaction took meanwhile wins: an inserted row is undone,
+    // and either kind of row answers with that key's record.
+    let idem: Vec<(usize, &[u8], i64, &[u8])> = rows
+        .iter()
+        .zip(&out)
+        .enumerate()
+        .filter_map(|(i, (r, o))| {
+            let owner = match o {
+                None => r.id,
+                Some(InsertOutcome::ExistingFingerprint(id)) => *id,
+                Some(_) => return None,
+            };
+            r.idempotency
+                .as_ref()
+                .map(|k| (i, k.key.as_slice(), owner as i64, k.request.as_slice()))
+        })
+        .collect();
+    if !idem.is_empty() {
+        let keys: Vec<&[u8]> = idem.iter().map(|i| i.1).collect();
+        let owners: Vec<i64> = idem.iter().map(|i| i.2).collect();
+        let requests: Vec<&[u8]> = idem.iter().map(|i| i.3).collect();
+        let taken: HashSet<Vec<u8>> = tx
+            .query(
+                "INSERT INTO idempotency (key, record_id, request) \
+                 SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[]) \
+                 ON CONFLICT DO NOTHING RETURNING key",
+                &[&keys, &owners, &requests],
+            )
+            .await
+            .pg()?
             .iter()
-            .zip(&out)
-            .filter(|(_, o)| o.is_none())
-            .filter_map(|(r, _)| {
-                r.idempotency
-                    .as_ref()
-                    .map(|k| (k.key.as_slice(), r.id as i64, k.request.as_slice()))
-            })
+            .map(|r| r.get(0))
             .collect();
-        if !idem.is_empty() {
-            let keys: Vec<&[u8]> = idem.iter().map(|i| i.0).collect();
-            let owners: Vec<i64> = idem.iter().map(|i| i.1).collect();
-            let requests: Vec<&[u8]> = idem.iter().map(|i| i.2).collect();
-            let taken: HashSet<Vec<u8>> = tx
-                .query(
-                    "INSERT INTO idempotency (key, record_id, request) \
-                     SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[]) \
-                     ON CONFLICT DO NOTHING RETURNING key",
-                    &[&keys, &owners, &requests],
+        for &(i, key, _, _) in &idem {
+            if taken.contains(key) {
+                continue;
+            }
+            if out[i].is_none() {
+                let id = i64_of(rows[i].id)?;
+                tx.execute("DELETE FROM records WHERE id = $1", &[&id])
+                    .await
+                    .pg()?;
+            }
+            let winner = tx
+                .query_one(
+                    "SELECT record_id, request FROM idempotency WHERE key = $1",
+                    &[&key],
                 )
                 .await
-                .pg()?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            for (i, row) in rows.iter().enumerate() {
-                if out[i].is_some() {
-                    continue;
-                }
-                if let Some(k) = &row.idempotency
-                    && !taken.contains(&k.key)
-                {
-                    let id = i64_of(row.id)?;
-                    tx.execute("DELETE FROM records WHERE id = $1", &[&id])
-                        .await
-                        .pg()?;
-                    let winner = tx
-                        .query_one(
-                            "SELECT record_id, request FROM idempotency WHERE key = $1",
-                            &[&k.key],
-                        )
-                        .await
-                        .pg()?;
-                    out[i] = Some(InsertOutcome::ExistingIdempotency(idempotency_hit(
-                        winner.get(0),
-                        winner.get(1),
-                    )?));
-                }
-            }
+                .pg()?;
+            out[i] = Some(InsertOutcome::ExistingIdempotency(idempotency_hit(
+                winner.get(0),
+                winner.get(1),
+            )?));
         }
     }
     Ok(out

@@ -24,6 +24,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
@@ -165,6 +166,9 @@ pub(crate) struct Admitted {
     pub(crate) grant: Grant,
     /// When the server gives up: the client's deadline less the margin.
     give_up_at: Option<Instant>,
+    /// Whether the call's event has been handed to the log (by `fail` or `finish`).
+    recorded: AtomicBool,
+    shared: Arc<Shared>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -172,6 +176,28 @@ impl Admitted {
     /// Whether the call has run out of time.
     fn expired(&self) -> bool {
         self.give_up_at.is_some_and(|t| Instant::now() >= t)
+    }
+}
+
+/// A call dropped before its event was written (the caller cancelled or went away, and hyper
+/// dropped the call while its work ran) still leaves one event: `CANCELLED`, since nothing was
+/// sent. Its work may have finished in the background (a tokenize's records stay, unreachable
+/// without their tokens; a detokenize's values were dropped unsent).
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if !self.recorded.swap(true, Ordering::SeqCst) {
+            let mut e = self.shared.event(
+                &self.spec,
+                &self.identity.id,
+                self.grant.subject(),
+                Outcome::Failed {
+                    code: status::code_name(Code::Cancelled).to_owned(),
+                },
+            );
+            e.detail = Some("the caller went away before the call was answered".into());
+            tracing::info!(request_id = %self.spec.request_id, "call cancelled by the caller");
+            drop(self.shared.audit.submit(e));
+        }
     }
 }
 
@@ -282,7 +308,7 @@ impl Shared {
     /// Authenticate, shed, authorize. `scope` is the scope the call needs; `validate` runs
     /// after authentication (so an anonymous caller learns nothing about request validity).
     pub(crate) async fn admit(
-        &self,
+        self: &Arc<Self>,
         meta: &Meta,
         spec: Spec,
         scope: Scope,
@@ -371,6 +397,8 @@ impl Shared {
             identity,
             grant,
             give_up_at: meta.deadline.map(|d| d.checked_sub(margin).unwrap_or(d)),
+            recorded: AtomicBool::new(false),
+            shared: Arc::clone(self),
             _permit: permit,
         })
     }
@@ -422,6 +450,7 @@ impl Shared {
 
     /// Record a failed admitted call.
     pub(crate) async fn fail(&self, call: &Admitted, s: Status) -> Status {
+        call.recorded.store(true, Ordering::SeqCst);
         self.refuse(&call.spec, &call.identity.id, call.grant.subject(), s)
             .await
     }
@@ -458,6 +487,7 @@ impl Shared {
         );
         let caller = call.identity.id.as_str();
         let subject = call.grant.subject();
+        call.recorded.store(true, Ordering::SeqCst);
         self.record(&call.spec, caller, subject, event).await?;
         if call.expired() {
             // The deadline passed while the event was being written: the result is not sent,

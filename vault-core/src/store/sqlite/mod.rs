@@ -1209,6 +1209,12 @@ fn insert_records(c: &Connection, rows: &[NewRecord]) -> Result<Vec<InsertOutcom
         if let Some((v, fp)) = &row.fingerprint
             && let Some(id) = find_fingerprint(c, &row.template, *v, fp)?
         {
+            if let Some(k) = &row.idempotency {
+                c.prepare_cached(
+                    "INSERT INTO idempotency (key, record_id, request) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![k.key, id, k.request])?;
+            }
             out.push(InsertOutcome::ExistingFingerprint(id));
             continue;
         }

@@ -1,0 +1,745 @@
+//! The contract from outside: each test names the `.proto` comment (or doc) whose promise it
+//! checks, and checks it through a real tonic client against the real daemon (TLS, policy,
+//! audit log, SQLite). They were written against a `main` that broke each of these promises.
+//!
+//! | promise | test |
+//! |---|---|
+//! | tokenizer.proto `TokenizeItem.idempotency_key`: same key and value → first token, `existing`; same key, other value → item `ALREADY_EXISTS` | `idempotency_key_replays_or_refuses` |
+//! | the same, keys per caller and template, and atomic under concurrency | `idempotency_keys_are_per_caller_and_template`, `concurrent_calls_on_one_idempotency_key` |
+//! | tokenizer.proto `Token.expires_at`, `DetokenizedValue.expires_at`, `MaskedValue.expires_at` ("unset when it does not"), `ttl_seconds` ("the template's default applies") | `expires_at_is_set_where_documented` |
+//! | ARCHITECTURE.md request path: `DEADLINE_EXCEEDED` under the client's `grpc-timeout`; the audit event says what the caller was sent | `deadline_already_passed_does_no_work`, `sub_millisecond_deadlines`, `audit_says_what_the_caller_saw` |
+//! | admin.proto `RaiseMinDecryptionVersion`: "lower or equal fails with FAILED_PRECONDITION", "never above the Active version" | `raise_min_decryption_version_only_rises` |
+//! | ARCHITECTURE.md / SECURITY.md: a torn audit tail (an unanswered append) does not keep the vault down; anything else still refuses | `torn_audit_tail_of_every_length_is_recovered`, `damage_before_the_tail_still_refuses_to_start` |
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tonic::Code;
+use vault_daemon::audit::{self, Filter, Outcome};
+use vault_daemon::config::TemplateSpec;
+use vault_proto::v1::{
+    DetokenizeItem, DetokenizeRequest, ErrorCode, GetKeyStatusRequest,
+    RaiseMinDecryptionVersionRequest, RevealItem, RevealRequest, RotateKeyRequest, TokenizeItem,
+    TokenizeRequest, TokenizeResponse, detokenize_result, reveal_result, tokenize_result,
+};
+
+use crate::common::{Daemon, detokenize, req, tokenize, tokenize_req};
+
+const PAN: &str = "4111111111111111";
+const PAN2: &str = "5500000000000004";
+
+fn keyed(template: &str, items: &[(&str, &str)]) -> TokenizeRequest {
+    TokenizeRequest {
+        request_id: None,
+        template: template.into(),
+        key_version: None,
+        items: items
+            .iter()
+            .map(|(value, key)| TokenizeItem {
+                value: (*value).into(),
+                idempotency_key: Some((*key).into()),
+                ..TokenizeItem::default()
+            })
+            .collect(),
+    }
+}
+
+/// Per item: the token and `existing`, or the item error's code.
+fn outcomes(resp: TokenizeResponse) -> Vec<Result<(String, bool), (ErrorCode, String)>> {
+    resp.results
+        .into_iter()
+        .map(|r| match r.outcome.unwrap() {
+            tokenize_result::Outcome::Token(t) => Ok((t.token, t.existing)),
+            tokenize_result::Outcome::Error(e) => Err((e.code(), e.message)),
+        })
+        .collect()
+}
+
+/// The audit events of one request id, in order.
+fn events_of(d: &Daemon, request_id: &str) -> Vec<audit::Record> {
+    audit::query(
+        &d.data().join(audit::LOG_FILE),
+        &Filter {
+            request_id: Some(request_id.into()),
+            ..Filter::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Values of `template` kinds, two different ones each.
+fn two_values(template: &str) -> (&'static str, &'static str) {
+    if template.starts_with("email") {
+        ("jane.doe@example.com", "john.roe@example.org")
+    } else if template.starts_with("ssn") {
+        ("123-45-6789", "234-56-7890")
+    } else {
+        (PAN, PAN2)
+    }
+}
+
+/// tokenizer.proto, `TokenizeItem.idempotency_key`: "a second Tokenize on the same template
+/// with the same key and value returns the first token (with existing = true) instead of
+/// creating another; the same key with a different value fails the item with ALREADY_EXISTS."
+/// On every vaulted template shape, across calls and within one batch; the refusal echoes no
+/// value, and the first token still resolves to the first value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_replays_or_refuses() {
+    let mut d = Daemon::start(|_| {}).await;
+    let mut c = d.tokenizer(Some("all")).await;
+    for t in [
+        "pan_vault",
+        "pan_vault_fmt",
+        "pan_vault_det",
+        "email_vault",
+        "ssn_vault",
+    ] {
+        let (a, b) = two_values(t);
+        let call = |items: &[(&str, &str)]| req(keyed(t, items), None);
+        let first = outcomes(
+            c.tokenize(call(&[(a, "order-1")]))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        let (token, existing) = first[0].clone().unwrap();
+        assert!(!existing, "{t}");
+        let again = outcomes(
+            c.tokenize(call(&[(a, "order-1")]))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        assert_eq!(again[0], Ok((token.clone(), true)), "{t}");
+        let other = outcomes(
+            c.tokenize(call(&[(b, "order-1")]))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        let (code, message) = other[0].clone().unwrap_err();
+        assert_eq!(code, ErrorCode::AlreadyExists, "{t}");
+        assert!(
+            !message.contains(a) && !message.contains(b),
+            "{t}: {message}"
+        );
+        assert_eq!(
+            detokenize(&mut c, None, t, &[token]).await,
+            vec![a.to_owned()],
+            "{t}"
+        );
+        // Within one batch: the first item wins, the other value is refused, a repeat replays.
+        let batch = outcomes(
+            c.tokenize(call(&[(a, "batch-1"), (b, "batch-1"), (a, "batch-1")]))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        let (bt, existing) = batch[0].clone().unwrap();
+        // A deterministic template has seen the value before (under another key).
+        assert_eq!(existing, t.ends_with("_det"), "{t}");
+        assert_eq!(
+            batch[1].clone().unwrap_err().0,
+            ErrorCode::AlreadyExists,
+            "{t}"
+        );
+        assert_eq!(batch[2], Ok((bt.clone(), true)), "{t}");
+        assert_eq!(
+            detokenize(&mut c, None, t, &[bt]).await,
+            vec![a.to_owned()],
+            "{t}"
+        );
+    }
+    // Same key, same value, other metadata or TTL: a different request.
+    let mut with_ttl = keyed("pan_vault", &[(PAN, "order-1")]);
+    with_ttl.items[0].ttl_seconds = Some(3600);
+    let r = outcomes(c.tokenize(req(with_ttl, None)).await.unwrap().into_inner());
+    assert_eq!(r[0].clone().unwrap_err().0, ErrorCode::AlreadyExists);
+    let mut with_meta = keyed("pan_vault", &[(PAN, "order-1")]);
+    with_meta.items[0]
+        .metadata
+        .insert("order".into(), "2".into());
+    let r = outcomes(c.tokenize(req(with_meta, None)).await.unwrap().into_inner());
+    assert_eq!(r[0].clone().unwrap_err().0, ErrorCode::AlreadyExists);
+    d.stop().await;
+}
+
+/// The key is the caller's, per template: two callers with one key get their own tokens, and a
+/// key first used on `pan_vault` works on `ssn_vault` too (it once failed with NOT_FOUND).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_are_per_caller_and_template() {
+    let mut d = Daemon::start(|_| {}).await;
+    let mut all = d.tokenizer(Some("all")).await;
+    let mut checkout = d.tokenizer(Some("checkout")).await;
+    let a = outcomes(
+        all.tokenize(req(keyed("pan_vault", &[(PAN, "k")]), None))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    let b = outcomes(
+        checkout
+            .tokenize(req(keyed("pan_vault", &[(PAN2, "k")]), None))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    let (ta, ea) = a[0].clone().unwrap();
+    let (tb, eb) = b[0].clone().unwrap();
+    assert!(!ea && !eb);
+    assert_eq!(
+        detokenize(&mut all, None, "pan_vault", &[ta]).await,
+        vec![PAN]
+    );
+    assert_eq!(
+        detokenize(&mut all, None, "pan_vault", &[tb]).await,
+        vec![PAN2]
+    );
+    let s = outcomes(
+        all.tokenize(req(keyed("ssn_vault", &[("123-45-6789", "k")]), None))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    let (ts, es) = s[0].clone().unwrap();
+    assert!(!es);
+    assert_eq!(
+        detokenize(&mut all, None, "ssn_vault", &[ts]).await,
+        vec!["123-45-6789"]
+    );
+    d.stop().await;
+}
+
+/// Twenty concurrent Tokenize calls with one key: with twenty values exactly one creates a
+/// record and nineteen get ALREADY_EXISTS (on `main` before the fix, nineteen callers were
+/// handed a token of someone else's card); with one value all twenty get the same token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_on_one_idempotency_key() {
+    let mut d = Daemon::start(|_| {}).await;
+    let channel = d.channel(Some("all")).await;
+    for same in [false, true] {
+        let key = format!("race-{same}");
+        let calls: Vec<_> = (0..20u64)
+            .map(|i| {
+                let mut c =
+                    vault_proto::v1::tokenizer_client::TokenizerClient::new(channel.clone());
+                let value = if same { luhn(0) } else { luhn(i) };
+                let key = key.clone();
+                tokio::spawn(async move {
+                    let r = c
+                        .tokenize(req(keyed("pan_vault", &[(&value, &key)]), None))
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    (value, outcomes(r).remove(0))
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for call in calls {
+            results.push(call.await.unwrap());
+        }
+        let created = results
+            .iter()
+            .filter(|(_, r)| matches!(r, Ok((_, false))))
+            .count();
+        assert_eq!(created, 1, "same value {same}");
+        let refused = results
+            .iter()
+            .filter(|(_, r)| matches!(r, Err((ErrorCode::AlreadyExists, _))))
+            .count();
+        assert_eq!(refused, if same { 0 } else { 19 });
+        let mut c = d.tokenizer(Some("all")).await;
+        for (value, r) in results {
+            if let Ok((token, _)) = r {
+                assert_eq!(
+                    detokenize(&mut c, None, "pan_vault", &[token]).await,
+                    vec![value],
+                    "a token of the caller's own value"
+                );
+            }
+        }
+    }
+    d.stop().await;
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// tokenizer.proto: `Token.expires_at`, `DetokenizedValue.expires_at` and
+/// `MaskedValue.expires_at` are "When the token expires. Unset when it does not", and
+/// `ttl_seconds` unset means "the template's default applies".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expires_at_is_set_where_documented() {
+    let mut d = Daemon::start(|cfg| {
+        let mut t = TemplateSpec::vaulted("pan_ttl", "pan");
+        t.default_ttl_secs = Some(600);
+        let mut specs = cfg.template_specs();
+        specs.push(t);
+        cfg.templates = specs;
+    })
+    .await;
+    let mut c = d.tokenizer(Some("all")).await;
+    let now = unix_now();
+    let mut r = tokenize_req("pan_vault", &[PAN, PAN2]);
+    r.items[0].ttl_seconds = Some(3600);
+    let resp = c.tokenize(req(r, None)).await.unwrap().into_inner();
+    let tokens: Vec<_> = resp
+        .results
+        .into_iter()
+        .map(|r| match r.outcome.unwrap() {
+            tokenize_result::Outcome::Token(t) => t,
+            e => panic!("{e:?}"),
+        })
+        .collect();
+    let exp = tokens[0]
+        .expires_at
+        .clone()
+        .expect("Token.expires_at with a TTL");
+    assert!((exp.seconds - (now + 3600)).abs() <= 5, "{exp:?}");
+    assert!(tokens[1].expires_at.is_none(), "no TTL, no default: unset");
+    // The template's default TTL.
+    let ttl_tokens = c
+        .tokenize(req(tokenize_req("pan_ttl", &[PAN]), None))
+        .await
+        .unwrap()
+        .into_inner();
+    let tokenize_result::Outcome::Token(t) = ttl_tokens.results[0].outcome.clone().unwrap() else {
+        panic!()
+    };
+    let exp = t.expires_at.expect("the template default sets expires_at");
+    assert!((exp.seconds - (now + 600)).abs() <= 5, "{exp:?}");
+    // FPE tokens never expire.
+    let fpe = c
+        .tokenize(req(tokenize_req("pan", &[PAN]), None))
+        .await
+        .unwrap()
+        .into_inner();
+    let tokenize_result::Outcome::Token(f) = fpe.results[0].outcome.clone().unwrap() else {
+        panic!()
+    };
+    assert!(f.expires_at.is_none());
+    // Detokenize and Reveal report it too.
+    let names: Vec<String> = tokens.iter().map(|t| t.token.clone()).collect();
+    let resp = c
+        .detokenize(req(
+            DetokenizeRequest {
+                request_id: None,
+                template: "pan_vault".into(),
+                key_version: None,
+                purpose: "test".into(),
+                items: names
+                    .iter()
+                    .map(|t| DetokenizeItem { token: t.clone() })
+                    .collect(),
+            },
+            None,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let values: Vec<_> = resp
+        .results
+        .into_iter()
+        .map(|r| match r.outcome.unwrap() {
+            detokenize_result::Outcome::Value(v) => v,
+            e => panic!("{e:?}"),
+        })
+        .collect();
+    assert_eq!(values[0].expires_at, tokens[0].expires_at);
+    assert!(values[1].expires_at.is_none());
+    let resp = c
+        .reveal(req(
+            RevealRequest {
+                request_id: None,
+                template: "pan_vault".into(),
+                key_version: None,
+                purpose: "test".into(),
+                mask: None,
+                items: names
+                    .iter()
+                    .map(|t| RevealItem { token: t.clone() })
+                    .collect(),
+            },
+            None,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let masked: Vec<_> = resp
+        .results
+        .into_iter()
+        .map(|r| match r.outcome.unwrap() {
+            reveal_result::Outcome::Value(v) => v,
+            e => panic!("{e:?}"),
+        })
+        .collect();
+    assert_eq!(masked[0].expires_at, tokens[0].expires_at);
+    assert!(masked[1].expires_at.is_none());
+    d.stop().await;
+}
+
+/// admin.proto, `RaiseMinDecryptionVersion`: "It can only go up (lower or equal fails with
+/// FAILED_PRECONDITION) and never above the Active version."
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raise_min_decryption_version_only_rises() {
+    let mut d = Daemon::start(|_| {}).await;
+    let mut admin = d.admin(Some("all")).await;
+    admin
+        .rotate_key(req(
+            RotateKeyRequest {
+                key: Some(vault_proto::v1::rotate_key_request::Key::KeyName(
+                    "data/ssn_vault".into(),
+                )),
+            },
+            None,
+        ))
+        .await
+        .unwrap();
+    let raise = |v: u32| {
+        req(
+            RaiseMinDecryptionVersionRequest {
+                key_name: "data/ssn_vault".into(),
+                min_decryption_version: v,
+            },
+            None,
+        )
+    };
+    for (v, code) in [
+        (1, Code::FailedPrecondition), // equal to the current minimum
+        (3, Code::FailedPrecondition), // above the Active version (2)
+        (2, Code::Ok),
+        (2, Code::FailedPrecondition), // equal again
+        (1, Code::FailedPrecondition), // lower
+    ] {
+        let r = admin.raise_min_decryption_version(raise(v)).await;
+        assert_eq!(crate::common::code(&r), code, "raise to {v}: {r:?}");
+    }
+    let keys = admin
+        .get_key_status(req(GetKeyStatusRequest::default(), None))
+        .await
+        .unwrap()
+        .into_inner();
+    let k = keys
+        .keys
+        .iter()
+        .find(|k| k.name == "data/ssn_vault")
+        .unwrap();
+    assert_eq!(k.min_decryption_version, 2);
+    d.stop().await;
+}
+
+/// A Luhn-valid 16-digit PAN built from `i`.
+pub(crate) fn luhn(i: u64) -> String {
+    let body = format!("411111{i:09}");
+    let sum: u32 = body
+        .chars()
+        .rev()
+        .enumerate()
+        .map(|(k, c)| {
+            let d = c.to_digit(10).unwrap();
+            if k % 2 == 0 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    format!("{body}{}", (10 - sum % 10) % 10)
+}
+
+/// What a request id's events say the caller got: the last event's outcome.
+fn final_outcome(d: &Daemon, request_id: &str) -> Option<Outcome> {
+    events_of(d, request_id)
+        .last()
+        .map(|r| r.event.outcome.clone())
+}
+
+fn is_deadline_or_gone(o: &Outcome) -> bool {
+    match o {
+        Outcome::Failed { code } => code == "DEADLINE_EXCEEDED" || code == "CANCELLED",
+        Outcome::Unknown { .. } => true,
+        _ => false,
+    }
+}
+
+/// Request path (ARCHITECTURE.md): a deadline that has already passed answers
+/// DEADLINE_EXCEEDED — the server's own status, sent by the server (a raw HTTP/2 client that
+/// enforces no deadline of its own reads it from the trailers) — and does no work: nothing is
+/// stored, and the audit event says DEADLINE_EXCEEDED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_already_passed_does_no_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = vault_daemon::Config::dev(dir.path().join("data"));
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    let d = Daemon::start_in(dir, cfg).await;
+    let key = d
+        .running
+        .as_ref()
+        .unwrap()
+        .dev_api_key()
+        .unwrap()
+        .to_owned();
+    let before = records(&d);
+    for (i, timeout) in ["1n", "1u", "500u", "1m", "4m"].iter().enumerate() {
+        let id = format!("raw-deadline-{i}");
+        let mut r = tokenize_req("pan_vault", &[PAN]);
+        r.request_id = Some(id.clone());
+        let status = crate::raw::unary(
+            d.addr,
+            "/vault.v1.Tokenizer/Tokenize",
+            &[
+                ("authorization", &format!("Bearer {key}")),
+                ("grpc-timeout", timeout),
+            ],
+            &prost::Message::encode_to_vec(&r),
+        )
+        .await;
+        assert_eq!(
+            status.grpc_status,
+            Some(4),
+            "{timeout}: DEADLINE_EXCEEDED, {status:?}"
+        );
+        assert_eq!(status.grpc_message.as_deref(), Some("deadline%20exceeded"));
+        let events = events_of(&d, &id);
+        assert_eq!(events.len(), 1, "{timeout}");
+        assert_eq!(
+            events[0].event.outcome,
+            Outcome::Failed {
+                code: "DEADLINE_EXCEEDED".into()
+            }
+        );
+    }
+    assert_eq!(records(&d), before, "no work was done");
+    // A deadline with room answers.
+    let mut r = tokenize_req("pan_vault", &[PAN]);
+    r.request_id = Some("raw-room".into());
+    let status = crate::raw::unary(
+        d.addr,
+        "/vault.v1.Tokenizer/Tokenize",
+        &[
+            ("authorization", &format!("Bearer {key}")),
+            ("grpc-timeout", "10S"),
+        ],
+        &prost::Message::encode_to_vec(&r),
+    )
+    .await;
+    assert_eq!(status.grpc_status, Some(0), "{status:?}");
+    let resp: TokenizeResponse = prost::Message::decode(status.message.as_slice()).unwrap();
+    assert_eq!(outcomes(resp).len(), 1);
+    assert_eq!(final_outcome(&d, "raw-room"), Some(Outcome::Ok));
+    let mut d = d;
+    d.stop().await;
+}
+
+/// Records stored in the daemon's SQLite file.
+fn records(d: &Daemon) -> i64 {
+    let c = rusqlite::Connection::open_with_flags(
+        d.data().join("vault.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    c.query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Twenty Tokenize calls with sub-millisecond deadlines (the observation: 17 answered OK and
+/// audited OK, some clients saw CANCELLED while the audit said OK). Now none does work or is
+/// audited OK, whatever the client saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_millisecond_deadlines() {
+    let mut d = Daemon::start(|_| {}).await;
+    let channel = d.channel(Some("all")).await;
+    let calls: Vec<_> = (0..20u64)
+        .map(|i| {
+            let mut c = vault_proto::v1::tokenizer_client::TokenizerClient::new(channel.clone());
+            tokio::spawn(async move {
+                let mut r = tokenize_req("pan_vault", &[PAN]);
+                r.request_id = Some(format!("sub-ms-{i}"));
+                let mut r = req(r, None);
+                r.set_timeout(Duration::from_micros(1 + i * 45));
+                c.tokenize(r).await.map(|_| ())
+            })
+        })
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        let r = call.await.unwrap();
+        let code = crate::common::code(&r);
+        assert_ne!(code, Code::Ok, "call {i}");
+        // Events are durable before the server answers, but a client that gave up on its own
+        // may look before the server's event is written: wait for it (bounded).
+        let id = format!("sub-ms-{i}");
+        let mut outcome = None;
+        for _ in 0..100 {
+            outcome = final_outcome(&d, &id);
+            if outcome.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(o) = outcome {
+            assert!(
+                is_deadline_or_gone(&o),
+                "call {i}: client saw {code:?}, audit {o:?}"
+            );
+        }
+    }
+    d.stop().await;
+}
+
+/// Deadlines around the time a call takes (a 30 ms delay; deadlines from 20 to 80 ms; a 20 ms
+/// margin): some calls answer, some run out of time at each step of the path. For every call,
+/// the last audit event of its request id says what the client saw: OK only when it got its
+/// tokens, DEADLINE_EXCEEDED, CANCELLED or unknown when it did not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_says_what_the_caller_saw() {
+    let mut d = Daemon::start(|cfg| {
+        cfg.testing.call_delay = Some(Duration::from_millis(30));
+        cfg.limits.deadline_margin_ms = 20;
+    })
+    .await;
+    let channel = d.channel(Some("all")).await;
+    let calls: Vec<_> = (0..40u64)
+        .map(|i| {
+            let mut c = vault_proto::v1::tokenizer_client::TokenizerClient::new(channel.clone());
+            tokio::spawn(async move {
+                let mut r = tokenize_req("pan_vault", &[PAN]);
+                r.request_id = Some(format!("mixed-{i}"));
+                let mut r = req(r, None);
+                r.set_timeout(Duration::from_millis(20 + (i * 3) % 61));
+                crate::common::code(&c.tokenize(r).await)
+            })
+        })
+        .collect();
+    let mut seen: HashMap<Code, usize> = HashMap::new();
+    let mut results = Vec::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        let code = call.await.unwrap();
+        *seen.entry(code).or_default() += 1;
+        results.push((i, code));
+    }
+    // Let follow-up events (a caller gone) reach the log.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (i, code) in results {
+        let o = final_outcome(&d, &format!("mixed-{i}"))
+            .unwrap_or_else(|| panic!("call {i}: no audit event"));
+        if code == Code::Ok {
+            assert_eq!(o, Outcome::Ok, "call {i}");
+        } else {
+            assert!(
+                is_deadline_or_gone(&o),
+                "call {i}: client saw {code:?}, audit {o:?}"
+            );
+        }
+    }
+    assert!(seen.get(&Code::Ok).copied().unwrap_or(0) > 0, "{seen:?}");
+    assert!(seen.len() > 1, "some calls ran out of time: {seen:?}");
+    d.stop().await;
+}
+
+/// A torn final audit line — every length of the last event, from one byte short of complete
+/// down to its first byte — is what a crash during an append leaves. The daemon starts, sets
+/// the bytes aside, records the recovery in the chain, and the log verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torn_audit_tail_of_every_length_is_recovered() {
+    let mut d = Daemon::start(|cfg| cfg.audit.checkpoint_every = 1_000_000).await;
+    let mut c = d.tokenizer(Some("all")).await;
+    tokenize(&mut c, None, "pan_vault", &[PAN]).await;
+    d.stop().await;
+    let log = d.data().join(audit::LOG_FILE);
+    let keys = audit::Keys::load(&d.data().join(audit::KEY_FILE))
+        .unwrap()
+        .verify_keys();
+    // What a crash leaves has no shutdown checkpoint: drop the one the clean stop wrote (the
+    // only one, at this checkpoint_every) and its file. Its events end the log.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert!(lines.last().unwrap().contains("\"kind\":\"checkpoint\""));
+    lines.pop();
+    assert!(lines.iter().all(|l| l.contains("\"kind\":\"event\"")));
+    std::fs::remove_file(d.data().join(audit::CHECKPOINT_FILE)).unwrap();
+    let whole = (lines.join("\n") + "\n").into_bytes();
+    let last_start = whole[..whole.len() - 1]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let last_len = whole.len() - last_start;
+    assert!(last_len > 100, "an event line");
+    let cfg = crate::common::config(d.dir.path());
+    let mut recovered = 0;
+    for cut in 1..last_len {
+        // The log as a crash `cut` bytes short of the end of the last event would leave it.
+        std::fs::write(&log, &whole[..whole.len() - cut]).unwrap();
+        // The last open's clean close wrote a checkpoint file (a crash writes none).
+        let _ = std::fs::remove_file(d.data().join(audit::CHECKPOINT_FILE));
+        let opened = audit::AuditLog::open(&d.data(), audit::Config::default()).unwrap();
+        let torn = opened.recovered_tail().cloned().expect("a torn tail");
+        assert_eq!(torn.bytes as usize, last_len - cut, "cut {cut}");
+        drop(opened);
+        let report = audit::verify(&log, &keys).unwrap();
+        assert_eq!(report.first_bad, None, "cut {cut}");
+        std::fs::remove_file(&torn.quarantine).unwrap();
+        recovered += 1;
+    }
+    assert_eq!(recovered, last_len - 1);
+    // And the daemon itself starts on a torn log and says so in the chain.
+    std::fs::write(&log, &whole[..whole.len() - last_len / 2]).unwrap();
+    let _ = std::fs::remove_file(d.data().join(audit::CHECKPOINT_FILE));
+    let running = vault_daemon::spawn(cfg)
+        .await
+        .expect("starts on a torn tail");
+    let events = audit::query(
+        &log,
+        &Filter {
+            action: Some(audit::TORN_TAIL_ACTION.into()),
+            ..Filter::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(events.len(), 1);
+    let detail = events[0].event.detail.clone().unwrap();
+    assert!(detail.contains("sha256"), "{detail}");
+    running.shutdown().await;
+    assert_eq!(audit::verify(&log, &keys).unwrap().first_bad, None);
+}
+
+/// Anything wrong before the tail (an edited or missing event) still refuses to start, even
+/// when the log also ends in a partial line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_before_the_tail_still_refuses_to_start() {
+    let mut d = Daemon::start(|cfg| cfg.audit.checkpoint_every = 1_000_000).await;
+    let mut c = d.tokenizer(Some("all")).await;
+    for _ in 0..3 {
+        tokenize(&mut c, None, "pan_vault", &[PAN]).await;
+    }
+    d.stop().await;
+    let log = d.data().join(audit::LOG_FILE);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // An edited event, then a torn tail.
+    let edited = text.replacen("\"items\":1", "\"items\":2", 1) + "{\"kind\":\"event\",\"se";
+    // A missing event, then a torn tail.
+    let missing = {
+        let mut l = lines.clone();
+        l.remove(1);
+        l.join("\n") + "\n{\"kind\":\"ev"
+    };
+    for (what, bytes) in [("edited", edited), ("missing", missing)] {
+        std::fs::write(&log, bytes).unwrap();
+        let err = vault_daemon::spawn(crate::common::config(d.dir.path()))
+            .await
+            .expect_err(what);
+        assert!(
+            matches!(
+                err,
+                vault_daemon::StartError::Audit(audit::AuditError::Corrupt { .. })
+            ),
+            "{what}: {err}"
+        );
+    }
+}
