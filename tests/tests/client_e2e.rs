@@ -295,3 +295,122 @@ async fn checkout_example_runs_against_the_dev_daemon() {
     assert!(!page.contains("unavailable"), "{page}");
     running.shutdown().await;
 }
+
+/// A loopback TCP relay to `target` that loses the first response: on its first connection it
+/// passes everything until the server speaks after the client has been quiet for `quiet` (a
+/// response, when the daemon takes longer than that to answer), and then closes both sides
+/// instead of passing it on. Later connections are relayed as they are.
+async fn lossy_relay(target: std::net::SocketAddr, quiet: Duration) -> std::net::SocketAddr {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let first = Arc::new(AtomicBool::new(true));
+        // Bounded: a test makes a handful of connections.
+        for _ in 0..16 {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let lossy = first.swap(false, Ordering::SeqCst);
+            let server = tokio::net::TcpStream::connect(target).await.unwrap();
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let epoch = Instant::now();
+            let last_client = Arc::new(AtomicU64::new(0));
+            let lc = Arc::clone(&last_client);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    lc.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::SeqCst);
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    // Milliseconds since the client last spoke (stored as elapsed + 1; 0: never).
+                    let since = (epoch.elapsed().as_millis() as u64 + 1)
+                        .saturating_sub(last_client.load(Ordering::SeqCst));
+                    if lossy
+                        && last_client.load(Ordering::SeqCst) > 0
+                        && since >= quiet.as_millis() as u64
+                    {
+                        // The response: lost with the connection.
+                        let _ = cw.shutdown().await;
+                        return;
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// tokenizer.proto, `TokenizeItem.idempotency_key` ("Makes a retry safe"), through the client's
+/// own retry path: the first response is lost with its connection after the daemon stored the
+/// record, the client retries on UNAVAILABLE with the same (automatic) idempotency key, and
+/// gets the same token back, marked existing; exactly one record was made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_lost_response_returns_the_same_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (running, endpoint, key) = start(dir.path(), |c| {
+        c.testing.call_delay = Some(Duration::from_millis(300));
+    })
+    .await;
+    let relay = lossy_relay(running.addr(), Duration::from_millis(150)).await;
+    let mut retry = RetryPolicy::default();
+    retry.max_attempts = 3;
+    retry.initial_backoff = Duration::from_millis(50);
+    retry.budget_floor_per_second = 100.0;
+    let client = VaultClient::connect(
+        config(&format!("http://{relay}"), &key)
+            .retry(retry)
+            .auto_idempotency_keys(true),
+    )
+    .await
+    .unwrap();
+    let got = client
+        .with_options(CallOptions::new().request_id("e2e-lost-response"))
+        .tokenize("pan_vault", "4111111111111111")
+        .await
+        .unwrap();
+    let admin = admin(&endpoint, &key).await;
+    let events = admin
+        .query_audit_events(pb::QueryAuditEventsRequest {
+            request_id: Some("e2e-lost-response".to_owned()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .events;
+    assert!(
+        got.existing,
+        "the retry found the record the lost attempt made: {events:?}"
+    );
+    let direct = VaultClient::connect(config(&endpoint, &key)).await.unwrap();
+    assert_eq!(
+        direct
+            .detokenize("pan_vault", &got.token, "e2e")
+            .await
+            .unwrap()
+            .value
+            .expose_secret(),
+        "4111111111111111"
+    );
+    assert_eq!(
+        audit_count(&admin, "e2e-lost-response").await,
+        2,
+        "two attempts reached it"
+    );
+    running.shutdown().await;
+}

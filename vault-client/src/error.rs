@@ -123,6 +123,17 @@ impl Error {
 impl From<Status> for Error {
     fn from(status: Status) -> Self {
         let message = status.message().to_owned();
+        // The connection broke under the call (reset, closed, a lost response): tonic reports
+        // it as UNKNOWN with the transport error as its source. gRPC calls that UNAVAILABLE, and
+        // so do we, so that a call safe to repeat (an idempotency key, a read) is retried; the
+        // call may have been served, which is what idempotency keys are for.
+        if status.code() == Code::Unknown
+            && std::error::Error::source(&status).is_some_and(|e| e.is::<tonic::transport::Error>())
+        {
+            return Error::Unavailable {
+                message: format!("connection lost during the call: {message}"),
+            };
+        }
         match status.code() {
             Code::NotFound => Error::NotFound { message },
             Code::PermissionDenied => Error::PermissionDenied { message },
