@@ -618,6 +618,27 @@ impl Revealed {
 mod tests {
     use super::*;
 
+    /// `Debug` of what holds a value or a token shows neither.
+    #[test]
+    fn debug_hides_values_and_tokens() {
+        let token = Token::from_wire(pb::Token {
+            token: "tok_abcdefghijklmnopqrstuvwxyz".into(),
+            key_version: 1,
+            existing: false,
+            expires_at: None,
+        });
+        let item = TokenizeItem::new("4111111111111111").idempotency_key("k");
+        for text in [
+            format!("{token:?}"),
+            format!("{token:#?}"),
+            format!("{item:?}"),
+        ] {
+            assert!(!text.contains("tok_abc"), "{text}");
+            assert!(!text.contains("4111111111111111"), "{text}");
+        }
+        assert_eq!(token.to_string(), "tok_abcdefghijklmnopqrstuvwxyz");
+    }
+
     #[test]
     fn chunks_cover_every_index_once_in_order() {
         for (len, max) in [

@@ -527,3 +527,123 @@ fn usage_unavailable_and_help() {
             .stdout(predicate::str::contains("Example"));
     }
 }
+
+/// Whether `s` starts with an RFC 3339 UTC time (`2026-12-02T03:00:22` then `Z` or `.123Z`).
+fn starts_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+    b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && (b[19] == b'Z' || b[19] == b'.')
+}
+
+/// `tokenize --ttl` shows the expiry (RFC 3339) after the token and still pipes into
+/// `detokenize`; `audit tail` prints RFC 3339 UTC times (raw milliseconds in `--json`); and
+/// after a crash tore the audit log's last line, the daemon starts again and `audit verify`
+/// names the recovered tail.
+#[test]
+fn expiry_audit_times_and_a_recovered_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("vault-data");
+    let d = Daemon::start(&data);
+    let out = d
+        .ctl()
+        .args(["tokenize", "pan_vault", "--ttl", "3600"])
+        .write_stdin("4111111111111111\n")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let line = stdout(&out);
+    let (token, expiry) = line
+        .trim_end()
+        .split_once('\t')
+        .expect("token, tab, expiry");
+    assert!(token.starts_with("tok_"), "{line}");
+    let when = expiry.strip_prefix("expires ").expect("expires …");
+    assert!(starts_rfc3339(when), "{when}");
+    d.ctl()
+        .args(["detokenize", "pan_vault", "--purpose", "test"])
+        .write_stdin(line.clone())
+        .assert()
+        .success()
+        .stdout("4111111111111111\n");
+    let out = d
+        .ctl()
+        .args(["--json", "tokenize", "pan_vault", "--ttl", "60"])
+        .write_stdin("4111111111111111\n")
+        .output()
+        .unwrap();
+    assert!(starts_rfc3339(json(&out)["expires_at"].as_str().unwrap()));
+
+    let out = d.ctl().args(["audit", "tail", "-n", "2"]).output().unwrap();
+    let rows: Vec<String> = stdout(&out).lines().skip(1).map(str::to_owned).collect();
+    assert_eq!(rows.len(), 2, "{}", stdout(&out));
+    for row in &rows {
+        let time = row.split_whitespace().nth(1).unwrap();
+        assert!(starts_rfc3339(time), "{row}");
+    }
+    let out = d
+        .ctl()
+        .args(["--json", "audit", "tail", "-n", "1"])
+        .output()
+        .unwrap();
+    let first = stdout(&out);
+    let v: Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    assert!(v["time_ms"].is_u64(), "{v}");
+    d.stop();
+
+    // A crash during an append: the last line is half written.
+    let log = data.join("audit.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes.extend_from_slice(b"{\"kind\":\"event\",\"seq\":");
+    std::fs::write(&log, &bytes).unwrap();
+    let d = Daemon::start(&data);
+    d.stop();
+    let out = offline()
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    assert!(text.contains("audit log OK"), "{text}");
+    assert!(
+        text.contains("recovered torn tail")
+            && text.contains("22 bytes")
+            && text.contains("sha256"),
+        "{text}"
+    );
+    let out = offline()
+        .args(["--json", "audit", "verify", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(v["ok"], true);
+    assert_eq!(
+        v["recovered_torn_tails"].as_array().unwrap().len(),
+        1,
+        "{v}"
+    );
+    let quarantined = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("audit.log.torn-")
+        })
+        .count();
+    assert_eq!(quarantined, 1);
+}

@@ -98,3 +98,69 @@ fn vaultd_serve_dev() {
     assert!(exit.success(), "{exit:?}");
     assert!(data.join("audit.log").exists());
 }
+
+/// Starts `vaultd serve --dev` with stderr to a file (as under systemd or a log shipper) and the
+/// environment given, stops it with SIGTERM, and returns what it logged.
+fn log_of(envs: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("vault-data");
+    let log = dir.path().join("vaultd.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vaultd"));
+    cmd.args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("VAULT_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("listening on "), "{first}");
+    std::thread::spawn(move || for _ in lines {});
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    std::fs::read_to_string(&log).unwrap()
+}
+
+/// Logs to a file carry no ANSI colour codes (colour only on a terminal), and
+/// `VAULT_LOG_FORMAT=json` writes one JSON object per line with the same fields.
+#[test]
+fn logs_are_plain_off_a_terminal_and_json_on_request() {
+    let text = log_of(&[]);
+    assert!(text.contains("listening"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape codes in a log file: {text:?}"
+    );
+
+    let json = log_of(&[("VAULT_LOG_FORMAT", "json")]);
+    let mut listening = None;
+    for line in json.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+        if v["message"] == "listening" {
+            listening = Some(v);
+        }
+    }
+    let listening = listening.expect("the listening event");
+    assert!(listening["addr"].is_string(), "{listening}");
+    assert_eq!(listening["dev"], true, "{listening}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_vaultd"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .env("VAULT_LOG_FORMAT", "yaml")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("VAULT_LOG_FORMAT"));
+}

@@ -296,10 +296,7 @@ async fn expires_at_is_set_where_documented() {
             e => panic!("{e:?}"),
         })
         .collect();
-    let exp = tokens[0]
-        .expires_at
-        .clone()
-        .expect("Token.expires_at with a TTL");
+    let exp = tokens[0].expires_at.expect("Token.expires_at with a TTL");
     assert!((exp.seconds - (now + 3600)).abs() <= 5, "{exp:?}");
     assert!(tokens[1].expires_at.is_none(), "no TTL, no default: unset");
     // The template's default TTL.
@@ -742,4 +739,21 @@ async fn damage_before_the_tail_still_refuses_to_start() {
             "{what}: {err}"
         );
     }
+}
+
+/// `Running` holds the dev API key (every scope); its `Debug` says whether there is one, not
+/// what it is (`Zeroizing` wipes memory, it does not redact).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_output_of_the_running_daemon_hides_the_dev_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = vault_daemon::Config::dev(dir.path().join("data"));
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    let mut d = Daemon::start_in(dir, cfg).await;
+    let running = d.running.as_ref().unwrap();
+    let key = running.dev_api_key().unwrap().to_owned();
+    for text in [format!("{running:?}"), format!("{running:#?}")] {
+        assert!(!text.contains(&key), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
+    }
+    d.stop().await;
 }

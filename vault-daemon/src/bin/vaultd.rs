@@ -124,6 +124,9 @@ fn init_logging() -> Result<()> {
 async fn serve(cfg: Config) -> Result<()> {
     let data_dir = cfg.data_dir.clone();
     let dev = cfg.dev;
+    // Handlers first: a SIGTERM sent as soon as `listening on` is read must drain and stop,
+    // not kill the process with the default action.
+    let signals = Signals::install();
     let running = vault_daemon::spawn(cfg).await.context("starting vaultd")?;
     let addr = running.addr();
     // The first stdout line is machine-readable, for scripts and tests that start vaultd on
@@ -146,33 +149,54 @@ async fn serve(cfg: Config) -> Result<()> {
     out.flush()?;
     drop(out);
 
-    wait_for_stop(&running).await;
+    signals.wait_for_stop(&running).await;
     if !running.shutdown().await {
         tracing::warn!("some calls did not finish within the drain time");
     }
     Ok(())
 }
 
-/// Wait for SIGTERM or SIGINT, reloading the policy on each SIGHUP meanwhile.
+/// SIGTERM, SIGINT and SIGHUP, installed before the daemon starts.
 #[cfg(unix)]
-async fn wait_for_stop(running: &vault_daemon::Running) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stopping on Ctrl-C only");
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => {
-                if let Err(e) = running.reload_policy() {
-                    tracing::error!(error = %e, "policy reload failed; the old policy stays in force");
+struct Signals(
+    Option<(
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    )>,
+);
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(term), Ok(int), Ok(hup)) => Signals(Some((term, int, hup))),
+            _ => {
+                tracing::error!("cannot install signal handlers; stopping on Ctrl-C only");
+                Signals(None)
+            }
+        }
+    }
+
+    /// Wait for SIGTERM or SIGINT, reloading the policy on each SIGHUP meanwhile.
+    async fn wait_for_stop(self, running: &vault_daemon::Running) {
+        let Some((mut term, mut int, mut hup)) = self.0 else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = hup.recv() => {
+                    if let Err(e) = running.reload_policy() {
+                        tracing::error!(error = %e, "policy reload failed; the old policy stays in force");
+                    }
                 }
             }
         }
@@ -180,6 +204,15 @@ async fn wait_for_stop(running: &vault_daemon::Running) {
 }
 
 #[cfg(not(unix))]
-async fn wait_for_stop(_running: &vault_daemon::Running) {
-    let _ = tokio::signal::ctrl_c().await;
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> Signals {
+        Signals
+    }
+
+    async fn wait_for_stop(self, _running: &vault_daemon::Running) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
