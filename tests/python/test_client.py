@@ -64,7 +64,9 @@ def auth(key=None):
     return [("authorization", "Bearer " + (KEY if key is None else key))]
 
 
-class Client(unittest.TestCase):
+class Connected(unittest.TestCase):
+    """A channel to the daemon and its two stubs, shared by a test case's tests."""
+
     @classmethod
     def setUpClass(cls):
         cls.channel = grpc.insecure_channel(ADDR)
@@ -75,6 +77,9 @@ class Client(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.channel.close()
+
+
+class Client(Connected):
 
     def tokenize(self, template, values):
         resp = self.tokenizer.Tokenize(
@@ -177,20 +182,9 @@ class Client(unittest.TestCase):
         self.assertFalse(status.sealed)
 
 
-class Contract(unittest.TestCase):
+class Contract(Connected):
     """Promises of the .proto comments, checked with a client nobody on the project wrote. Each
     test names the comment it checks (tests/tests/daemon/contract.rs checks the same in Rust)."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.channel = grpc.insecure_channel(ADDR)
-        grpc.channel_ready_future(cls.channel).result(timeout=10)
-        cls.tokenizer = tokenizer_pb2_grpc.TokenizerStub(cls.channel)
-        cls.admin = admin_pb2_grpc.AdminStub(cls.channel)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.channel.close()
 
     def tokenize_items(self, template, items, request_id=None, timeout=10):
         return self.tokenizer.Tokenize(

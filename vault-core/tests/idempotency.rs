@@ -251,7 +251,7 @@ fn concurrent_calls_on_one_key() {
                         (_, true) => PAN.to_owned(),
                         _ if t.starts_with("ssn") => format!("{:03}-45-6789", 100 + i),
                         _ if t.starts_with("email") => format!("user{i}@example.com"),
-                        _ => luhn(i),
+                        _ => luhn_pan(i),
                     };
                     let t = t.to_owned();
                     std::thread::spawn(move || {
@@ -294,24 +294,4 @@ fn concurrent_calls_on_one_key() {
             }
         }
     }
-}
-
-/// A Luhn-valid 16-digit PAN built from `i`.
-fn luhn(i: u64) -> String {
-    let body = format!("411111{:09}", i);
-    let sum: u32 = body
-        .chars()
-        .rev()
-        .enumerate()
-        .map(|(k, c)| {
-            let d = c.to_digit(10).unwrap();
-            if k % 2 == 0 {
-                let x = d * 2;
-                if x > 9 { x - 9 } else { x }
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{body}{}", (10 - sum % 10) % 10)
 }

@@ -613,24 +613,6 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// A Luhn-valid 16-digit PAN built from `i`.
-fn luhn_pan(i: u64) -> String {
-    let body = format!("411111{:09}", i);
-    let digits: Vec<u32> = body.chars().map(|c| c.to_digit(10).unwrap()).collect();
-    let mut sum = 0;
-    for (k, d) in digits.iter().rev().enumerate() {
-        let mut x = *d;
-        if k % 2 == 0 {
-            x *= 2;
-            if x > 9 {
-                x -= 9;
-            }
-        }
-        sum += x;
-    }
-    format!("{body}{}", (10 - sum % 10) % 10)
-}
-
 /// Two vaults on one store (two processes' worth: each its own `SqliteStore` on the file), as
 /// daemons sharing a PostgreSQL store are: a rotation through one is used by the other without
 /// a restart, a write under the rotated-away version is refused and retried under the new

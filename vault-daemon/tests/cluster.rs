@@ -384,6 +384,106 @@ fn scan_for(dir: &Path, values: &[String]) -> usize {
     hits
 }
 
+/// One caller identity (`key:racer`, created on each daemon: registries are per daemon, the
+/// identity is the name) sends one idempotency key through all three daemons at once: with a
+/// different value per call exactly one record is made and every other call is refused with
+/// ALREADY_EXISTS; with one value every call gets the same token.
+async fn idempotency_race(daemons: &[Daemon]) {
+    use vault_proto::v1::{CreateCallerRequest, ErrorCode, Operation, Scope};
+    let mut keys = Vec::new();
+    for d in daemons {
+        let created = d
+            .admin()
+            .await
+            .create_caller(with_key(
+                CreateCallerRequest {
+                    name: "racer".into(),
+                    description: "idempotency race".into(),
+                    roles: vec![],
+                    scopes: vec![
+                        Scope {
+                            operation: Operation::Tokenize as i32,
+                            template: "pan_vault".into(),
+                        },
+                        Scope {
+                            operation: Operation::Detokenize as i32,
+                            template: "pan_vault".into(),
+                        },
+                    ],
+                    expires_at: None,
+                },
+                &d.key,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        keys.push(created.api_key);
+    }
+    for same in [false, true] {
+        let idem = format!("cluster-race-{same}");
+        let mut tasks = Vec::new();
+        for (i, d) in daemons.iter().enumerate() {
+            for k in 0..6u64 {
+                let (addr, key, idem) = (d.addr.clone(), keys[i].clone(), idem.clone());
+                let value = if same {
+                    pan(500_000)
+                } else {
+                    pan(500_001 + i as u64 * 6 + k)
+                };
+                tasks.push(tokio::spawn(async move {
+                    let mut c = TokenizerClient::connect(format!("http://{addr}"))
+                        .await
+                        .unwrap();
+                    let resp = c
+                        .tokenize(with_key(
+                            TokenizeRequest {
+                                request_id: None,
+                                template: "pan_vault".into(),
+                                key_version: None,
+                                items: vec![TokenizeItem {
+                                    value: value.clone(),
+                                    idempotency_key: Some(idem),
+                                    ..TokenizeItem::default()
+                                }],
+                            },
+                            &key,
+                        ))
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    (value, resp.results[0].outcome.clone().unwrap())
+                }));
+            }
+        }
+        let mut created = 0;
+        let mut refused = 0;
+        let mut handed = HashSet::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                (value, tokenize_result::Outcome::Token(t)) => {
+                    if !t.existing {
+                        created += 1;
+                    }
+                    handed.insert(t.token.clone());
+                    let got = detokenize(&daemons[0], "pan_vault", &[t.token]).await;
+                    assert_eq!(got, vec![value], "a token of the caller's own value");
+                }
+                (_, tokenize_result::Outcome::Error(e)) => {
+                    assert_eq!(e.code(), ErrorCode::AlreadyExists, "{e:?}");
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!(
+            created, 1,
+            "same value {same}: one record across three daemons"
+        );
+        assert_eq!(handed.len(), 1);
+        assert_eq!(refused, if same { 0 } else { 17 });
+    }
+    figure("FIGURE cluster idempotency race: 18 calls, 3 daemons, 1 key: 1 record, 17 refused");
+}
+
 #[test]
 fn three_daemons_one_postgres() {
     let Some(url) = std::env::var("VAULT_TEST_PG_URL")
@@ -453,6 +553,8 @@ fn three_daemons_one_postgres() {
         assert_eq!(made.len(), 1200);
         let tokens: HashSet<&String> = made.iter().map(|(_, t, _)| t).collect();
         assert_eq!(tokens.len(), made.len(), "no token handed out twice");
+
+        idempotency_race(&daemons).await;
 
         // Every token detokenized through a different daemon than the one that made it.
         let mut by_reader: HashMap<usize, Vec<(String, String)>> = HashMap::new();

@@ -28,7 +28,7 @@ pub enum ErrorCode {
     InvalidArgument = 3,
     /// No such token, or the token has expired or been deleted.
     NotFound = 5,
-    /// The idempotency key was already used with a different value or metadata.
+    /// The idempotency key was already used with a different value, metadata or TTL.
     AlreadyExists = 6,
     /// The caller's scopes do not cover this item (for example a template-restricted scope).
     PermissionDenied = 7,
@@ -218,6 +218,11 @@ pub struct TokenizeItem {
     /// returns the first token (with existing = true) instead of creating another; the same key
     /// with a different value fails the item with ALREADY_EXISTS. Optional; at most 128 bytes.
     /// Only vaulted templates keep idempotency keys (format-preserving tokens are deterministic).
+    /// "The same" covers the value as sent, the metadata and ttl_seconds: a difference in any of
+    /// them is ALREADY_EXISTS, nothing is stored, and the message does not say which differs.
+    /// Keys belong to the caller and the template: another caller, or the same caller on another
+    /// template, using the same key gets a key of its own. Of concurrent calls with one key,
+    /// exactly one creates the record.
     #[prost(string, optional, tag = "2")]
     pub idempotency_key: ::core::option::Option<::prost::alloc::string::String>,
     /// Caller-defined labels stored with the record and returned by Detokenize and Reveal. Must
@@ -1560,7 +1565,11 @@ pub struct AuditEvent {
     #[prost(int32, tag = "10")]
     pub status_code: i32,
     /// A short non-sensitive description of an Admin operation (for example "rotated data/pan to
-    /// version 3"); empty for Tokenizer operations.
+    /// version 3"), or of an event that follows another with the same request_id to say what the
+    /// caller really got: the deadline passed while the first was written (status_code
+    /// DEADLINE_EXCEEDED, the result was not sent), the caller went away (status_code UNKNOWN:
+    /// what it received is not known; CANCELLED: nothing was answered), or the daemon's recovery
+    /// of a torn audit tail. Empty for other Tokenizer events. Never a value or a token.
     #[prost(string, tag = "11")]
     pub detail: ::prost::alloc::string::String,
     /// SHA-256 over this event and previous_hash: the hash chain VerifyAuditLog checks.

@@ -223,7 +223,11 @@ async fn concurrent_calls_on_one_idempotency_key() {
             .map(|i| {
                 let mut c =
                     vault_proto::v1::tokenizer_client::TokenizerClient::new(channel.clone());
-                let value = if same { luhn(0) } else { luhn(i) };
+                let value = if same {
+                    vault_tests::luhn_pan(0)
+                } else {
+                    vault_tests::luhn_pan(i)
+                };
                 let key = key.clone();
                 tokio::spawn(async move {
                     let r = c
@@ -428,26 +432,6 @@ async fn raise_min_decryption_version_only_rises() {
         .unwrap();
     assert_eq!(k.min_decryption_version, 2);
     d.stop().await;
-}
-
-/// A Luhn-valid 16-digit PAN built from `i`.
-pub(crate) fn luhn(i: u64) -> String {
-    let body = format!("411111{i:09}");
-    let sum: u32 = body
-        .chars()
-        .rev()
-        .enumerate()
-        .map(|(k, c)| {
-            let d = c.to_digit(10).unwrap();
-            if k % 2 == 0 {
-                let x = d * 2;
-                if x > 9 { x - 9 } else { x }
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{body}{}", (10 - sum % 10) % 10)
 }
 
 /// What a request id's events say the caller got: the last event's outcome.
@@ -754,6 +738,201 @@ async fn debug_output_of_the_running_daemon_hides_the_dev_key() {
     for text in [format!("{running:?}"), format!("{running:#?}")] {
         assert!(!text.contains(&key), "{text}");
         assert!(text.contains("<redacted>"), "{text}");
+    }
+    d.stop().await;
+}
+
+/// The rest of tokenizer.proto's promises, one call each, in the order the file makes them:
+/// the service comment's call-level codes, `request_id` ("Returned in the response", "at most
+/// 128 printable ASCII characters"), `key_version` on Tokenize ("not the template's active
+/// version → FAILED_PRECONDITION, nothing is tokenized"), `idempotency_key` ("at most 128
+/// bytes"), `metadata` and `ttl_seconds` ("only templates that store a record accept …",
+/// "Zero is INVALID_ARGUMENT"), results "in the order of the items", `purpose` ("Required, at
+/// most 256 characters"), `mask` ("An unknown mask fails the call with INVALID_ARGUMENT"),
+/// `DeleteTokensRequest.template` ("format-preserving tokens cannot be deleted …
+/// FAILED_PRECONDITION") and `DeleteTokensResult.error` ("NOT_FOUND for an unknown, expired or
+/// already deleted token"), and Detokenize/Reveal returning the stored metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenizer_proto_promises() {
+    use vault_proto::v1::{DeleteTokensItem, DeleteTokensRequest, delete_tokens_result};
+    let mut d = Daemon::start(|cfg| cfg.limits.max_batch = 5).await;
+    let mut c = d.tokenizer(Some("all")).await;
+    let call_code =
+        |r: Result<tonic::Response<TokenizeResponse>, tonic::Status>| crate::common::code(&r);
+
+    // request_id: returned as sent, generated when unset, refused past 128 or unprintable.
+    let mut r = tokenize_req("pan", &[PAN]);
+    r.request_id = Some("order-77".into());
+    assert_eq!(
+        c.tokenize(req(r, None))
+            .await
+            .unwrap()
+            .into_inner()
+            .request_id,
+        "order-77"
+    );
+    let generated = c
+        .tokenize(req(tokenize_req("pan", &[PAN]), None))
+        .await
+        .unwrap()
+        .into_inner()
+        .request_id;
+    assert!(!generated.is_empty());
+    for bad in ["x".repeat(129), "tab\there".to_owned()] {
+        let mut r = tokenize_req("pan", &[PAN]);
+        r.request_id = Some(bad);
+        assert_eq!(
+            call_code(c.tokenize(req(r, None)).await),
+            Code::InvalidArgument
+        );
+    }
+    // Service comment: empty or too large a batch, unknown template.
+    assert_eq!(
+        call_code(c.tokenize(req(tokenize_req("pan", &[]), None)).await),
+        Code::InvalidArgument
+    );
+    let six = [PAN; 6];
+    assert_eq!(
+        call_code(c.tokenize(req(tokenize_req("pan", &six), None)).await),
+        Code::InvalidArgument
+    );
+    let unknown = c
+        .tokenize(req(tokenize_req(PAN, &[PAN]), None))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(!unknown.message().contains(PAN), "{}", unknown.message());
+    // key_version pinned to a version that is not active: nothing tokenized.
+    let mut r = tokenize_req("pan_vault", &[PAN]);
+    r.key_version = Some(7);
+    let before = records(&d);
+    assert_eq!(
+        call_code(c.tokenize(req(r, None)).await),
+        Code::FailedPrecondition
+    );
+    assert_eq!(records(&d), before);
+    let mut r = tokenize_req("pan_vault", &[PAN]);
+    r.key_version = Some(1);
+    assert_eq!(call_code(c.tokenize(req(r, None)).await), Code::Ok);
+    // idempotency_key: at most 128 bytes.
+    let mut r = tokenize_req("pan_vault", &[PAN]);
+    r.items[0].idempotency_key = Some("k".repeat(129));
+    assert_eq!(
+        call_code(c.tokenize(req(r, None)).await),
+        Code::InvalidArgument
+    );
+    // metadata and ttl on a template that stores nothing, and a zero TTL: item errors, the other
+    // items served, results in item order.
+    let mut r = tokenize_req("pan", &[PAN, PAN2, PAN]);
+    r.items[0].metadata.insert("k".into(), "v".into());
+    r.items[2].ttl_seconds = Some(60);
+    let out = outcomes(c.tokenize(req(r, None)).await.unwrap().into_inner());
+    assert_eq!(out[0].clone().unwrap_err().0, ErrorCode::InvalidArgument);
+    assert!(out[1].is_ok());
+    assert_eq!(out[2].clone().unwrap_err().0, ErrorCode::InvalidArgument);
+    let mut r = tokenize_req("pan_vault", &[PAN, PAN2]);
+    r.items[0].ttl_seconds = Some(0);
+    r.items[1].metadata.insert("owner".into(), "u-1".into());
+    let out = outcomes(c.tokenize(req(r, None)).await.unwrap().into_inner());
+    assert_eq!(out[0].clone().unwrap_err().0, ErrorCode::InvalidArgument);
+    let (labelled, _) = out[1].clone().unwrap();
+
+    // purpose: required, at most 256 characters.
+    for (purpose, code) in [
+        ("", Code::InvalidArgument),
+        (&*"p".repeat(257), Code::InvalidArgument),
+        ("ok", Code::Ok),
+    ] {
+        let r = c
+            .detokenize(req(
+                crate::common::detokenize_req(
+                    "pan_vault",
+                    std::slice::from_ref(&labelled),
+                    purpose,
+                ),
+                None,
+            ))
+            .await;
+        assert_eq!(
+            crate::common::code(&r),
+            code,
+            "purpose of {} chars",
+            purpose.len()
+        );
+        if let Ok(resp) = r {
+            // The metadata stored with the record comes back.
+            let detokenize_result::Outcome::Value(v) =
+                resp.into_inner().results[0].outcome.clone().unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(v.metadata.get("owner").map(String::as_str), Some("u-1"));
+        }
+    }
+    // mask: unknown → INVALID_ARGUMENT; the default mask → the masked value and metadata.
+    let reveal = |mask: Option<&str>| RevealRequest {
+        request_id: None,
+        template: "pan_vault".into(),
+        key_version: None,
+        purpose: "support".into(),
+        mask: mask.map(str::to_owned),
+        items: vec![RevealItem {
+            token: labelled.clone(),
+        }],
+    };
+    assert_eq!(
+        crate::common::code(&c.reveal(req(reveal(Some("no-such-mask")), None)).await),
+        Code::InvalidArgument
+    );
+    let masked = c
+        .reveal(req(reveal(None), None))
+        .await
+        .unwrap()
+        .into_inner();
+    let reveal_result::Outcome::Value(m) = masked.results[0].outcome.clone().unwrap() else {
+        panic!()
+    };
+    assert!(m.masked_value.ends_with("0004") && !m.masked_value.contains(PAN2));
+    assert_eq!(m.metadata.get("owner").map(String::as_str), Some("u-1"));
+
+    // DeleteTokens: FAILED_PRECONDITION on an FPE template; NOT_FOUND per item for an unknown
+    // or already deleted token.
+    let delete = |template: &str, tokens: &[&str]| DeleteTokensRequest {
+        request_id: None,
+        template: template.into(),
+        items: tokens
+            .iter()
+            .map(|t| DeleteTokensItem {
+                token: (*t).to_owned(),
+            })
+            .collect(),
+    };
+    assert_eq!(
+        crate::common::code(&c.delete_tokens(req(delete("pan", &[PAN]), None)).await),
+        Code::FailedPrecondition
+    );
+    for expect_deleted in [true, false] {
+        let resp = c
+            .delete_tokens(req(
+                delete("pan_vault", &[&labelled, "tok_aaaaaaaaaaaaaaaaaaaaaaaaaa"]),
+                None,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = resp.results[0].outcome.clone().unwrap();
+        match (expect_deleted, first) {
+            (true, delete_tokens_result::Outcome::Deleted(_)) => {}
+            (false, delete_tokens_result::Outcome::Error(e)) => {
+                assert_eq!(e.code(), ErrorCode::NotFound)
+            }
+            (_, other) => panic!("{other:?}"),
+        }
+        let delete_tokens_result::Outcome::Error(e) = resp.results[1].outcome.clone().unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(e.code(), ErrorCode::NotFound);
     }
     d.stop().await;
 }

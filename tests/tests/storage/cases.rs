@@ -665,21 +665,27 @@ pub(crate) fn concurrent_handles_store_one_record_per_fingerprint<B: Backend>(b:
     assert_eq!(s.count_by_fp_version("pan", 1).unwrap(), 50);
 }
 
-pub(crate) fn vaults_on_two_handles<B: Backend>(b: &B) {
-    use vault_core::keys::root;
-    use vault_core::secret::SecretString;
+/// One vaulted opaque PAN template, for the cases that run vaults on the backend.
+fn pan_vault_only() -> Vec<vault_core::vault::TemplateConfig> {
     use vault_core::template::Template;
-    use vault_core::vault::{Mode, RootInit, TemplateConfig, TokenShape, Vault};
-    let templates = || {
-        vec![TemplateConfig::new(
-            Template::pan("pan_vault", 6, 4).unwrap(),
-            Mode::Vaulted {
-                deterministic: false,
-                shape: TokenShape::Opaque,
-            },
-        )]
-    };
-    let key = || root::from_hex(&SecretString::from("42".repeat(32))).unwrap();
+    use vault_core::vault::{Mode, TemplateConfig, TokenShape};
+    vec![TemplateConfig::new(
+        Template::pan("pan_vault", 6, 4).unwrap(),
+        Mode::Vaulted {
+            deterministic: false,
+            shape: TokenShape::Opaque,
+        },
+    )]
+}
+
+fn test_root_key() -> vault_core::secret::Key32 {
+    use vault_core::secret::SecretString;
+    vault_core::keys::root::from_hex(&SecretString::from("42".repeat(32))).unwrap()
+}
+
+pub(crate) fn vaults_on_two_handles<B: Backend>(b: &B) {
+    use vault_core::vault::{RootInit, Vault};
+    let (templates, key) = (pan_vault_only, test_root_key);
     let (a, _) = Vault::create(b.handle(), templates(), RootInit::Key(key())).unwrap();
     // A second creation on the same store is refused (insert-only metadata).
     assert!(Vault::create(b.handle(), templates(), RootInit::Key(key())).is_err());
@@ -714,22 +720,8 @@ pub(crate) fn vaults_on_two_handles<B: Backend>(b: &B) {
 /// caller's value (the bug this case was written for).
 pub(crate) fn vaults_race_on_one_idempotency_key<B: Backend>(b: &B) {
     use std::sync::Barrier;
-    use vault_core::keys::root;
-    use vault_core::secret::SecretString;
-    use vault_core::template::Template;
-    use vault_core::vault::{
-        Error, Mode, RootInit, TemplateConfig, TokenShape, TokenizeItem, Vault,
-    };
-    let templates = || {
-        vec![TemplateConfig::new(
-            Template::pan("pan_vault", 6, 4).unwrap(),
-            Mode::Vaulted {
-                deterministic: false,
-                shape: TokenShape::Opaque,
-            },
-        )]
-    };
-    let key = || root::from_hex(&SecretString::from("42".repeat(32))).unwrap();
+    use vault_core::vault::{Error, RootInit, TokenizeItem, Vault};
+    let (templates, key) = (pan_vault_only, test_root_key);
     let (a, _) = Vault::create(b.handle(), templates(), RootInit::Key(key())).unwrap();
     let other = Vault::open(b.handle(), templates()).unwrap();
     other.unseal_key(key()).unwrap();
@@ -741,7 +733,11 @@ pub(crate) fn vaults_race_on_one_idempotency_key<B: Backend>(b: &B) {
             .map(|i| {
                 let vault = Arc::clone(&vaults[(i % 2) as usize]);
                 let (barrier, idem) = (Arc::clone(&barrier), idem.clone());
-                let value = if same_value { luhn(0) } else { luhn(i) };
+                let value = if same_value {
+                    vault_tests::luhn_pan(0)
+                } else {
+                    vault_tests::luhn_pan(i)
+                };
                 std::thread::spawn(move || {
                     barrier.wait();
                     let item = TokenizeItem {
@@ -781,26 +777,6 @@ pub(crate) fn vaults_race_on_one_idempotency_key<B: Backend>(b: &B) {
         }
         assert_eq!(refused, if same_value { 0 } else { 19 });
     }
-}
-
-/// A Luhn-valid 16-digit PAN built from `i`.
-fn luhn(i: u64) -> String {
-    let body = format!("411111{i:09}");
-    let sum: u32 = body
-        .chars()
-        .rev()
-        .enumerate()
-        .map(|(k, c)| {
-            let d = c.to_digit(10).unwrap_or(0);
-            if k % 2 == 0 {
-                let x = d * 2;
-                if x > 9 { x - 9 } else { x }
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{body}{}", (10 - sum % 10) % 10)
 }
 
 pub(crate) fn rewrap_jobs_crud<B: Backend>(b: &B) {

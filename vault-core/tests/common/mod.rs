@@ -117,3 +117,21 @@ impl Fixture {
 pub(crate) fn key(hex: &str) -> Key32 {
     vault_core::keys::root::from_hex(&SecretString::from(hex.to_owned())).unwrap()
 }
+
+/// A Luhn-valid 16-digit PAN built from `i`.
+pub(crate) fn luhn_pan(i: u64) -> String {
+    let body = format!("411111{:09}", i);
+    let digits: Vec<u32> = body.chars().map(|c| c.to_digit(10).unwrap()).collect();
+    let mut sum = 0;
+    for (k, d) in digits.iter().rev().enumerate() {
+        let mut x = *d;
+        if k % 2 == 0 {
+            x *= 2;
+            if x > 9 {
+                x -= 9;
+            }
+        }
+        sum += x;
+    }
+    format!("{body}{}", (10 - sum % 10) % 10)
+}
