@@ -69,11 +69,8 @@ impl Meta {
                 .get("grpc-timeout")
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_timeout)
-                .map(|d| {
-                    arrived
-                        .checked_add(d)
-                        .unwrap_or(arrived + Duration::from_secs(86_400 * 365))
-                }),
+                // A timeout past what `Instant` can hold is no deadline at all.
+                .and_then(|d| arrived.checked_add(d)),
         }
     }
 

@@ -141,8 +141,18 @@ pub(crate) fn serve(
                                 let _ = watcher.watch(conn).await;
                             }
                             Some(acceptor) => {
-                                let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
-                                    return;
+                                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                                    Ok(Ok(s)) => s,
+                                    // Refused before any handler, so not in the audit log: the
+                                    // server log says so (rustls's reason names no secret).
+                                    Ok(Err(e)) => {
+                                        tracing::info!(peer = %addr, error = %e, "TLS handshake refused");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::info!(peer = %addr, "TLS handshake timed out");
+                                        return;
+                                    }
                                 };
                                 let certs = stream
                                     .get_ref()
