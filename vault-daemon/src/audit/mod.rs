@@ -348,7 +348,7 @@ impl AuditLog {
         let keys = Keys::load_or_create(&dir.join(KEY_FILE))?;
         let log_path = dir.join(LOG_FILE);
         // Before the sink opens (it takes the file's length): a torn final line is set aside.
-        let recovered = recover_torn_tail(&log_path, &keys.verify_keys())?;
+        let (report, recovered) = read::scan_recovering(&log_path, &keys.verify_keys())?;
         let sink: Box<dyn Sink> = Box::new(FileSink::open(&log_path, &dir.join(CHECKPOINT_FILE))?);
         let sink = match switch {
             Some(switch) => Box::new(Faulty {
@@ -357,7 +357,7 @@ impl AuditLog {
             }),
             None => sink,
         };
-        let mut log = AuditLog::start(log_path, keys, sink, config)?;
+        let mut log = AuditLog::start_scanned(log_path, keys, sink, config, &report)?;
         if let Some(torn) = recovered {
             log.record_recovery(&torn)?;
             log.recovered = Some(torn);
@@ -391,18 +391,31 @@ impl AuditLog {
         self.recovered.as_ref()
     }
 
+    /// Start on a sink of the test's own, scanning the log first.
+    #[cfg(test)]
     fn start(
         log_path: PathBuf,
         keys: Keys,
         sink: Box<dyn Sink>,
         config: Config,
     ) -> Result<Self, AuditError> {
-        let keys = Arc::new(keys);
         let report = read::scan(&log_path, &keys.verify_keys())?;
+        AuditLog::start_scanned(log_path, keys, sink, config, &report)
+    }
+
+    /// [`AuditLog::start`] on a log already scanned (by the caller, in the same open).
+    fn start_scanned(
+        log_path: PathBuf,
+        keys: Keys,
+        sink: Box<dyn Sink>,
+        config: Config,
+        report: &read::ScanReport,
+    ) -> Result<Self, AuditError> {
+        let keys = Arc::new(keys);
         if let Some((seq, defect)) = report.first_bad.clone() {
             return Err(AuditError::Corrupt { seq, defect });
         }
-        let state = writer::State::resume(&report);
+        let state = writer::State::resume(report);
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel();
         let thread = writer::spawn(

@@ -393,9 +393,18 @@ pub const TORN_TAIL_ACTION: &str = "audit.torn_tail_recovered";
 /// own, the checkpoint file included, so a log cut below its checkpoint (or edited) that also
 /// ends in a partial line is still refused as corrupt. `Ok(None)`: nothing was torn.
 pub fn recover_torn_tail(log: &Path, keys: &VerifyKeys) -> Result<Option<TornTail>, AuditError> {
+    Ok(scan_recovering(log, keys)?.1)
+}
+
+/// [`recover_torn_tail`] and the scan of the log as it is afterwards, from one pass over the
+/// log (two when a tail was torn): what opening the log needs, without verifying it twice.
+pub(crate) fn scan_recovering(
+    log: &Path,
+    keys: &VerifyKeys,
+) -> Result<(ScanReport, Option<TornTail>), AuditError> {
     let s = scan(log, keys)?;
     if !matches!(s.report.first_bad, Some((_, Defect::TornLine))) {
-        return Ok(None);
+        return Ok((s, None));
     }
     let prefix = scan_prefix(log, keys, s.good_len)?;
     if let Some((seq, defect)) = prefix.report.first_bad {
@@ -422,11 +431,12 @@ pub fn recover_torn_tail(log: &Path, keys: &VerifyKeys) -> Result<Option<TornTai
     file.set_len(s.good_len)
         .and_then(|()| file.sync_all())
         .map_err(|e| AuditError::io(log, e))?;
-    Ok(Some(TornTail {
+    let torn = TornTail {
         bytes: torn.len() as u64,
         sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, torn)),
         quarantine,
-    }))
+    };
+    Ok((prefix, Some(torn)))
 }
 
 /// `audit.log.torn-<unix ms>` beside the log, never an existing file (an earlier recovery's
