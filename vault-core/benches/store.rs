@@ -39,6 +39,7 @@ fn row(id: u64) -> NewRecord {
         fingerprint: None,
         lookup: None,
         idempotency: None,
+        token_check: Some(id),
         created_at: 1_700_000_000,
     }
 }

@@ -79,6 +79,7 @@ fn every_type_holding_a_value_token_or_key_redacts_it() {
         fingerprint: Some((1, vec![9; 32])),
         lookup: Some(vec![8; 32]),
         idempotency: Some(idem.clone()),
+        token_check: Some(77),
         created_at: 0,
     };
     assert_hidden("NewRecord", &rec, &["52, 49, 49", "9, 9, 9", "8, 8, 8"]);
@@ -91,6 +92,7 @@ fn every_type_holding_a_value_token_or_key_redacts_it() {
         metadata: None,
         fingerprint: Some((1, vec![9; 32])),
         lookup: Some(vec![8; 32]),
+        token_check: Some(77),
         created_at: 0,
     };
     assert_hidden("Record", &stored, &["52, 49, 49", "9, 9, 9", "8, 8, 8"]);

@@ -43,6 +43,7 @@ fn rec(id: u64) -> NewRecord {
         fingerprint: None,
         lookup: None,
         idempotency: None,
+        token_check: Some(id ^ 0x5a5a),
         created_at: 100,
     }
 }

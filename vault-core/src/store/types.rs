@@ -120,6 +120,11 @@ pub struct NewRecord {
     pub lookup: Option<Vec<u8>>,
     /// The caller's idempotency key and what it was used for. The key is unique.
     pub idempotency: Option<Idempotency>,
+    /// Opaque tokens: the random check value inside the record's token, so that a token names
+    /// this record and no later one that a rolled-back store gives the same id (see
+    /// `vault::opaque`). Not secret without the token key. `None` for formatted tokens, which
+    /// are found by their lookup hash and confirmed against the sealed token.
+    pub token_check: Option<u64>,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -201,6 +206,9 @@ pub struct Record {
     pub fingerprint: Option<(u32, Vec<u8>)>,
     /// Lookup hash, if the token is format-preserving.
     pub lookup: Option<Vec<u8>>,
+    /// The check value inside the record's opaque token; `None` for formatted tokens and for
+    /// records stored before check values existed (their tokens are legacy tokens).
+    pub token_check: Option<u64>,
     /// Unix seconds.
     pub created_at: i64,
 }

@@ -282,7 +282,7 @@ impl std::fmt::Debug for Vault {
 
 /// A reserved run of GCM invocation counters for one key version.
 struct NonceBlock {
-    prefix: [u8; 4],
+    prefix: [u8; 8],
     next: u64,
     end: u64,
 }
@@ -960,16 +960,21 @@ impl Vault {
         Ok(out)
     }
 
-    /// Takes `n` GCM nonces for a data-key version: a random 32-bit prefix per reserved block
-    /// and a 64-bit invocation counter persisted before use (SP 800-38D §8.2.1). The counter
-    /// is the key version's nonce count: past `nonces::ROTATE_AT` the key is rotated
-    /// automatically by the caller, and nothing is sealed past `nonces::LIMIT`.
+    /// Takes `n` GCM nonces for a data-key version: a random 64-bit fixed field per reserved
+    /// block and a 32-bit invocation counter persisted before use (SP 800-38D §8.2.1). The
+    /// counter is the key version's nonce count, which never passes `nonces::LIMIT` = 2^32
+    /// (past `nonces::ROTATE_AT` the key is rotated automatically by the caller), so 32 bits
+    /// hold it. Why the random field is as wide as it can be: a store that comes back older
+    /// than what it acknowledged (a restored backup, a promoted asynchronous replica, a power
+    /// cut under `synchronous = normal`) reserves the same counter values again, and then only
+    /// the random field keeps two seals under one key from sharing a nonce (a chance of 2^-64
+    /// per pair of reused reservations, rather than 2^-32).
     fn take_nonces(&self, name: &str, version: u32, n: usize) -> Result<Vec<[u8; 12]>, Error> {
         let mut pools = lock(&self.nonces);
         let block = pools
             .entry((name.to_owned(), version))
             .or_insert(NonceBlock {
-                prefix: [0; 4],
+                prefix: [0; 8],
                 next: 0,
                 end: 0,
             });
@@ -988,9 +993,13 @@ impl Vault {
                 block.next = total - want;
                 block.end = total;
             }
+            let counter = u32::try_from(block.next).map_err(|_| Error::NonceBudgetExhausted {
+                name: name.to_owned(),
+                version,
+            })?;
             let mut nonce = [0u8; 12];
-            nonce[..4].copy_from_slice(&block.prefix);
-            nonce[4..].copy_from_slice(&block.next.to_be_bytes());
+            nonce[..8].copy_from_slice(&block.prefix);
+            nonce[8..].copy_from_slice(&counter.to_be_bytes());
             block.next += 1;
             out.push(nonce);
         }

@@ -1,14 +1,28 @@
-//! Opaque vaulted tokens: a keyed permutation of the record id.
+//! Opaque vaulted tokens: a keyed permutation of the record id and a per-record check value.
 //!
-//! `tok_` followed by 26 base32 characters: AES-256 (the vault's `token` key) of one block
-//! holding an 8-byte template tag and the 8-byte record id. Why a permutation rather than
-//! random bytes: ids are sequential, so records append to the SQLite B-tree and a lookup is a
-//! primary-key read, with no random index (see BENCHMARKS.md); and two ids never give the same
-//! token, so no collision check is needed. The token is the output of a 128-bit pseudorandom
-//! permutation, as unpredictable as 128 random bits to anyone without the key, and it carries
-//! nothing about the value. A forged or mistyped token decrypts to a wrong tag (probability of
-//! passing 2^-64): the facade then answers `NotFound` after a store read under an id no record
-//! has, so a forged token costs and answers the same as a deleted one.
+//! `tok_` followed by 26 base32 characters: AES-256 (the vault's `token` key) of one block.
+//! Two layouts share the shape:
+//! - **checked** (every token issued now): an 8-byte random check value, stored with the
+//!   record, and the 8-byte record id;
+//! - **legacy** (tokens issued before check values existed): an 8-byte template tag and the
+//!   8-byte record id. A block whose first half is the template's tag is read as legacy; a new
+//!   check value never equals the tag (it is drawn again), so the two never meet.
+//!
+//! Why a permutation of the id: ids are sequential, so records append to the SQLite B-tree and
+//! a lookup is a primary-key read, with no random index (see BENCHMARKS.md). Why the check
+//! value: a store that comes back older than what it acknowledged (a power cut under
+//! `synchronous = normal`, a restored backup, a promoted asynchronous replica) hands the lost
+//! ids out again, and a token that is only a permutation of its id would then name another
+//! customer's record. A checked token resolves only to the record holding its own check value
+//! (compared after the primary-key read), so an old token names its own record or nothing, and
+//! a new token under a reused id differs from the old one (the check values differ, except with
+//! probability 2^-64). Legacy tokens resolve only to records without a check value, which no
+//! record made now is.
+//!
+//! The token is the output of a 128-bit pseudorandom permutation, as unpredictable as 128
+//! random bits to anyone without the key, and it carries nothing about the value. A forged or
+//! mistyped token names a random id and a random check value: the facade answers `NotFound`
+//! after a store read, so a forged token costs and answers the same as a deleted one.
 
 use aes::Aes256;
 use cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
@@ -35,10 +49,21 @@ impl Codec {
         Codec { aes }
     }
 
-    /// The token of record `id` of the template whose tag is `tag`.
-    pub(crate) fn encode(&self, tag: &Tag, id: u64) -> String {
+    /// The checked token of record `id` whose check value is `check` (see [`draw_check`]).
+    pub(crate) fn encode(&self, check: u64, id: u64) -> String {
+        self.encode_block(check.to_be_bytes(), id)
+    }
+
+    /// The legacy token of record `id` of the template whose tag is `tag`: what a record
+    /// stored without a check value was handed out as, and is handed out as again (a
+    /// deterministic or idempotent repeat).
+    pub(crate) fn encode_legacy(&self, tag: &Tag, id: u64) -> String {
+        self.encode_block(tag.0, id)
+    }
+
+    fn encode_block(&self, head: [u8; 8], id: u64) -> String {
         let mut block = [0u8; 16];
-        block[..8].copy_from_slice(&tag.0);
+        block[..8].copy_from_slice(&head);
         block[8..].copy_from_slice(&id.to_be_bytes());
         self.aes.encrypt_block((&mut block).into());
         let mut out = String::with_capacity(LEN);
@@ -47,20 +72,49 @@ impl Codec {
         out
     }
 
-    /// The record id of a token of the template whose tag is `tag`, or `None` if it is not one.
-    pub(crate) fn decode(&self, tag: &Tag, token: &str) -> Option<u64> {
+    /// What a well-spelled token of the template whose tag is `tag` names, or `None` if it is
+    /// not spelled like an opaque token at all.
+    pub(crate) fn decode(&self, tag: &Tag, token: &str) -> Option<Decoded> {
         let body = token.strip_prefix(PREFIX)?;
         let mut block = base32_decode(body)?;
         self.aes.decrypt_block((&mut block).into());
-        let (t, id) = block.split_at(8);
-        // The tag is public information (a hash of the template name): a plain comparison is
-        // fine, and the id is only used after the store confirms the record.
-        if t != tag.0 {
-            return None;
-        }
+        let (head, id) = block.split_at(8);
         let mut be = [0u8; 8];
         be.copy_from_slice(id);
-        Some(u64::from_be_bytes(be))
+        let id = u64::from_be_bytes(be);
+        // The tag is public information (a hash of the template name): a plain comparison is
+        // fine. The check value is compared by the caller, after the store read.
+        if head == tag.0 {
+            return Some(Decoded { id, check: None });
+        }
+        be.copy_from_slice(head);
+        Some(Decoded {
+            id,
+            check: Some(u64::from_be_bytes(be)),
+        })
+    }
+}
+
+/// What an opaque token names: a record id and the check value the record must hold (`None`:
+/// a legacy token, whose record must hold none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Decoded {
+    pub(crate) id: u64,
+    pub(crate) check: Option<u64>,
+}
+
+/// A fresh check value for a record of the template whose tag is `tag`, from 8 random bytes
+/// (`random`): drawn again in the 2^-64 case that it equals the tag, so a checked token never
+/// reads as a legacy one.
+pub(crate) fn draw_check(
+    tag: &Tag,
+    mut random: impl FnMut() -> Result<[u8; 8], crate::secret::RngError>,
+) -> Result<u64, crate::secret::RngError> {
+    loop {
+        let bytes = random()?;
+        if bytes != tag.0 {
+            return Ok(u64::from_be_bytes(bytes));
+        }
     }
 }
 
@@ -68,13 +122,6 @@ impl std::fmt::Debug for Codec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Codec").finish_non_exhaustive()
     }
-}
-
-/// Whether `token` is spelled like an opaque token (prefix, 26 base32 characters, canonical
-/// trailing bits), whatever key or template made it: such a token that does not decode under
-/// a template is unknown (`NotFound`), not malformed.
-pub(crate) fn well_formed(token: &str) -> bool {
-    token.strip_prefix(PREFIX).and_then(base32_decode).is_some()
 }
 
 /// Whether `token` has the opaque shape (prefix and length), before any key is used.
@@ -148,37 +195,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trip_and_binding() {
+    fn round_trip_and_layouts() {
         let key = Key32::generate().unwrap();
         let codec = Codec::new(&key);
+        let pan = Tag::of("pan");
         for id in [0u64, 1, 2, 1 << 40, u64::MAX] {
-            let token = codec.encode(&Tag::of("pan"), id);
-            assert_eq!(token.len(), LEN);
-            assert!(looks_opaque(&token));
-            assert_eq!(codec.decode(&Tag::of("pan"), &token), Some(id));
+            for check in [0u64, 7, u64::MAX] {
+                let token = codec.encode(check, id);
+                assert_eq!(token.len(), LEN);
+                assert!(looks_opaque(&token));
+                assert_eq!(
+                    codec.decode(&pan, &token),
+                    Some(Decoded {
+                        id,
+                        check: Some(check)
+                    })
+                );
+            }
+            let legacy = codec.encode_legacy(&pan, id);
+            assert_eq!(legacy.len(), LEN);
             assert_eq!(
-                codec.decode(&Tag::of("ssn"), &token),
-                None,
-                "bound to its template"
+                codec.decode(&pan, &legacy),
+                Some(Decoded { id, check: None })
+            );
+            // Under another template a legacy token is not legacy: it names a check value no
+            // record of that template holds.
+            assert!(
+                codec
+                    .decode(&Tag::of("ssn"), &legacy)
+                    .unwrap()
+                    .check
+                    .is_some()
             );
         }
-        // Consecutive ids give unrelated tokens.
-        assert_ne!(
-            codec.encode(&Tag::of("pan"), 1)[4..10],
-            codec.encode(&Tag::of("pan"), 2)[4..10]
-        );
+        // Consecutive ids, and one id under two check values, give unrelated tokens.
+        assert_ne!(codec.encode(5, 1)[4..10], codec.encode(5, 2)[4..10]);
+        assert_ne!(codec.encode(5, 1), codec.encode(6, 1));
+        assert_ne!(codec.encode_legacy(&pan, 1), codec.encode(9, 1));
     }
 
     #[test]
-    fn forged_tokens_are_refused() {
+    fn a_check_value_never_reads_as_legacy() {
+        let tag = Tag::of("pan");
+        let mut draws = [tag.0, tag.0, [1; 8]].into_iter();
+        let check = draw_check(&tag, || Ok(draws.next().unwrap())).unwrap();
+        assert_eq!(check, u64::from_be_bytes([1; 8]));
+        assert!(draw_check(&tag, || Err(crate::secret::RngError)).is_err());
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() {
         let codec = Codec::new(&Key32::generate().unwrap());
-        let token = codec.encode(&Tag::of("pan"), 42);
-        let mut forged = token.clone().into_bytes();
-        forged[10] = if forged[10] == b'a' { b'b' } else { b'a' };
-        assert_eq!(
-            codec.decode(&Tag::of("pan"), &String::from_utf8(forged).unwrap()),
-            None
-        );
+        let token = codec.encode(3, 42);
         for bad in [
             "",
             "tok_",
@@ -187,9 +255,19 @@ mod tests {
         ] {
             assert_eq!(codec.decode(&Tag::of("pan"), bad), None);
         }
-        assert!(well_formed(&token));
-        assert!(!well_formed("tok_aaaaaaaaaaaaaaaaaaaaaaaaa1"));
-        assert!(!well_formed("tok_"));
+        // A mistyped token decodes, to another id and check value (the store read refuses it).
+        let mut typo = token.clone().into_bytes();
+        typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
+        let d = codec
+            .decode(&Tag::of("pan"), &String::from_utf8(typo).unwrap())
+            .unwrap();
+        assert_ne!(
+            d,
+            Decoded {
+                id: 42,
+                check: Some(3)
+            }
+        );
         // The non-canonical spelling (trailing bits set) is refused.
         let mut last = token.clone().into_bytes();
         let i = last.len() - 1;

@@ -7,11 +7,12 @@ use zeroize::Zeroizing;
 use super::{Error, MAX_BATCH, Mode, TemplateConfig, TokenShape, Unsealed, Vault, opaque};
 use crate::envelope::{self, OpenError};
 use crate::keys::{KeyError, NotDecryptable};
+use crate::secret::fill_random;
 use crate::store::{Idempotency, IdempotencyHit, InsertOutcome, NewRecord, Record, StoreError};
 use crate::template::VersionSlot;
 
 /// A record id never allocated (ids count up from the bottom of SQLite's signed 64-bit
-/// range): the lookup target of well-formed tokens that decode to no record.
+/// range): the lookup target of tokens that decode to an id past that range.
 const NO_RECORD: u64 = i64::MAX as u64;
 
 /// Largest metadata, as JSON, in bytes.
@@ -254,16 +255,20 @@ impl Vault {
             let ids = self.take_ids(pending.len() as u64)?;
             let nonces = self.take_nonces(&data_name, version, pending.len())?;
             worn = Some((data_name.clone(), version));
+            let mut checks = CheckSource::new(&tag, shape, pending.len())?;
             let mut rows = Vec::with_capacity(pending.len());
             let mut tokens = Vec::with_capacity(pending.len());
             for ((p, &id), nonce) in pending.iter().zip(&ids).zip(nonces) {
                 let value = items[p.index].value;
-                let (token, lookup) = match shape {
-                    TokenShape::Opaque => (u.opaque.encode(&tag, id), None),
+                let (token, lookup, token_check) = match shape {
+                    TokenShape::Opaque => {
+                        let check = checks.next()?;
+                        (u.opaque.encode(check, id), None, Some(check))
+                    }
                     TokenShape::Formatted => {
                         let token = cfg.template.random_token(&mut rand::rng(), value)?;
                         let lookup = envelope::lookup_hash(lookup_key, t, token.as_bytes());
-                        (token, Some(lookup.to_vec()))
+                        (token, Some(lookup.to_vec()), None)
                     }
                 };
                 let plaintext = encode_plaintext(
@@ -285,6 +290,7 @@ impl Vault {
                     fingerprint: p.fingerprint.clone(),
                     lookup,
                     idempotency: p.idempotency.clone(),
+                    token_check,
                     created_at: now,
                 });
                 tokens.push(token);
@@ -424,7 +430,11 @@ impl Vault {
             return Err(Error::NotFound);
         }
         let token = match shape {
-            TokenShape::Opaque => u.opaque.encode(&opaque::Tag::of(t), id),
+            // A record from before check values is handed out as the legacy token it had.
+            TokenShape::Opaque => match record.token_check {
+                Some(check) => u.opaque.encode(check, id),
+                None => u.opaque.encode_legacy(&opaque::Tag::of(t), id),
+            },
             TokenShape::Formatted => {
                 let plaintext = self.open_record(u, t, &record)?;
                 let (token, _) = decode_plaintext(&plaintext)?;
@@ -536,7 +546,7 @@ impl Vault {
         let ids = self.resolve_ids(u, cfg, shape, tokens)?;
         let wanted: Vec<u64> = ids
             .iter()
-            .filter_map(|r| r.as_ref().ok().copied())
+            .filter_map(|r| r.as_ref().ok().map(|target| target.id))
             .collect();
         let mut records = self.store.get_records(&wanted)?.into_iter();
         let now = self.now();
@@ -544,10 +554,13 @@ impl Vault {
         Ok(ids
             .into_iter()
             .zip(tokens)
-            .map(|(id, token)| {
-                let _id = id?;
+            .map(|(target, token)| {
+                let target = target?;
                 let record = records.next().flatten().ok_or(Error::NotFound)?;
-                if record.template != t || record.expires_at.is_some_and(|e| e <= now) {
+                if record.template != t
+                    || !target.admits(&record)
+                    || record.expires_at.is_some_and(|e| e <= now)
+                {
                     return Err(Error::NotFound);
                 }
                 let plaintext = self.open_record_named(u, t, &data_name, &record)?;
@@ -570,27 +583,31 @@ impl Vault {
             .collect())
     }
 
-    /// Record ids of vaulted tokens (per item: invalid token, not found).
+    /// The records vaulted tokens name (per item: invalid token, not found).
     fn resolve_ids(
         &self,
         u: &Unsealed,
         cfg: &TemplateConfig,
         shape: TokenShape,
         tokens: &[&str],
-    ) -> Result<Vec<Result<u64, Error>>, Error> {
+    ) -> Result<Vec<Result<Target, Error>>, Error> {
         let t = cfg.template.name();
         let mut out = Vec::with_capacity(tokens.len());
         match shape {
             TokenShape::Opaque => {
                 let tag = opaque::Tag::of(t);
                 for token in tokens {
-                    // A well-formed token that is not one of this template's (forged, or of
-                    // another template) is unknown, and is looked up like a real one under an
-                    // id no record has: the caller cannot tell it from a deleted, expired or
-                    // withheld token by the answer or by the time it takes.
+                    // Every well-spelled token decodes to an id and a check value. One that is
+                    // not one of this template's (forged, mistyped, of another template, or of
+                    // a record lost when the store went back in time) is looked up like a real
+                    // one and refused by its record's template or check value: the caller
+                    // cannot tell it from a deleted, expired or withheld token by the answer.
                     out.push(match u.opaque.decode(&tag, token) {
-                        Some(id) => Ok(id),
-                        None if opaque::well_formed(token) => Ok(NO_RECORD),
+                        // Ids past SQLite's signed range are never allocated.
+                        Some(d) => Ok(Target {
+                            id: if d.id > NO_RECORD { NO_RECORD } else { d.id },
+                            check: Check::Opaque(d.check),
+                        }),
                         None => Err(Error::InvalidToken(t.to_owned())),
                     });
                 }
@@ -603,7 +620,15 @@ impl Vault {
                         continue;
                     }
                     let h = envelope::lookup_hash(lookup_key, t, token.as_bytes());
-                    out.push(self.store.find_by_lookup(t, &h)?.ok_or(Error::NotFound));
+                    out.push(
+                        self.store
+                            .find_by_lookup(t, &h)?
+                            .map(|id| Target {
+                                id,
+                                check: Check::Lookup,
+                            })
+                            .ok_or(Error::NotFound),
+                    );
                 }
             }
         }
@@ -690,29 +715,31 @@ impl Vault {
         let state = self.read_state();
         let u = state.as_ref().ok_or(Error::Sealed)?;
         let ids = self.resolve_ids(u, cfg, shape, tokens)?;
-        // Only this template's records: an id from another template's token space is refused by
-        // the opaque tag, and formatted lookups are per template.
-        let wanted: Vec<u64> = ids
+        // Only this template's records, and only the record the token names: an opaque token
+        // whose check value the record does not hold (a token of a record lost when the store
+        // went back in time, whose id now holds another) deletes nothing.
+        let targets: Vec<Target> = ids
             .iter()
             .filter_map(|r| r.as_ref().ok().copied())
             .collect();
+        let wanted: Vec<u64> = targets.iter().map(|target| target.id).collect();
         let records = self.store.get_records(&wanted)?;
-        let owned: Vec<u64> = wanted
+        let owned: Vec<u64> = targets
             .iter()
             .zip(&records)
-            .filter(|(_, r)| {
+            .filter(|(target, r)| {
                 r.as_ref()
-                    .is_some_and(|r| r.template == cfg.template.name())
+                    .is_some_and(|r| r.template == cfg.template.name() && target.admits(r))
             })
-            .map(|(id, _)| *id)
+            .map(|(target, _)| target.id)
             .collect();
         let deleted = self.store.delete_records(&owned)?;
         let gone: std::collections::HashMap<u64, bool> =
             owned.iter().copied().zip(deleted).collect();
         Ok(ids
             .into_iter()
-            .map(|id| {
-                let id = id?;
+            .map(|target| {
+                let id = target?.id;
                 if gone.get(&id).copied().unwrap_or(false) {
                     Ok(())
                 } else {
@@ -736,6 +763,75 @@ struct Pending {
 enum Prepared {
     Existing(u64),
     New(Pending),
+}
+
+/// The record a vaulted token names, and what that record must hold to be it.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    id: u64,
+    check: Check,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    /// An opaque token: the record must hold this check value (`None`: a legacy token, whose
+    /// record holds none).
+    Opaque(Option<u64>),
+    /// A formatted token, found by its lookup hash, which is stored in the record itself (the
+    /// sealed token is compared again after opening).
+    Lookup,
+}
+
+impl Target {
+    /// Whether `record` is the one the token was issued for. Constant time in the check value:
+    /// the answer to a guessed token must not tell how close the guess was.
+    fn admits(&self, record: &Record) -> bool {
+        use subtle::ConstantTimeEq as _;
+        match self.check {
+            Check::Lookup => true,
+            Check::Opaque(want) => match (want, record.token_check) {
+                (Some(a), Some(b)) => bool::from(a.to_be_bytes().ct_eq(&b.to_be_bytes())),
+                (None, None) => true,
+                _ => false,
+            },
+        }
+    }
+}
+
+/// Check values for the opaque rows of one insert: one system call for the whole batch.
+struct CheckSource<'a> {
+    tag: &'a opaque::Tag,
+    bytes: Zeroizing<Vec<u8>>,
+    next: usize,
+}
+
+impl<'a> CheckSource<'a> {
+    fn new(tag: &'a opaque::Tag, shape: TokenShape, rows: usize) -> Result<Self, Error> {
+        let n = if shape == TokenShape::Opaque { rows } else { 0 };
+        let mut bytes = Zeroizing::new(vec![0u8; 8 * n]);
+        fill_random(&mut bytes)?;
+        Ok(CheckSource {
+            tag,
+            bytes,
+            next: 0,
+        })
+    }
+
+    fn next(&mut self) -> Result<u64, Error> {
+        let (bytes, next) = (&self.bytes, &mut self.next);
+        Ok(opaque::draw_check(self.tag, || {
+            let mut b = [0u8; 8];
+            match bytes.get(*next..*next + 8) {
+                Some(chunk) => {
+                    b.copy_from_slice(chunk);
+                    *next += 8;
+                }
+                // Past the batch's bytes (only after a redraw): the OS again.
+                None => fill_random(&mut b)?,
+            }
+            Ok(b)
+        })?)
+    }
 }
 
 /// Where an idempotency key is looked up: a keyed hash of (caller, template, key), each part

@@ -447,7 +447,7 @@ fn u32_of(v: i64) -> Result<u32, StoreError> {
 }
 
 const RECORD_COLUMNS: &str = "id, template, key_version, ciphertext, expires_at, metadata, \
-                              fp_version, fingerprint, lookup, created_at";
+                              fp_version, fingerprint, lookup, created_at, token_check";
 
 fn record_from(r: &tokio_postgres::Row) -> Result<Record, StoreError> {
     let fp_version: Option<i64> = r.get(6);
@@ -466,6 +466,8 @@ fn record_from(r: &tokio_postgres::Row) -> Result<Record, StoreError> {
         fingerprint,
         lookup: r.get(8),
         created_at: r.get(9),
+        // Stored as the signed 64-bit integer of the same bits.
+        token_check: r.get::<_, Option<i64>>(10).map(|c| c as u64),
     })
 }
 
@@ -1363,15 +1365,20 @@ async fn insert_plain(c: &Client, rows: &[NewRecord]) -> Result<Vec<InsertOutcom
     let exp: Vec<Option<i64>> = rows.iter().map(|r| r.expires_at).collect();
     let meta: Vec<Option<&str>> = rows.iter().map(|r| r.metadata.as_deref()).collect();
     let created: Vec<i64> = rows.iter().map(|r| r.created_at).collect();
+    let checks: Vec<Option<i64>> = rows
+        .iter()
+        .map(|r| r.token_check.map(|c| c as i64))
+        .collect();
     let stmt = c
         .prepare_cached(
             "WITH g AS (SELECT vault_insert_guard($8::text[], $9::int8[], $10::int8, $11::int8)\
              AS ok), \
              ins AS (INSERT INTO records (id, template, key_version, ciphertext, expires_at, \
-                 metadata, created_at) \
-               SELECT u.id, u.t, u.kv, u.ct, u.exp, u.meta, u.created \
+                 metadata, created_at, token_check) \
+               SELECT u.id, u.t, u.kv, u.ct, u.exp, u.meta, u.created, u.chk \
                FROM g, unnest($1::int8[], $2::text[], $3::int8[], $4::bytea[], $5::int8[], \
-                              $6::text[], $7::int8[]) AS u(id, t, kv, ct, exp, meta, created) \
+                              $6::text[], $7::int8[], $12::int8[]) \
+                    AS u(id, t, kv, ct, exp, meta, created, chk) \
                RETURNING id) \
              SELECT count(*) FROM ins",
         )
@@ -1382,7 +1389,7 @@ async fn insert_plain(c: &Client, rows: &[NewRecord]) -> Result<Vec<InsertOutcom
             &stmt,
             &[
                 &ids, &templates, &kv, &cts, &exp, &meta, &created, &names, &versions, &min_id,
-                &max_id,
+                &max_id, &checks,
             ],
         )
         .await
@@ -1565,12 +1572,17 @@ async fn insert_records(tx: &Tx<'_>, rows: &[NewRecord]) -> Result<Vec<InsertOut
             .collect();
         let lk: Vec<Option<&[u8]>> = todo.iter().map(|r| r.lookup.as_deref()).collect();
         let created: Vec<i64> = todo.iter().map(|r| r.created_at).collect();
+        let checks: Vec<Option<i64>> = todo
+            .iter()
+            .map(|r| r.token_check.map(|c| c as i64))
+            .collect();
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO records (id, template, key_version, ciphertext, expires_at, \
-                 metadata, fp_version, fingerprint, lookup, created_at) \
+                 metadata, fp_version, fingerprint, lookup, created_at, token_check) \
                  SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::bytea[], \
-                   $5::int8[], $6::text[], $7::int8[], $8::bytea[], $9::bytea[], $10::int8[]) \
+                   $5::int8[], $6::text[], $7::int8[], $8::bytea[], $9::bytea[], $10::int8[], \
+                   $11::int8[]) \
                  ON CONFLICT DO NOTHING RETURNING id",
             )
             .await
@@ -1579,7 +1591,7 @@ async fn insert_records(tx: &Tx<'_>, rows: &[NewRecord]) -> Result<Vec<InsertOut
             .query(
                 &stmt,
                 &[
-                    &ids, &templates, &kv, &cts, &exp, &meta, &fv, &fp, &lk, &created,
+                    &ids, &templates, &kv, &cts, &exp, &meta, &fv, &fp, &lk, &created, &checks,
                 ],
             )
             .await

@@ -139,6 +139,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE idempotency ADD COLUMN request bytea;
     "#,
+    // v3 (SQLite's v6): an opaque token's random check value, kept with its record, so that a
+    // store restored to an earlier state (a dump, a promoted asynchronous replica) cannot make
+    // an old token name the record a reused id now holds. Rows from before have none.
+    r#"
+    ALTER TABLE records ADD COLUMN token_check int8;
+    "#,
 ];
 
 /// The schema version this build writes.

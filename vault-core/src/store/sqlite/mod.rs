@@ -360,7 +360,7 @@ impl Drop for Lease<'_> {
 }
 
 const RECORD_COLUMNS: &str = "id, template, key_version, ciphertext, expires_at, metadata, \
-                              fp_version, fingerprint, lookup, created_at";
+                              fp_version, fingerprint, lookup, created_at, token_check";
 
 fn record_from(r: &Row<'_>) -> rusqlite::Result<Record> {
     let fp_version: Option<u32> = r.get(6)?;
@@ -375,6 +375,8 @@ fn record_from(r: &Row<'_>) -> rusqlite::Result<Record> {
         fingerprint: fp_version.zip(fingerprint),
         lookup: r.get(8)?,
         created_at: r.get(9)?,
+        // Stored as the signed 64-bit integer of the same bits.
+        token_check: r.get::<_, Option<i64>>(10)?.map(|c| c as u64),
     })
 }
 
@@ -1177,8 +1179,8 @@ fn insert_records(c: &Connection, rows: &[NewRecord]) -> Result<Vec<InsertOutcom
         .query_row([], |r| r.get(0))?;
     let mut insert = c.prepare_cached(
         "INSERT INTO records (id, template, key_version, ciphertext, expires_at, metadata, \
-         fp_version, fingerprint, lookup, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         fp_version, fingerprint, lookup, created_at, token_check) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     let mut checked: Vec<(String, u32)> = Vec::new();
     for row in rows {
@@ -1238,7 +1240,8 @@ fn insert_records(c: &Connection, rows: &[NewRecord]) -> Result<Vec<InsertOutcom
             fp_version,
             fingerprint,
             row.lookup,
-            row.created_at
+            row.created_at,
+            row.token_check.map(|c| c as i64)
         ])?;
         if let Some(k) = &row.idempotency {
             c.prepare_cached(
@@ -1284,6 +1287,7 @@ mod tests {
             fingerprint: None,
             lookup: None,
             idempotency: None,
+            token_check: Some(id),
             created_at: 1_700_000_000,
         }
     }

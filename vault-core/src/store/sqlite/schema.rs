@@ -115,6 +115,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE idempotency ADD COLUMN request BLOB;
     "#,
+    // v6: an opaque token's random check value, kept with its record. A store that comes back
+    // older than what it acknowledged hands lost ids out again; the check value makes a token
+    // name its own record or none (vault::opaque). Rows from before have none: their tokens
+    // are legacy tokens, which resolve only to rows without one.
+    r#"
+    ALTER TABLE records ADD COLUMN token_check INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.
