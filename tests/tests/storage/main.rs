@@ -25,6 +25,25 @@ pub(crate) trait Backend: Sized {
     fn new(case: &str) -> Option<Self>;
     /// Another handle on the same data (another "daemon").
     fn handle(&self) -> Arc<dyn Store>;
+    /// A backup of the data as it is now, taken the way an operator would (a copy of the
+    /// SQLite files; `pg_dump`), while no handle writes.
+    fn backup(&self) -> Backup;
+    /// Puts a backup back (copying the files; dropping the schema and `pg_restore`), while no
+    /// handle is open: the store goes back in time.
+    fn restore(&self, backup: &Backup);
+}
+
+/// A backup: files and their bytes, or a `pg_dump` archive.
+pub(crate) enum Backup {
+    Files(Vec<(std::path::PathBuf, Vec<u8>)>),
+    Dump(tempfile::NamedTempFile),
+}
+
+fn sqlite_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    ["vault.db", "vault.db-wal", "vault.db-shm"]
+        .iter()
+        .map(|f| dir.join(f))
+        .collect()
 }
 
 pub(crate) struct Sqlite {
@@ -40,6 +59,27 @@ impl Backend for Sqlite {
 
     fn handle(&self) -> Arc<dyn Store> {
         Arc::new(SqliteStore::open(self.dir.path().join("vault.db"), &Options::default()).unwrap())
+    }
+
+    fn backup(&self) -> Backup {
+        Backup::Files(
+            sqlite_files(self.dir.path())
+                .into_iter()
+                .filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b)))
+                .collect(),
+        )
+    }
+
+    fn restore(&self, backup: &Backup) {
+        let Backup::Files(files) = backup else {
+            unreachable!("a SQLite backup is files")
+        };
+        for p in sqlite_files(self.dir.path()) {
+            let _ = std::fs::remove_file(p);
+        }
+        for (p, b) in files {
+            std::fs::write(p, b).unwrap();
+        }
     }
 }
 
@@ -91,6 +131,59 @@ impl Backend for Postgres {
         };
         Arc::new(PgStore::connect(&self.url, &opts).unwrap())
     }
+
+    fn backup(&self) -> Backup {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let out = std::process::Command::new(pg_tool("pg_dump"))
+            .args(["--format=custom", "--schema", &self.schema, "--file"])
+            .arg(file.path())
+            .arg(&self.url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Backup::Dump(file)
+    }
+
+    fn restore(&self, backup: &Backup) {
+        let Backup::Dump(file) = backup else {
+            unreachable!("a PostgreSQL backup is a dump")
+        };
+        let drop = std::process::Command::new(pg_tool("psql"))
+            .args(["-q", "-v", "ON_ERROR_STOP=1", "-c"])
+            .arg(format!("DROP SCHEMA \"{}\" CASCADE", self.schema))
+            .arg(&self.url)
+            .output()
+            .unwrap();
+        assert!(
+            drop.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&drop.stderr)
+        );
+        let out = std::process::Command::new(pg_tool("pg_restore"))
+            .args(["--exit-on-error", "--dbname"])
+            .arg(&self.url)
+            .arg(file.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_restore: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A PostgreSQL client tool: beside the server the tests run (`VAULT_TEST_PG_BIN`), else from
+/// `PATH` (Debian's wrappers pick the installed version).
+fn pg_tool(name: &str) -> std::path::PathBuf {
+    std::env::var_os("VAULT_TEST_PG_BIN")
+        .map(|bin| std::path::Path::new(&bin).join(name))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| name.into())
 }
 
 /// Generates `sqlite_<case>` and `pg_<case>` for each case function `cases::<case><B>(&B)`.
@@ -137,6 +230,8 @@ suite!(
     concurrent_handles_store_one_record_per_fingerprint,
     vaults_on_two_handles,
     vaults_race_on_one_idempotency_key,
+    token_checks_round_trip,
+    a_restored_backup_never_resolves_a_token_to_another_value,
 );
 
 /// Lists whether the PostgreSQL half ran; fails when it is required (`VAULT_REQUIRE_PG=1`) and
