@@ -33,7 +33,6 @@
 //! mix. Changes are rare (admin operations); reads are from memory.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -187,31 +186,9 @@ fn random_hex(bytes: usize) -> Result<Zeroizing<String>, RegistryError> {
     Ok(Zeroizing::new(hex::encode(&*buf)))
 }
 
-/// Write `bytes` to `path` atomically with `mode` (temporary file, fsync, rename, fsync dir).
+/// Write `bytes` to `path` atomically with `mode` ([`crate::durable::write_atomic`]).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RegistryError> {
-    let tmp = path.with_extension("tmp");
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut f = opts.open(&tmp).map_err(|e| io_err(&tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io_err(&tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err(dir, e))
+    crate::durable::write_atomic(path, bytes, mode).map_err(|e| io_err(path, e))
 }
 
 fn check_name(name: &str) -> Result<(), RegistryError> {

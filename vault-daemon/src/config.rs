@@ -473,7 +473,8 @@ pub struct Config {
     /// SQLite `synchronous`: `full` (default) or `normal`.
     #[serde(default = "default_sync", deserialize_with = "de_sync")]
     pub synchronous: Synchronous,
-    /// Serve gRPC reflection (always on in dev mode).
+    /// Serve gRPC reflection (the dev default turns it on; `VAULT_REFLECTION=false` turns it
+    /// off again).
     #[serde(default)]
     pub reflection: bool,
     /// Limits.
@@ -584,6 +585,61 @@ impl Config {
     /// Apply `VAULT_*` environment overrides (see the module docs).
     pub fn apply_env(&mut self) -> Result<(), ConfigError> {
         self.apply_vars(|k| std::env::var(k).ok())
+    }
+
+    /// What `vaultd serve` runs with: the file (`Some(path)`) or the dev default (`None`),
+    /// then every `VAULT_*` override, then the command line's `--data-dir` and `--listen`.
+    /// Nothing given is dropped: in dev mode the data directory (flag, else `VAULT_DATA_DIR`,
+    /// else `./vault-data`) is chosen first, so the files that follow it (the root key file,
+    /// unless `VAULT_ROOT_KEY_FILE` names one) are where the vault is; and a flag and a
+    /// variable that disagree are an error rather than one silently winning.
+    pub fn for_serve(
+        file: Option<&Path>,
+        data_dir: Option<PathBuf>,
+        listen: Option<SocketAddr>,
+    ) -> Result<Config, ConfigError> {
+        Config::for_serve_with(file, data_dir, listen, |k| std::env::var(k).ok())
+    }
+
+    fn for_serve_with(
+        file: Option<&Path>,
+        data_dir: Option<PathBuf>,
+        listen: Option<SocketAddr>,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        if let (Some(flag), Some(var)) = (&data_dir, get("VAULT_DATA_DIR"))
+            && *flag != Path::new(&var)
+        {
+            return Err(invalid(
+                "--data-dir",
+                format!("disagrees with VAULT_DATA_DIR={var}; give one of them"),
+            ));
+        }
+        if let (Some(flag), Some(var)) = (listen, get("VAULT_LISTEN"))
+            && var.parse::<SocketAddr>().ok() != Some(flag)
+        {
+            return Err(invalid(
+                "--listen",
+                format!("disagrees with VAULT_LISTEN={var}; give one of them"),
+            ));
+        }
+        let mut cfg = match file {
+            Some(path) => Config::from_file(path)?,
+            None => Config::dev(
+                data_dir
+                    .clone()
+                    .or_else(|| get("VAULT_DATA_DIR").map(PathBuf::from))
+                    .unwrap_or_else(default_data_dir),
+            ),
+        };
+        cfg.apply_vars(&get)?;
+        if let Some(d) = data_dir {
+            cfg.data_dir = d;
+        }
+        if let Some(l) = listen {
+            cfg.listen = l;
+        }
+        Ok(cfg)
     }
 
     fn apply_vars(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
@@ -777,6 +833,63 @@ mod tests {
         assert_eq!(cfg.listen.port(), 6000);
         assert_eq!(cfg.synchronous, Synchronous::Normal);
         assert_eq!(cfg.limits.max_concurrent_calls, 3);
+    }
+
+    /// `vaultd serve --dev --data-dir D` with overrides in the environment: every one is
+    /// honoured (the bug: dev mode rebuilt its defaults for `D` and dropped them), the root key
+    /// file follows the data directory, and a flag that disagrees with its variable is refused.
+    #[test]
+    fn serve_keeps_every_override_with_dev_and_data_dir() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let vars: &[(&str, &str)] = &[
+            ("VAULT_SYNCHRONOUS", "normal"),
+            ("VAULT_MAX_CONCURRENT_CALLS", "7"),
+            ("VAULT_REFLECTION", "false"),
+            ("VAULT_NODE_ID", "n1"),
+        ];
+        let cfg = Config::for_serve_with(None, Some("/d".into()), None, env(vars)).unwrap();
+        assert_eq!(cfg.data_dir, Path::new("/d"));
+        assert_eq!(cfg.synchronous, Synchronous::Normal);
+        assert_eq!(cfg.limits.max_concurrent_calls, 7);
+        assert!(!cfg.reflection);
+        assert_eq!(cfg.cluster.node_id.as_deref(), Some("n1"));
+        assert_eq!(cfg.root_key_file.as_deref(), Some(Path::new("/d/root.key")));
+        assert!(cfg.dev);
+
+        let key: &[(&str, &str)] = &[("VAULT_ROOT_KEY_FILE", "/keys/root.key")];
+        let cfg = Config::for_serve_with(None, Some("/d".into()), None, env(key)).unwrap();
+        assert_eq!(
+            cfg.root_key_file.as_deref(),
+            Some(Path::new("/keys/root.key"))
+        );
+
+        // VAULT_DATA_DIR alone moves the whole dev vault, root key file included.
+        let dir: &[(&str, &str)] = &[("VAULT_DATA_DIR", "/x")];
+        let cfg = Config::for_serve_with(None, None, None, env(dir)).unwrap();
+        assert_eq!(cfg.data_dir, Path::new("/x"));
+        assert_eq!(cfg.root_key_file.as_deref(), Some(Path::new("/x/root.key")));
+        // The same directory twice is fine; two different ones are refused.
+        Config::for_serve_with(None, Some("/x".into()), None, env(dir)).unwrap();
+        let err = Config::for_serve_with(None, Some("/d".into()), None, env(dir)).unwrap_err();
+        assert!(err.to_string().contains("VAULT_DATA_DIR"), "{err}");
+
+        let listen: &[(&str, &str)] = &[("VAULT_LISTEN", "127.0.0.1:7000")];
+        let cfg = Config::for_serve_with(None, None, None, env(listen)).unwrap();
+        assert_eq!(cfg.listen.port(), 7000);
+        let err = Config::for_serve_with(
+            None,
+            None,
+            Some("127.0.0.1:7001".parse().unwrap()),
+            env(listen),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("VAULT_LISTEN"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod callers;
 pub mod config;
+mod durable;
 pub mod hardening;
 pub mod pgstore;
 pub mod policy;

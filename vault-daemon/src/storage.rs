@@ -51,6 +51,13 @@ pub fn location(config: &Config) -> String {
 /// Opens the configured store. Without a vault in it: a SQLite file is created only when
 /// `create` is set (else [`StoreError::NotFound`]); a PostgreSQL database is migrated either way
 /// (its schema is not a vault) and reported as `has_vault: false`.
+///
+/// Creating is crash-safe: the vault exists from the one insert-only transaction that writes
+/// its metadata (`Vault::create`), and the root key file is durable before it. A SQLite file
+/// that an interrupted first start left behind (zero bytes, a header, the schema without a
+/// vault row: `SqliteStore::is_unfinished`) holds nothing anyone was answered for; with
+/// `create` it is removed, with a log line saying so, and created again. Without `create` it is
+/// refused as before.
 pub fn open(config: &Config, create: bool) -> Result<Opened, StoreError> {
     let location = location(config);
     if let Some(url) = &config.database.url {
@@ -72,11 +79,20 @@ pub fn open(config: &Config, create: bool) -> Result<Opened, StoreError> {
     opts.synchronous = config.synchronous;
     opts.page_limit = config.testing.store_page_limit.clone();
     if db.exists() {
-        return Ok(Opened {
-            store: Arc::new(SqliteStore::open(&db, &opts)?),
-            has_vault: true,
-            location,
-        });
+        if create && SqliteStore::is_unfinished(&db)? {
+            tracing::warn!(
+                path = %db.display(),
+                "the vault database was left unfinished by an interrupted first start (it \
+                 holds no vault data): creating it again"
+            );
+            SqliteStore::remove_unfinished(&db)?;
+        } else {
+            return Ok(Opened {
+                store: Arc::new(SqliteStore::open(&db, &opts)?),
+                has_vault: true,
+                location,
+            });
+        }
     }
     if !create {
         return Err(StoreError::NotFound(format!(
@@ -107,8 +123,8 @@ pub fn node_id(config: &Config) -> std::io::Result<String> {
     getrandom::fill(&mut b)
         .map_err(|_| std::io::Error::other("the OS random number generator failed"))?;
     let id = format!("vaultd-{}", hex::encode(b));
-    crate::callers::write_atomic(&path, format!("{id}\n").as_bytes(), 0o644)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    crate::durable::write_atomic(&path, format!("{id}\n").as_bytes(), 0o644)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))?;
     Ok(id)
 }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use vault_daemon::config::{Config, DEFAULT_DATA_DIR};
+use vault_daemon::config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -61,30 +61,11 @@ fn main() -> Result<()> {
         data_dir,
         listen,
     } = cli.command;
-    let mut cfg = match (&config, dev) {
-        (Some(path), _) => {
-            Config::from_file(path).with_context(|| format!("loading {}", path.display()))?
-        }
-        (None, true) => Config::dev(DEFAULT_DATA_DIR),
-        (None, false) => anyhow::bail!("give --dev or --config <file>"),
-    };
-    cfg.apply_env().context("environment overrides")?;
-    if let Some(d) = data_dir {
-        if dev {
-            // The dev defaults for the new directory, keeping what the environment set.
-            cfg = Config {
-                listen: cfg.listen,
-                database: cfg.database,
-                cluster: cfg.cluster,
-                ..Config::dev(d)
-            };
-        } else {
-            cfg.data_dir = d;
-        }
+    if config.is_none() && !dev {
+        anyhow::bail!("give --dev or --config <file>");
     }
-    if let Some(l) = listen {
-        cfg.listen = l;
-    }
+    let cfg = Config::for_serve(config.as_deref(), data_dir, listen)
+        .context("configuration (file, VAULT_* environment, command line)")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -11,7 +11,7 @@
 //! 4. Unseal with the root key file if one is given; otherwise start sealed.
 //! 5. Load the policy (warnings logged) and the caller registry; dev mode writes a policy and
 //!    an API key allowed every scope.
-//! 6. Bind, then serve health (no credentials), reflection (dev or configured), Tokenizer and
+//! 6. Bind, then serve health (no credentials), reflection (configured; on by default in dev), Tokenizer and
 //!    Admin. Health reports NOT_SERVING while sealed or while the storage probe fails.
 //!
 //! Shutdown ([`Running::shutdown`]): stop accepting, let calls in flight finish (HTTP/2
@@ -43,7 +43,7 @@ use vault_proto::v1::tokenizer_server::TokenizerServer;
 use zeroize::Zeroizing;
 
 use crate::audit::{self, AuditError, AuditLog};
-use crate::callers::{self, Registry, RegistryError};
+use crate::callers::{Registry, RegistryError};
 use crate::config::{Config, ConfigError, Limits, TestHooks};
 use crate::policy::{PolicyError, PolicyStore, Warning};
 
@@ -291,7 +291,8 @@ fn generate_root_key_file(path: &Path) -> Result<(), StartError> {
         source: std::io::Error::other("getrandom failed"),
     })?;
     let text = Zeroizing::new(format!("{}\n", hex::encode(*bytes)));
-    callers::write_atomic(path, text.as_bytes(), 0o600)?;
+    crate::durable::write_atomic(path, text.as_bytes(), 0o600)
+        .map_err(io(format!("writing the root key file {}", path.display())))?;
     tracing::info!(path = %path.display(), "generated a root key file");
     Ok(())
 }
@@ -382,7 +383,9 @@ fn dev_key(data_dir: &Path, registry: &Registry) -> Result<Zeroizing<String>, St
         Vec::new(),
         None,
     )?;
-    callers::write_atomic(&path, format!("{}\n", &*key.0).as_bytes(), 0o600)?;
+    crate::durable::write_atomic(&path, format!("{}\n", &*key.0).as_bytes(), 0o600).map_err(io(
+        format!("writing the dev API key file {}", path.display()),
+    ))?;
     Ok(key.0)
 }
 
@@ -479,7 +482,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         }
         .map_err(|e| StartError::Tls(format!("reflection: {e}")))
     };
-    let (reflection_v1, reflection_v1alpha) = if config.dev || config.reflection {
+    let (reflection_v1, reflection_v1alpha) = if config.reflection {
         (reflection(true)?.0, reflection(false)?.1)
     } else {
         (None, None)
@@ -530,6 +533,13 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
         sealed = shared.vault.is_sealed(),
         dev = config.dev,
+        data_dir = %config.data_dir.display(),
+        store = %crate::storage::location(&config),
+        synchronous = if config.synchronous == vault_core::store::Synchronous::Normal {
+            "normal"
+        } else {
+            "full"
+        },
         "listening"
     );
     Ok(Running {

@@ -51,6 +51,7 @@
 
 mod conn;
 mod schema;
+mod unfinished;
 mod writer;
 
 use std::ops::Range;
@@ -174,6 +175,47 @@ impl SqliteStore {
             }
         }
         Self::start(path, opts, true)
+    }
+
+    /// Whether the file at `path` is the leftover of a creation interrupted before the vault
+    /// existed (a crash or power cut during the first start): zero bytes, a header without a
+    /// schema, or the schema without one row of vault data. Such a file holds nothing anyone
+    /// was answered for; a creator may [`SqliteStore::remove_unfinished`] it and start over.
+    /// A foreign or non-SQLite file, or one holding any vault row, is never unfinished.
+    pub fn is_unfinished(path: impl AsRef<Path>) -> Result<bool, StoreError> {
+        unfinished::holds_nothing(path.as_ref())
+    }
+
+    /// Removes an unfinished database and its journal, WAL and shared-memory files, checking
+    /// again first (it refuses, with [`StoreError::Conflict`], a file that holds data), then
+    /// syncs the directory so the removal is durable before a new file takes the name.
+    pub fn remove_unfinished(path: impl AsRef<Path>) -> Result<(), StoreError> {
+        let path = path.as_ref();
+        if !unfinished::holds_nothing(path)? {
+            return Err(StoreError::Conflict(format!(
+                "{} holds vault data; not removing it",
+                path.display()
+            )));
+        }
+        for f in unfinished::files(path) {
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "cannot remove {}: {e}",
+                        f.display()
+                    )));
+                }
+            }
+        }
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StoreError::Unavailable(format!("cannot sync {}: {e}", dir.display())))
     }
 
     /// Opens an existing vault database, upgrading its schema if it is older than this build.
