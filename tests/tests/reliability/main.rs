@@ -19,3 +19,4 @@
 mod crash;
 mod faults;
 mod harness;
+mod rollback;
