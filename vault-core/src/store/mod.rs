@@ -103,8 +103,10 @@ pub trait Store: Send + Sync + 'static {
     // ----- records (vaulted values) -----
 
     /// Reserves `n` fresh, sequential record ids. Ids are never handed out twice, even after a
-    /// crash (gaps are allowed). The caller encrypts with the id in the associated data, then
-    /// inserts with [`Store::insert_records`].
+    /// crash (gaps are allowed), as long as the store does not go back in time: a restored
+    /// backup or lost commits hand the lost ids out again, which is why the vault never lets
+    /// an id alone name a record (`NewRecord::token_check`). The caller encrypts with the id in
+    /// the associated data, then inserts with [`Store::insert_records`].
     fn allocate_ids(&self, n: u64) -> Result<std::ops::Range<u64>, StoreError>;
     /// Inserts records in one transaction, with a per-row outcome: a row whose fingerprint,
     /// idempotency key or lookup already exists is not inserted and reports the existing id.
