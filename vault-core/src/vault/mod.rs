@@ -8,9 +8,10 @@
 //!   encrypted under the template's `fpe/<template>` key. Deterministic by nature.
 //! - [`Mode::Vaulted`]: the value is sealed with AES-256-GCM under `data/<template>` and stored;
 //!   the token carries no information about it. Either [`TokenShape::Opaque`] (`tok_…`, a keyed
-//!   permutation of the record id) or [`TokenShape::Formatted`] (random, in the template's
-//!   format, collision-checked through a keyed lookup hash). `deterministic: true` returns the
-//!   same token for the same value, found through an HMAC fingerprint under `fp/<template>`.
+//!   permutation of the record id and a per-record random check value, see `opaque`) or
+//!   [`TokenShape::Formatted`] (random, in the template's format, collision-checked through a
+//!   keyed lookup hash). `deterministic: true` returns the same token for the same value, found
+//!   through an HMAC fingerprint under `fp/<template>`.
 //!
 //! # Keys
 //!
