@@ -43,51 +43,7 @@ fn vaultd_serve_dev() {
         .to_owned();
     assert!(rest.iter().any(|l| l.contains(&key)), "{rest:?}");
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut c = TokenizerClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
-        let resp = c
-            .tokenize(with_key(
-                TokenizeRequest {
-                    request_id: None,
-                    template: "pan".into(),
-                    key_version: None,
-                    items: vec![TokenizeItem {
-                        value: "4111 1111 1111 1111".into(),
-                        ..TokenizeItem::default()
-                    }],
-                },
-                &key,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        let Some(tokenize_result::Outcome::Token(t)) = &resp.results[0].outcome else {
-            panic!("{resp:?}");
-        };
-        let resp = c
-            .detokenize(with_key(
-                DetokenizeRequest {
-                    request_id: None,
-                    template: "pan".into(),
-                    key_version: None,
-                    purpose: "binary test".into(),
-                    items: vec![DetokenizeItem {
-                        token: t.token.clone(),
-                    }],
-                },
-                &key,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        let Some(detokenize_result::Outcome::Value(v)) = &resp.results[0].outcome else {
-            panic!("{resp:?}");
-        };
-        assert_eq!(v.value, "4111 1111 1111 1111");
-    });
+    round_trip(&addr, &key, "pan", "4111 1111 1111 1111");
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -357,6 +313,14 @@ fn check_round_trip(data: &std::path::Path) {
         .unwrap()
         .trim()
         .to_owned();
+    round_trip(&addr, &key, "pan_vault", "4111111111111111");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Tokenizes `value` with `template` through the daemon at `addr`, detokenizes the token, and
+/// checks the value comes back.
+fn round_trip(addr: &str, key: &str, template: &str, value: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut c = TokenizerClient::connect(format!("http://{addr}"))
@@ -366,14 +330,14 @@ fn check_round_trip(data: &std::path::Path) {
             .tokenize(with_key(
                 TokenizeRequest {
                     request_id: None,
-                    template: "pan_vault".into(),
+                    template: template.into(),
                     key_version: None,
                     items: vec![TokenizeItem {
-                        value: "4111111111111111".into(),
+                        value: value.into(),
                         ..TokenizeItem::default()
                     }],
                 },
-                &key,
+                key,
             ))
             .await
             .unwrap()
@@ -385,14 +349,14 @@ fn check_round_trip(data: &std::path::Path) {
             .detokenize(with_key(
                 DetokenizeRequest {
                     request_id: None,
-                    template: "pan_vault".into(),
+                    template: template.into(),
                     key_version: None,
-                    purpose: "first-start kill test".into(),
+                    purpose: "binary test".into(),
                     items: vec![DetokenizeItem {
                         token: t.token.clone(),
                     }],
                 },
-                &key,
+                key,
             ))
             .await
             .unwrap()
@@ -400,8 +364,6 @@ fn check_round_trip(data: &std::path::Path) {
         let Some(detokenize_result::Outcome::Value(v)) = &resp.results[0].outcome else {
             panic!("{resp:?}");
         };
-        assert_eq!(v.value, "4111111111111111");
+        assert_eq!(v.value, value);
     });
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
