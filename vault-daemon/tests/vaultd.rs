@@ -60,28 +60,13 @@ fn vaultd_serve_dev() {
 fn log_of(envs: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("vault-data");
-    let log = dir.path().join("vaultd.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vaultd"));
-    cmd.args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .env("VAULT_LOG", "info")
-        .env_remove("NO_COLOR")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(first.starts_with("listening on "), "{first}");
-    std::thread::spawn(move || for _ in lines {});
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    std::fs::read_to_string(&log).unwrap()
+    let envs: Vec<(&str, &std::ffi::OsStr)> = envs.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    serve_dev_log(
+        dir.path(),
+        &["--data-dir".as_ref(), data.as_os_str()],
+        &envs,
+    )
+    .unwrap_or_else(|log| panic!("vaultd did not start:\n{log}"))
 }
 
 /// Logs to a file carry no ANSI colour codes (colour only on a terminal), and
@@ -122,19 +107,35 @@ fn logs_are_plain_off_a_terminal_and_json_on_request() {
 }
 
 /// Runs `vaultd serve --dev` with `args` and `envs` in `cwd` until it listens, stops it with
-/// SIGTERM, and returns its JSON log events; `Err(stderr)` if it exits without listening.
+/// SIGTERM, and returns its JSON log events; `Err(log)` if it exits without listening.
 fn serve_dev(
     cwd: &std::path::Path,
     args: &[&std::ffi::OsStr],
     envs: &[(&str, &std::ffi::OsStr)],
 ) -> Result<Vec<serde_json::Value>, String> {
+    let mut envs = envs.to_vec();
+    envs.push(("VAULT_LOG_FORMAT", "json".as_ref()));
+    let text = serve_dev_log(cwd, args, &envs)?;
+    Ok(text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect())
+}
+
+/// [`serve_dev`]'s run, returning the log as written (stderr to a file, `NO_COLOR` unset, none
+/// of the overrides under test inherited from the test's own environment).
+fn serve_dev_log(
+    cwd: &std::path::Path,
+    args: &[&std::ffi::OsStr],
+    envs: &[(&str, &std::ffi::OsStr)],
+) -> Result<String, String> {
     let log = cwd.join(format!("vaultd-{}.log", std::process::id()));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vaultd"));
     cmd.current_dir(cwd)
         .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
         .args(args)
         .env("VAULT_LOG", "info")
-        .env("VAULT_LOG_FORMAT", "json")
+        .env_remove("NO_COLOR")
         .env_remove("VAULT_DATA_DIR")
         .env_remove("VAULT_ROOT_KEY_FILE")
         .env_remove("VAULT_SYNCHRONOUS")
@@ -162,10 +163,7 @@ fn serve_dev(
     if !listening || !status.success() {
         return Err(text);
     }
-    Ok(text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
-        .collect())
+    Ok(text)
 }
 
 fn listening_event(events: &[serde_json::Value]) -> &serde_json::Value {
