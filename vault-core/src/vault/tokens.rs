@@ -765,14 +765,15 @@ enum Prepared {
     New(Pending),
 }
 
-/// The record a vaulted token names, and what that record must hold to be it.
-#[derive(Debug, Clone, Copy)]
+/// The record a vaulted token names, and what that record must hold to be it. No `Debug`:
+/// the check value is half of the token's block, and tokens stay out of logs.
+#[derive(Clone, Copy)]
 struct Target {
     id: u64,
     check: Check,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 enum Check {
     /// An opaque token: the record must hold this check value (`None`: a legacy token, whose
     /// record holds none).
