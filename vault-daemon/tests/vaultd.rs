@@ -191,6 +191,11 @@ fn dev_mode_honours_or_refuses_every_override() {
     let l = listening_event(&events);
     assert_eq!(l["synchronous"], "normal", "{l}");
     assert_eq!(l["data_dir"], data.display().to_string(), "{l}");
+    assert_eq!(
+        l["store"],
+        data.join("vault.db").display().to_string(),
+        "{l}"
+    );
 
     let data = dir.path().join("e");
     let key = dir.path().join("keys-elsewhere.key");
@@ -205,6 +210,17 @@ fn dev_mode_honours_or_refuses_every_override() {
         "the root key file is where VAULT_ROOT_KEY_FILE says"
     );
     assert!(!data.join("root.key").exists());
+
+    // A root key file that cannot be written is named as such (not as the caller registry).
+    let unwritable = dir.path().join("no-such-dir").join("root.key");
+    let err = serve_dev(
+        dir.path(),
+        &["--data-dir".as_ref(), dir.path().join("f").as_os_str()],
+        &[("VAULT_ROOT_KEY_FILE", unwritable.as_os_str())],
+    )
+    .unwrap_err();
+    assert!(err.contains("root key file"), "{err}");
+    assert!(!err.contains("caller registry"), "{err}");
 
     let moved = dir.path().join("x");
     let cwd = tempfile::tempdir().unwrap();
