@@ -1,5 +1,6 @@
-//! vault-core: format-preserving tokenization (NIST SP 800-38G FF1), token templates, and (with
-//! the next issue) vaulted tokens, envelope encryption and key rotation on SQLite.
+//! vault-core: format-preserving tokenization (NIST SP 800-38G FF1), token templates, vaulted
+//! tokens (values sealed with AES-256-GCM envelope encryption and stored as records, see
+//! `vault`), key rotation and rewrap, on SQLite behind the [`store::Store`] trait.
 //!
 //! No network code lives here: the daemon and the client build on this crate.
 #![forbid(unsafe_code)]

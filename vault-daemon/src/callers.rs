@@ -41,6 +41,8 @@ use ring::hmac;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::policy::{ApiOperation, Scope};
+
 /// Registry file name in the data directory.
 pub const FILE: &str = "callers.json";
 /// The registry's HMAC key file (0600).
@@ -71,20 +73,22 @@ pub enum RegistryError {
     },
 }
 
-/// One scope as stored: the proto `Operation` name (e.g. `OPERATION_TOKENIZE`) and a template
-/// (empty: every template). Kept in the API's own terms so listings return exactly what was set.
+/// One scope as stored: an API operation (serialized by its proto name, e.g.
+/// `OPERATION_TOKENIZE`) and a template (empty: every template). Kept in the API's own terms so
+/// listings return exactly what was set; a file naming an operation this build does not know
+/// is refused at load (fail closed), not read as a grant of nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredScope {
-    /// `vault.v1.Operation` value name.
-    pub operation: String,
-    /// Template, empty for all.
+    /// The operation.
+    pub operation: ApiOperation,
+    /// Template, empty for all (and for admin operations).
     pub template: String,
 }
 
 impl StoredScope {
-    /// As a policy scope (`None` for an operation this build does not know).
-    pub fn scope(&self) -> Option<crate::policy::Scope> {
-        crate::server::admin::stored_to_scope(self)
+    /// As a policy scope.
+    pub fn scope(&self) -> Scope {
+        self.operation.scope(&self.template)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Reliability: the vault under crashes and faults, each test printing its figure
 //! (`FIGURE <name>: …`, on stderr and appended to the file named by `VAULT_FIGURES` if set;
-//! SECURITY.md, "Reliability figures", lists them with their commands).
+//! docs/figures.md, "Reliability figures", lists them with their commands).
 //!
 //! - `crash`: SIGKILL of a daemon process under a tokenize load, of an offline rewrap of 100k
 //!   records, and around a key rotation.

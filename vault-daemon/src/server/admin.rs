@@ -32,7 +32,7 @@ use super::Shared;
 use super::call::{Done, Meta, Spec};
 use crate::audit::{Filter, Outcome, Record};
 use crate::callers::{Caller, RegistryError, StoredScope};
-use crate::policy::{Operation, Scope, Target};
+use crate::policy::{AdminOp, ApiOperation, Operation};
 use crate::status;
 
 /// A GCM data key should be rotated past this many nonces (SP 800-38D §8.3; ARCHITECTURE.md).
@@ -45,80 +45,6 @@ const PAGE_MAX: usize = 1000;
 /// Default and largest rewrap batch.
 pub(crate) const REWRAP_BATCH: usize = 500;
 const REWRAP_BATCH_MAX: usize = 5000;
-
-/// Each admin rpc: its `Operation`, the audit action and the policy's admin area.
-const ADMIN_OPS: [(pb::Operation, &str, &str); 17] = [
-    (pb::Operation::GetSealStatus, "get_seal_status", "keys"),
-    (pb::Operation::Unseal, "unseal", "keys"),
-    (pb::Operation::Seal, "seal", "keys"),
-    (pb::Operation::GetKeyStatus, "get_key_status", "keys"),
-    (pb::Operation::RotateKey, "rotate_key", "keys"),
-    (pb::Operation::Rewrap, "rewrap", "keys"),
-    (pb::Operation::GetRewrap, "get_rewrap", "keys"),
-    (
-        pb::Operation::RaiseMinDecryptionVersion,
-        "raise_min_decryption_version",
-        "keys",
-    ),
-    (
-        pb::Operation::RetireKeyVersion,
-        "retire_key_version",
-        "keys",
-    ),
-    (
-        pb::Operation::DestroyKeyVersion,
-        "destroy_key_version",
-        "keys",
-    ),
-    (pb::Operation::RotateRootKey, "rotate_root_key", "keys"),
-    (pb::Operation::CreateCaller, "create_caller", "callers"),
-    (pb::Operation::ListCallers, "list_callers", "callers"),
-    (pb::Operation::RevokeCaller, "revoke_caller", "callers"),
-    (
-        pb::Operation::SetCallerScopes,
-        "set_caller_scopes",
-        "callers",
-    ),
-    (
-        pb::Operation::QueryAuditEvents,
-        "query_audit_events",
-        "audit",
-    ),
-    (pb::Operation::VerifyAuditLog, "verify_audit_log", "audit"),
-];
-
-fn admin_op(op: pb::Operation) -> Option<(&'static str, &'static str)> {
-    ADMIN_OPS
-        .iter()
-        .find(|(o, _, _)| *o == op)
-        .map(|(_, a, area)| (*a, *area))
-}
-
-fn tokenizer_op(op: pb::Operation) -> Option<Operation> {
-    Some(match op {
-        pb::Operation::Tokenize => Operation::Tokenize,
-        pb::Operation::Detokenize => Operation::Detokenize,
-        pb::Operation::Reveal => Operation::Reveal,
-        pb::Operation::DeleteTokens => Operation::Delete,
-        _ => return None,
-    })
-}
-
-/// A stored registry scope as a policy scope (`None` for an operation this build does not know).
-pub(crate) fn stored_to_scope(s: &StoredScope) -> Option<Scope> {
-    let op = pb::Operation::from_str_name(&s.operation)?;
-    if let Some(op) = tokenizer_op(op) {
-        return Some(if s.template.is_empty() {
-            Scope {
-                operation: op,
-                target: Target::All,
-            }
-        } else {
-            Scope::new(op, &s.template)
-        });
-    }
-    admin_op(op).map(|(_, area)| Scope::new(Operation::Admin, area))
-}
 
 /// The Admin service.
 #[derive(Debug, Clone)]
@@ -275,7 +201,7 @@ fn pb_caller(c: &Caller) -> PbCaller {
             .scopes
             .iter()
             .map(|s| pb::Scope {
-                operation: pb::Operation::from_str_name(&s.operation).map_or(0, |o| o as i32),
+                operation: s.operation.proto() as i32,
                 template: s.template.clone(),
             })
             .collect(),
@@ -292,7 +218,7 @@ impl Service {
     async fn admin<T, F>(
         &self,
         meta: Meta,
-        op: pb::Operation,
+        op: AdminOp,
         needs_unsealed: bool,
         validate: Result<(), Status>,
         work: F,
@@ -302,13 +228,11 @@ impl Service {
         F: FnOnce(&Arc<Shared>) -> Result<T, Status> + Send + 'static,
     {
         let s = &self.0;
-        // Invariant: every admin rpc is in ADMIN_OPS.
-        let (action, area) = admin_op(op).unwrap_or(("unknown", "keys"));
         let call = s
             .admit(
                 &meta,
-                Spec::admin(action),
-                Scope::new(Operation::Admin, area),
+                Spec::admin(op.action()),
+                op.scope(),
                 validate,
                 needs_unsealed,
             )
@@ -333,9 +257,10 @@ impl Service {
             .map(|s| {
                 let op = pb::Operation::try_from(s.operation)
                     .ok()
-                    .filter(|o| *o != pb::Operation::Unspecified)
+                    .and_then(ApiOperation::from_proto)
                     .ok_or_else(|| Status::invalid_argument("scope: unknown operation"))?;
-                if tokenizer_op(op).is_some()
+                let tokenizer = matches!(op, ApiOperation::Tokenizer(_));
+                if tokenizer
                     && !s.template.is_empty()
                     && !self
                         .0
@@ -349,8 +274,8 @@ impl Service {
                     )));
                 }
                 Ok(StoredScope {
-                    operation: op.as_str_name().to_owned(),
-                    template: if tokenizer_op(op).is_some() {
+                    operation: op,
+                    template: if tokenizer {
                         s.template.clone()
                     } else {
                         String::new()
@@ -406,7 +331,7 @@ impl Admin for Service {
     ) -> Result<Response<SealStatus>, Status> {
         self.admin(
             Meta::of(&request),
-            pb::Operation::GetSealStatus,
+            AdminOp::GetSealStatus,
             false,
             Ok(()),
             |s| Ok(seal_status(&s.vault)),
@@ -428,7 +353,7 @@ impl Admin for Service {
             Ok(())
         };
         let out = self
-            .admin(meta, pb::Operation::Unseal, false, validate, move |s| {
+            .admin(meta, AdminOp::Unseal, false, validate, move |s| {
                 let v = &s.vault;
                 if req.reset {
                     v.reset_unseal();
@@ -464,7 +389,7 @@ impl Admin for Service {
         let out = self
             .admin(
                 Meta::of(&request),
-                pb::Operation::Seal,
+                AdminOp::Seal,
                 false,
                 Ok(()),
                 |s| {
@@ -483,7 +408,7 @@ impl Admin for Service {
     ) -> Result<Response<GetKeyStatusResponse>, Status> {
         let meta = Meta::of(&request);
         let req = request.into_inner();
-        self.admin(meta, pb::Operation::GetKeyStatus, true, Ok(()), move |s| {
+        self.admin(meta, AdminOp::GetKeyStatus, true, Ok(()), move |s| {
             let keys = s.vault.key_status().map_err(|e| status::status(&e))?;
             let mut keys: Vec<pb::KeyStatus> = keys
                 .iter()
@@ -520,7 +445,7 @@ impl Admin for Service {
         };
         let validate = name.as_ref().map(|_| ()).map_err(Clone::clone);
         let name = name.unwrap_or_default();
-        self.admin(meta, pb::Operation::RotateKey, true, validate, move |s| {
+        self.admin(meta, AdminOp::RotateKey, true, validate, move |s| {
             let v = s.vault.rotate(&name).map_err(|e| status::status(&e))?;
             Ok(RotateKeyResponse {
                 new_version: v,
@@ -551,7 +476,7 @@ impl Admin for Service {
             .batch_size
             .map_or(REWRAP_BATCH, |b| (b as usize).clamp(1, REWRAP_BATCH_MAX));
         let template = template.unwrap_or_default();
-        self.admin(meta, pb::Operation::Rewrap, true, validate, move |s| {
+        self.admin(meta, AdminOp::Rewrap, true, validate, move |s| {
             let job = s.vault.rewrap_start(&template).map_err(|e| match e {
                 vault_core::vault::Error::NotSupported { .. } => {
                     Status::invalid_argument("format-preserving templates store no records")
@@ -579,7 +504,7 @@ impl Admin for Service {
         let id = job_id(&request.get_ref().job_id);
         let validate = id.as_ref().map(|_| ()).map_err(Clone::clone);
         let id = id.unwrap_or_default();
-        self.admin(meta, pb::Operation::Rewrap, true, validate, move |s| {
+        self.admin(meta, AdminOp::Rewrap, true, validate, move |s| {
             let job = s.vault.rewrap_job(id).map_err(|e| status::status(&e))?;
             if !matches!(job.state, JobState::Paused | JobState::Failed) {
                 return Err(Status::failed_precondition(format!(
@@ -601,7 +526,7 @@ impl Admin for Service {
         let id = job_id(&request.get_ref().job_id);
         let validate = id.as_ref().map(|_| ()).map_err(Clone::clone);
         let id = id.unwrap_or_default();
-        self.admin(meta, pb::Operation::GetRewrap, true, validate, move |s| {
+        self.admin(meta, AdminOp::GetRewrap, true, validate, move |s| {
             let job = s.vault.rewrap_job(id).map_err(|e| status::status(&e))?;
             Ok(rewrap_job(&s.vault, &job))
         })
@@ -618,7 +543,7 @@ impl Admin for Service {
         let validate = offset.as_ref().map(|_| ()).map_err(Clone::clone);
         let offset = offset.unwrap_or_default();
         let size = page_size(req.page_size);
-        self.admin(meta, pb::Operation::GetRewrap, true, validate, move |s| {
+        self.admin(meta, AdminOp::GetRewrap, true, validate, move |s| {
             let jobs = s.vault.rewrap_jobs().map_err(|e| status::status(&e))?;
             let matching: Vec<pb::RewrapJob> = jobs
                 .iter()
@@ -646,7 +571,7 @@ impl Admin for Service {
         let req = request.into_inner();
         self.admin(
             meta,
-            pb::Operation::RaiseMinDecryptionVersion,
+            AdminOp::RaiseMinDecryptionVersion,
             true,
             Ok(()),
             move |s| {
@@ -667,7 +592,7 @@ impl Admin for Service {
         let req = request.into_inner();
         self.admin(
             meta,
-            pb::Operation::RetireKeyVersion,
+            AdminOp::RetireKeyVersion,
             true,
             Ok(()),
             move |s| {
@@ -688,7 +613,7 @@ impl Admin for Service {
         let req = request.into_inner();
         self.admin(
             meta,
-            pb::Operation::DestroyKeyVersion,
+            AdminOp::DestroyKeyVersion,
             true,
             Ok(()),
             move |s| {
@@ -720,7 +645,7 @@ impl Admin for Service {
         };
         self.admin(
             meta,
-            pb::Operation::RotateRootKey,
+            AdminOp::RotateRootKey,
             true,
             validate,
             move |s| {
@@ -786,7 +711,7 @@ impl Admin for Service {
         let scopes = scopes.unwrap_or_default();
         self.admin(
             meta,
-            pb::Operation::CreateCaller,
+            AdminOp::CreateCaller,
             true,
             validate,
             move |s| {
@@ -813,7 +738,7 @@ impl Admin for Service {
         let validate = offset.as_ref().map(|_| ()).map_err(Clone::clone);
         let offset = offset.unwrap_or_default();
         let size = page_size(req.page_size);
-        self.admin(meta, pb::Operation::ListCallers, true, validate, move |s| {
+        self.admin(meta, AdminOp::ListCallers, true, validate, move |s| {
             let all: Vec<Caller> = s
                 .registry
                 .list()
@@ -839,7 +764,7 @@ impl Admin for Service {
     ) -> Result<Response<PbCaller>, Status> {
         let meta = Meta::of(&request);
         let id = request.into_inner().caller_id;
-        self.admin(meta, pb::Operation::RevokeCaller, true, Ok(()), move |s| {
+        self.admin(meta, AdminOp::RevokeCaller, true, Ok(()), move |s| {
             let c = s.registry.revoke(&id).map_err(|e| registry_status(&e))?;
             Ok(pb_caller(&c))
         })
@@ -857,7 +782,7 @@ impl Admin for Service {
         let scopes = scopes.unwrap_or_default();
         self.admin(
             meta,
-            pb::Operation::SetCallerScopes,
+            AdminOp::SetCallerScopes,
             true,
             validate,
             move |s| {
@@ -893,16 +818,20 @@ impl Admin for Service {
             limit: Some(limit + 1),
             ..Filter::default()
         };
-        let op = pb::Operation::try_from(req.operation).unwrap_or(pb::Operation::Unspecified);
-        if let Some(t) = tokenizer_op(op) {
-            filter.operation = Some(t);
-        } else if let Some((action, _)) = admin_op(op) {
-            filter.operation = Some(Operation::Admin);
-            filter.action = Some(action.to_owned());
+        match pb::Operation::try_from(req.operation)
+            .ok()
+            .and_then(ApiOperation::from_proto)
+        {
+            Some(ApiOperation::Tokenizer(t)) => filter.operation = Some(t.operation()),
+            Some(ApiOperation::Admin(a)) => {
+                filter.operation = Some(Operation::Admin);
+                filter.action = Some(a.action().to_owned());
+            }
+            None => {}
         }
         self.admin(
             meta,
-            pb::Operation::QueryAuditEvents,
+            AdminOp::QueryAuditEvents,
             true,
             validate,
             move |s| {
@@ -928,7 +857,7 @@ impl Admin for Service {
     ) -> Result<Response<VerifyAuditLogResponse>, Status> {
         self.admin(
             Meta::of(&request),
-            pb::Operation::VerifyAuditLog,
+            AdminOp::VerifyAuditLog,
             true,
             Ok(()),
             |s| {
@@ -958,17 +887,8 @@ impl Admin for Service {
 /// One stored record as the API shows it.
 fn audit_event(r: &Record) -> AuditEvent {
     let e = &r.event;
-    let operation = match e.operation {
-        Operation::Tokenize => pb::Operation::Tokenize,
-        Operation::Detokenize => pb::Operation::Detokenize,
-        Operation::Reveal => pb::Operation::Reveal,
-        Operation::Delete => pb::Operation::DeleteTokens,
-        _ => e
-            .action
-            .as_deref()
-            .and_then(|a| ADMIN_OPS.iter().find(|(_, name, _)| *name == a))
-            .map_or(pb::Operation::Unspecified, |(op, _, _)| *op),
-    };
+    let operation = ApiOperation::of_event(e.operation, e.action.as_deref())
+        .map_or(pb::Operation::Unspecified, ApiOperation::proto);
     let (status_code, failed) = match &e.outcome {
         Outcome::Ok => (0, 0),
         Outcome::Partial { failed } => (0, *failed),

@@ -35,6 +35,7 @@ use tonic::{Code, Request, Status};
 use super::Shared;
 use crate::audit::{Event, Outcome};
 use crate::auth::{self, Identity};
+use crate::callers::StoredScope;
 use crate::policy::{Context, Grant, Operation, Registered, Scope};
 use crate::status;
 
@@ -362,11 +363,7 @@ impl Shared {
             };
             match &identity.registered {
                 Some(c) => {
-                    let scopes: Vec<Scope> = c
-                        .scopes
-                        .iter()
-                        .filter_map(super::admin::stored_to_scope)
-                        .collect();
+                    let scopes: Vec<Scope> = c.scopes.iter().map(StoredScope::scope).collect();
                     self.policy.authorize_registered(
                         &caller,
                         Registered {

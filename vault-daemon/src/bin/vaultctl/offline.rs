@@ -358,7 +358,7 @@ pub(crate) fn policy_explain(g: &Global, a: ExplainArgs) -> Result<(), Failure> 
         .map(|c| {
             c.scopes
                 .iter()
-                .filter_map(callers::StoredScope::scope)
+                .map(callers::StoredScope::scope)
                 .collect()
         })
         .unwrap_or_default();
