@@ -13,11 +13,35 @@
 //! Every request is authenticated, loopback included; the health service is the only exception
 //! (it is served outside these handlers).
 
-use tonic::metadata::MetadataMap;
-use tonic::transport::CertificateDer;
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::callers::{Caller, Registry};
+
+/// What a call presented, as the transport read it: the verified client certificate chain
+/// (mTLS) and the `authorization` header's bytes. No `Debug`: the header holds an API key.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// The peer's chain, leaf first (already verified by rustls against the client CA).
+    pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// The `authorization` header, if any.
+    pub authorization: Option<Vec<u8>>,
+}
+
+/// Says what was presented, never the key.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("certs", &self.certs.as_ref().map(|c| c.len()))
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
 
 /// The authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,16 +115,16 @@ fn valid_id(id: &str) -> bool {
     id.len() <= 512 && !id.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-/// Authenticate one request from its peer certificates and metadata.
-pub fn authenticate(
-    certs: Option<&[CertificateDer<'static>]>,
-    metadata: &MetadataMap,
-    registry: &Registry,
-) -> Result<Identity, Failure> {
-    let bearer = match metadata.get("authorization") {
+/// Authenticate one request from its credentials.
+pub fn authenticate(credentials: &Credentials, registry: &Registry) -> Result<Identity, Failure> {
+    let bearer = match &credentials.authorization {
         None => None,
         Some(v) => {
-            let text = v.to_str().map_err(|_| Failure::Malformed)?;
+            // A header value as text: visible ASCII and tabs (what `http` accepts as a string).
+            if !v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+                return Err(Failure::Malformed);
+            }
+            let text = std::str::from_utf8(v).map_err(|_| Failure::Malformed)?;
             let key = text
                 .strip_prefix("Bearer ")
                 .or_else(|| text.strip_prefix("bearer "))
@@ -110,7 +134,7 @@ pub fn authenticate(
             Some(key)
         }
     };
-    let leaf = certs.and_then(|c| c.first());
+    let leaf = credentials.certs.as_deref().and_then(|c| c.first());
     match (leaf, bearer) {
         (Some(_), Some(_)) => Err(Failure::Both),
         (Some(leaf), None) => Ok(Identity {

@@ -12,11 +12,15 @@ pub mod auth;
 pub mod callers;
 pub mod config;
 mod durable;
+pub mod error;
+mod grpc;
 pub mod hardening;
+mod jobs;
 pub mod pgstore;
 pub mod policy;
+mod request;
+mod rpc;
 pub mod server;
-mod status;
 pub mod storage;
 pub mod timefmt;
 

@@ -11,7 +11,9 @@ use vault_core::vault::Vault;
 
 use crate::config::Config;
 use crate::pgstore::{PgOptions, PgStore};
-use crate::server::DB_FILE;
+
+/// Database file name in the data directory.
+pub const DB_FILE: &str = "vault.db";
 
 /// File in the data directory holding a generated node id.
 pub const NODE_ID_FILE: &str = "node-id";

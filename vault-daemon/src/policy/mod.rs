@@ -31,7 +31,8 @@ use toml::Spanned;
 pub use self::end_user::{EndUser, TokenRejection};
 pub use self::quota::{Clock, Rate, SystemClock};
 pub use self::scope::{
-    ADMIN_AREAS, AdminArea, AdminOp, ApiOperation, Operation, Scope, ScopeError, Target, TokenizerOp,
+    ADMIN_AREAS, AdminArea, AdminOp, ApiOperation, Operation, Scope, ScopeError, Target,
+    TokenizerOp,
 };
 
 use self::end_user::{Issuer, RawIssuer};

@@ -1,4 +1,4 @@
-//! The gRPC server: [`spawn`] starts it from a [`Config`] and returns a [`Running`] handle
+//! The daemon: [`spawn`] starts it from a [`Config`] and returns a [`Running`] handle
 //! with the bound address; `vaultd` and the end-to-end tests use the same function, so the
 //! tests exercise the real start-up path (TLS, policy, audit log, vault) on `127.0.0.1:0`
 //! without sleeping to wait for it.
@@ -11,44 +11,38 @@
 //! 4. Unseal with the root key file if one is given; otherwise start sealed.
 //! 5. Load the policy (warnings logged) and the caller registry; dev mode writes a policy and
 //!    an API key allowed every scope.
-//! 6. Bind, then serve health (no credentials), reflection (configured; on by default in dev), Tokenizer and
-//!    Admin. Health reports NOT_SERVING while sealed or while the storage probe fails.
+//! 6. Bind, then serve health (no credentials), reflection (configured; on by default in
+//!    dev), Tokenizer and Admin over gRPC (`grpc/`). Health reports NOT_SERVING while sealed or while the storage probe fails.
 //!
 //! Shutdown ([`Running::shutdown`]): stop accepting, let calls in flight finish (HTTP/2
 //! GOAWAY), give up after `limits.drain_timeout_secs`, then drop the audit log (its writer
 //! writes a final checkpoint).
 
-pub(crate) mod admin;
-pub(crate) mod call;
-mod listen;
-pub(crate) mod tokenizer;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
-use tonic::service::Routes;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 use vault_core::keys::root;
 use vault_core::store::StoreError;
 use vault_core::vault::{RootInit, TemplateConfig, Vault};
-use vault_proto::v1::admin_server::AdminServer;
-use vault_proto::v1::tokenizer_server::TokenizerServer;
 use zeroize::Zeroizing;
 
-use crate::audit::{self, AuditError, AuditLog};
-use crate::callers::{Registry, RegistryError};
-use crate::config::{Config, ConfigError, Limits, TestHooks};
+use crate::audit::{self, AuditLog};
+use crate::callers::Registry;
+use crate::config::{Config, ConfigError};
+pub use crate::error::StartError;
+use crate::grpc::listen;
+use crate::jobs;
 use crate::policy::{PolicyError, PolicyStore, Warning};
-
+use crate::request::Shared;
 /// Database file name in the data directory.
-pub const DB_FILE: &str = "vault.db";
+pub use crate::storage::DB_FILE;
+
 /// Where dev mode writes its API key (0600), for scripts.
 pub const DEV_KEY_FILE: &str = "dev-api-key";
 /// The policy dev mode writes (a role `all` with every scope).
@@ -63,127 +57,9 @@ description = \"dev mode: everything\"
 scopes = [\"tokenize:*\", \"detokenize:*\", \"reveal:*\", \"delete:*\", \"admin:keys\", \"admin:audit\", \"admin:callers\"]
 ";
 
-/// Why the daemon did not start. Each names the file or setting at fault.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StartError {
-    /// The configuration is unusable.
-    #[error("configuration: {0}")]
-    Config(#[from] ConfigError),
-    /// The audit log cannot be opened or does not verify.
-    #[error("audit log: {0}")]
-    Audit(#[from] AuditError),
-    /// The database refused to open.
-    #[error(
-        "storage ({path}): {source}{hint}",
-        path = path.display(),
-        hint = if matches!(source, StoreError::Pragma { .. }) {
-            " — the store requires WAL journaling and the configured synchronous level; \
-             is the data directory on a filesystem without WAL support (network or FUSE)?"
-        } else { "" }
-    )]
-    Storage {
-        /// The database file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: StoreError,
-    },
-    /// The vault refused (wrong root key, not initialised…).
-    #[error("vault: {0}")]
-    Vault(#[from] vault_core::vault::Error),
-    /// The root key file is unusable.
-    #[error("root key file {}: {source}", path.display())]
-    RootKey {
-        /// The file.
-        path: PathBuf,
-        /// Why (never key bytes).
-        #[source]
-        source: vault_core::keys::KeyError,
-    },
-    /// The policy file is unusable.
-    #[error("policy: {0}")]
-    Policy(#[from] PolicyError),
-    /// The caller registry is unusable.
-    #[error("caller registry: {0}")]
-    Registry(#[from] RegistryError),
-    /// TLS files or settings.
-    #[error("tls: {0}")]
-    Tls(String),
-    /// Files, binding.
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done.
-        what: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     let what = what.into();
     move |source| StartError::Io { what, source }
-}
-
-/// State shared by the services.
-pub(crate) struct Shared {
-    pub(crate) vault: Arc<Vault>,
-    pub(crate) audit: AuditLog,
-    pub(crate) policy: PolicyStore,
-    pub(crate) registry: Registry,
-    pub(crate) limits: Limits,
-    pub(crate) permits: Arc<Semaphore>,
-    pub(crate) health: HealthReporter,
-    pub(crate) hooks: TestHooks,
-    pub(crate) storage_ok: AtomicBool,
-    pub(crate) stopping: AtomicBool,
-    /// Rewrap jobs running in this process (the fleet loop does not start them twice).
-    pub(crate) rewraps: std::sync::Mutex<std::collections::HashSet<u64>>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("vault", &self.vault)
-            .finish_non_exhaustive()
-    }
-}
-
-const TOKENIZER_SERVICE: &str = "vault.v1.Tokenizer";
-const ADMIN_SERVICE: &str = "vault.v1.Admin";
-
-impl Shared {
-    /// A call met a storage failure (disk full, read-only, I/O error): health goes
-    /// NOT_SERVING at once, and the probe, which then writes as well as reads, brings it back
-    /// when storage accepts writes again. A read-only probe alone would miss a full disk.
-    pub(crate) async fn storage_failed(&self) {
-        if self.storage_ok.swap(false, Ordering::SeqCst) {
-            tracing::error!("storage failed under a call: health NOT_SERVING until it recovers");
-            self.update_health().await;
-        }
-    }
-
-    /// Publish health: the overall service and Tokenizer serve only while unsealed with working
-    /// storage; Admin serves while storage works (it is how a sealed vault gets unsealed).
-    pub(crate) async fn update_health(&self) {
-        let storage = self.storage_ok.load(Ordering::SeqCst);
-        let serving = |ok: bool| {
-            if ok {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            }
-        };
-        let data = serving(storage && !self.vault.is_sealed());
-        self.health.set_service_status("", data).await;
-        self.health
-            .set_service_status(TOKENIZER_SERVICE, data)
-            .await;
-        self.health
-            .set_service_status(ADMIN_SERVICE, serving(storage))
-            .await;
-    }
 }
 
 /// A running daemon.
@@ -450,7 +326,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         None
     };
 
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let (health, health_routes) = crate::grpc::health();
     let shared = Arc::new(Shared {
         vault: Arc::new(vault),
         audit: audit_log,
@@ -467,57 +343,24 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     shared.update_health().await;
 
     let tls = config.tls.as_ref().map(listen::tls_acceptor).transpose()?;
-    let max = config.limits.max_message_bytes;
-    // Reflection in both versions, as grpc-go serves it: `v1` for grpcurl and current tools,
-    // `v1alpha` for the reflection client that ships with Python's grpcio and several GUI
-    // clients (they get UNIMPLEMENTED otherwise).
-    let reflection = |v1: bool| {
-        let b = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-        if v1 {
-            b.build_v1().map(|s| (Some(s), None))
-        } else {
-            b.build_v1alpha().map(|s| (None, Some(s)))
-        }
-        .map_err(|e| StartError::Tls(format!("reflection: {e}")))
-    };
-    let (reflection_v1, reflection_v1alpha) = if config.reflection {
-        (reflection(true)?.0, reflection(false)?.1)
-    } else {
-        (None, None)
-    };
-    let mut routes = Routes::builder();
-    routes
-        .add_service(health_service)
-        .add_service(
-            TokenizerServer::new(tokenizer::Service(Arc::clone(&shared)))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .add_service(
-            AdminServer::new(admin::Service(Arc::clone(&shared)))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        );
-    if let Some(r) = reflection_v1 {
-        routes.add_service(r);
-    }
-    if let Some(r) = reflection_v1alpha {
-        routes.add_service(r);
-    }
+    let routes = crate::grpc::routes(
+        &shared,
+        health_routes,
+        config.limits.max_message_bytes,
+        config.reflection,
+    )?;
 
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(io(format!("binding {}", config.listen)))?;
     let addr = listener.local_addr().map_err(io("local address"))?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = listen::serve(listener, tls, routes.routes().prepare(), stopped);
-    tokio::spawn(probe_storage(
+    let server = listen::serve(listener, tls, routes.prepare(), stopped);
+    tokio::spawn(jobs::probe_storage(
         Arc::downgrade(&shared),
         Duration::from_millis(config.limits.health_probe_interval_ms.max(10)),
     ));
-    tokio::spawn(fleet(
+    tokio::spawn(jobs::fleet(
         Arc::downgrade(&shared),
         Duration::from_millis(
             config
@@ -551,81 +394,6 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         dev_api_key,
         warnings,
     })
-}
-
-/// Probe storage with a cheap read (the vault id row) and publish health; while storage is
-/// marked failed (by the probe or by a call), the probe also writes (`Store::probe_write`: a
-/// committed write and room to grow), so a full or read-only disk stays NOT_SERVING until
-/// writes succeed again. Stops when the server
-/// is gone.
-async fn probe_storage(shared: Weak<Shared>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        let Some(s) = shared.upgrade() else { return };
-        if s.stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        let vault = Arc::clone(&s.vault);
-        let write = !s.storage_ok.load(Ordering::SeqCst);
-        let ok = tokio::task::spawn_blocking(move || {
-            let store = vault.store();
-            store.meta_get("vault_id").is_ok() && (!write || store.probe_write().is_ok())
-        })
-        .await
-        .unwrap_or(false);
-        if s.storage_ok.swap(ok, Ordering::SeqCst) != ok {
-            if ok {
-                tracing::info!("storage probe recovered");
-            } else {
-                tracing::error!("storage probe failed: health NOT_SERVING");
-            }
-        }
-        s.update_health().await;
-    }
-}
-
-/// What keeps daemons sharing a store in step, on a timer: keys reloaded when the key table
-/// changed (so an idle daemon is current too), and rewrap jobs left `running` without a live
-/// runner taken over (a crashed daemon's job, after its lease lapses; this daemon's own job
-/// after a restart, at once). Other daemons' live jobs refuse the claim and are left alone.
-async fn fleet(shared: Weak<Shared>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(s) = shared.upgrade() else { return };
-        if s.stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        if s.vault.is_sealed() {
-            continue;
-        }
-        let vault = Arc::clone(&s.vault);
-        let jobs = tokio::task::spawn_blocking(move || {
-            match vault.refresh_keys() {
-                Ok(true) => tracing::info!("key table changed: keys reloaded"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "key table check failed"),
-            }
-            vault.rewrap_jobs()
-        })
-        .await;
-        let Ok(Ok(jobs)) = jobs else { continue };
-        for job in jobs {
-            if job.state != vault_core::vault::JobState::Running {
-                continue;
-            }
-            if s.rewraps
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .contains(&job.id)
-            {
-                continue;
-            }
-            admin::spawn_rewrap(&s, job.id, admin::REWRAP_BATCH);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -355,12 +355,7 @@ pub(crate) fn policy_explain(g: &Global, a: ExplainArgs) -> Result<(), Failure> 
     });
     let scopes: Vec<Scope> = registered
         .as_ref()
-        .map(|c| {
-            c.scopes
-                .iter()
-                .map(callers::StoredScope::scope)
-                .collect()
-        })
+        .map(|c| c.scopes.iter().map(callers::StoredScope::scope).collect())
         .unwrap_or_default();
     let explanation = policy.explain_registered(
         &a.caller,

@@ -1,6 +1,9 @@
-//! The one table that turns domain errors into gRPC status codes (and per-item error codes).
+//! The request path's one error, [`CallError`], and the domain table that turns vault errors
+//! into it: a canonical [`Code`] (the codes gRPC and Connect share), a stable reason and a
+//! message. Each transport maps `Code` onto its wire in its own `status.rs` (gRPC:
+//! `grpc/status.rs`), so a failure has one code whichever way it leaves.
 //!
-//! Why one module: a code is part of the contract (`proto/vault/v1/*.proto` says which failure
+//! Why one table: a code is part of the contract (`proto/vault/v1/*.proto` says which failure
 //! gets which code, and clients retry on some and not others), so it must not drift between
 //! handlers. ARCHITECTURE.md ("Errors → gRPC codes") is this table in prose; keep them in step.
 //!
@@ -9,7 +12,6 @@
 //! failures may carry file paths or SQLite detail that a caller has no use for: they are logged
 //! here and answered with a fixed text.
 
-use tonic::{Code, Status};
 use vault_core::keys::{KeyError, NotDecryptable};
 use vault_core::store::StoreError;
 use vault_core::vault::Error;
@@ -17,6 +19,235 @@ use vault_proto::v1::{ErrorCode, ItemError};
 
 use crate::audit::AuditError;
 use crate::policy::{DenialKind, Denied};
+
+/// The canonical status codes (numbered as gRPC numbers them; Connect uses the same set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Code {
+    /// Success.
+    Ok = 0,
+    /// The caller cancelled.
+    Cancelled = 1,
+    /// Not known (an audit event's outcome when the caller may not have received it).
+    Unknown = 2,
+    /// The request is malformed.
+    InvalidArgument = 3,
+    /// The deadline passed.
+    DeadlineExceeded = 4,
+    /// What the request names does not exist.
+    NotFound = 5,
+    /// What the request creates exists.
+    AlreadyExists = 6,
+    /// The policy refused.
+    PermissionDenied = 7,
+    /// A quota, a limit or the server's capacity.
+    ResourceExhausted = 8,
+    /// The vault's state does not allow it (sealed, a key version's state…).
+    FailedPrecondition = 9,
+    /// A concurrent change; retry.
+    Aborted = 10,
+    /// Out of range.
+    OutOfRange = 11,
+    /// Not implemented.
+    Unimplemented = 12,
+    /// A bug or an unexpected failure (detail in the server log only).
+    Internal = 13,
+    /// Storage or the audit log is unavailable; retry later.
+    Unavailable = 14,
+    /// Stored data failed an integrity check.
+    DataLoss = 15,
+    /// No usable credentials.
+    Unauthenticated = 16,
+}
+
+impl Code {
+    /// Every code, by number.
+    pub(crate) const ALL: [Code; 17] = [
+        Code::Ok,
+        Code::Cancelled,
+        Code::Unknown,
+        Code::InvalidArgument,
+        Code::DeadlineExceeded,
+        Code::NotFound,
+        Code::AlreadyExists,
+        Code::PermissionDenied,
+        Code::ResourceExhausted,
+        Code::FailedPrecondition,
+        Code::Aborted,
+        Code::OutOfRange,
+        Code::Unimplemented,
+        Code::Internal,
+        Code::Unavailable,
+        Code::DataLoss,
+        Code::Unauthenticated,
+    ];
+
+    /// The upper-snake name, as audit events record it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Code::Ok => "OK",
+            Code::Cancelled => "CANCELLED",
+            Code::Unknown => "UNKNOWN",
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Code::NotFound => "NOT_FOUND",
+            Code::AlreadyExists => "ALREADY_EXISTS",
+            Code::PermissionDenied => "PERMISSION_DENIED",
+            Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Code::FailedPrecondition => "FAILED_PRECONDITION",
+            Code::Aborted => "ABORTED",
+            Code::OutOfRange => "OUT_OF_RANGE",
+            Code::Unimplemented => "UNIMPLEMENTED",
+            Code::Internal => "INTERNAL",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::DataLoss => "DATA_LOSS",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+        }
+    }
+
+    /// The inverse of [`Code::name`] (for audit queries); unknown names are `UNKNOWN`.
+    pub(crate) fn from_name(name: &str) -> Code {
+        Code::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .unwrap_or(Code::Unknown)
+    }
+}
+
+/// Why a call failed: what every step of the request path returns, whatever the transport.
+/// Messages never carry a sensitive value (see the module doc).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CallError {
+    /// No usable credentials.
+    Unauthenticated(String),
+    /// The request is malformed (which field and rule, never its value).
+    InvalidArgument(String),
+    /// What the request names does not exist.
+    NotFound(String),
+    /// What the request creates exists.
+    AlreadyExists(String),
+    /// The policy refused.
+    PermissionDenied(String),
+    /// A quota, or too many calls in flight.
+    ResourceExhausted(String),
+    /// The vault's state does not allow it.
+    FailedPrecondition(String),
+    /// A concurrent change; retry.
+    Aborted(String),
+    /// The deadline passed (no work started, or its result was dropped).
+    DeadlineExceeded,
+    /// The store failed (disk full, read-only, I/O): the path also marks storage failed.
+    StorageUnavailable,
+    /// The audit log could not take the event: the call failed closed.
+    AuditUnavailable,
+    /// Another dependency is unavailable (the caller registry).
+    Unavailable(String),
+    /// Stored data failed an integrity check.
+    DataLoss(String),
+    /// Anything else (detail logged, never sent).
+    Internal(String),
+}
+
+impl CallError {
+    /// The code.
+    pub(crate) fn code(&self) -> Code {
+        match self {
+            CallError::Unauthenticated(_) => Code::Unauthenticated,
+            CallError::InvalidArgument(_) => Code::InvalidArgument,
+            CallError::NotFound(_) => Code::NotFound,
+            CallError::AlreadyExists(_) => Code::AlreadyExists,
+            CallError::PermissionDenied(_) => Code::PermissionDenied,
+            CallError::ResourceExhausted(_) => Code::ResourceExhausted,
+            CallError::FailedPrecondition(_) => Code::FailedPrecondition,
+            CallError::Aborted(_) => Code::Aborted,
+            CallError::DeadlineExceeded => Code::DeadlineExceeded,
+            CallError::StorageUnavailable
+            | CallError::AuditUnavailable
+            | CallError::Unavailable(_) => Code::Unavailable,
+            CallError::DataLoss(_) => Code::DataLoss,
+            CallError::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The message sent to the caller.
+    pub(crate) fn message(&self) -> &str {
+        match self {
+            CallError::Unauthenticated(m)
+            | CallError::InvalidArgument(m)
+            | CallError::NotFound(m)
+            | CallError::AlreadyExists(m)
+            | CallError::PermissionDenied(m)
+            | CallError::ResourceExhausted(m)
+            | CallError::FailedPrecondition(m)
+            | CallError::Aborted(m)
+            | CallError::Unavailable(m)
+            | CallError::DataLoss(m)
+            | CallError::Internal(m) => m,
+            CallError::DeadlineExceeded => "deadline exceeded",
+            CallError::StorageUnavailable => STORAGE_UNAVAILABLE,
+            CallError::AuditUnavailable => "audit log unavailable; the call was not completed",
+        }
+    }
+
+    /// `INVALID_ARGUMENT`.
+    pub(crate) fn invalid_argument(m: impl Into<String>) -> CallError {
+        CallError::InvalidArgument(m.into())
+    }
+
+    /// `NOT_FOUND`.
+    pub(crate) fn not_found(m: impl Into<String>) -> CallError {
+        CallError::NotFound(m.into())
+    }
+
+    /// `ALREADY_EXISTS`.
+    pub(crate) fn already_exists(m: impl Into<String>) -> CallError {
+        CallError::AlreadyExists(m.into())
+    }
+
+    /// `FAILED_PRECONDITION`.
+    pub(crate) fn failed_precondition(m: impl Into<String>) -> CallError {
+        CallError::FailedPrecondition(m.into())
+    }
+
+    /// `RESOURCE_EXHAUSTED`.
+    pub(crate) fn resource_exhausted(m: impl Into<String>) -> CallError {
+        CallError::ResourceExhausted(m.into())
+    }
+
+    /// `INTERNAL`.
+    pub(crate) fn internal(m: impl Into<String>) -> CallError {
+        CallError::Internal(m.into())
+    }
+
+    /// `UNAVAILABLE`.
+    pub(crate) fn unavailable(m: impl Into<String>) -> CallError {
+        CallError::Unavailable(m.into())
+    }
+
+    /// A mapped vault error as a call error.
+    fn of(m: Mapped) -> CallError {
+        let Mapped { code, message, .. } = m;
+        match code {
+            Code::InvalidArgument => CallError::InvalidArgument(message),
+            Code::NotFound => CallError::NotFound(message),
+            Code::AlreadyExists => CallError::AlreadyExists(message),
+            Code::PermissionDenied => CallError::PermissionDenied(message),
+            Code::ResourceExhausted => CallError::ResourceExhausted(message),
+            Code::FailedPrecondition => CallError::FailedPrecondition(message),
+            Code::Aborted => CallError::Aborted(message),
+            Code::DeadlineExceeded => CallError::DeadlineExceeded,
+            Code::Unavailable if m.reason == "STORAGE_UNAVAILABLE" => CallError::StorageUnavailable,
+            Code::Unavailable => CallError::Unavailable(message),
+            Code::DataLoss => CallError::DataLoss(message),
+            Code::Unauthenticated => CallError::Unauthenticated(message),
+            Code::Ok
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::OutOfRange
+            | Code::Unimplemented
+            | Code::Internal => CallError::Internal(message),
+        }
+    }
+}
 
 /// A code, a stable reason and a message for one domain error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,14 +365,8 @@ fn map_key(k: &KeyError) -> Mapped {
     }
 }
 
-/// The fixed message of a storage-unavailable status; [`is_storage_unavailable`] reads it back
-/// so the request path can flip health without another error channel.
+/// The fixed message of a storage failure.
 const STORAGE_UNAVAILABLE: &str = "storage unavailable";
-
-/// Whether a call-level status came from a storage failure (disk full, read-only, I/O).
-pub(crate) fn is_storage_unavailable(s: &Status) -> bool {
-    s.code() == Code::Unavailable && s.message() == STORAGE_UNAVAILABLE
-}
 
 fn map_store(s: &StoreError) -> Mapped {
     tracing::error!(error = %s, "storage error");
@@ -182,10 +407,9 @@ fn internal(reason: &'static str, e: &dyn std::fmt::Display) -> Mapped {
     }
 }
 
-/// A call-level status for a vault error.
-pub(crate) fn status(e: &Error) -> Status {
-    let m = map(e);
-    Status::new(m.code, m.message)
+/// A call-level error for a vault error.
+pub(crate) fn vault(e: &Error) -> CallError {
+    CallError::of(map(e))
 }
 
 /// A per-item error for a vault error. Only codes listed in `ErrorCode` are sent; anything else
@@ -220,53 +444,17 @@ pub(crate) fn item_denied(d: &Denied) -> ItemError {
 
 /// A policy refusal: `PERMISSION_DENIED` naming the missing scope or failed condition, or
 /// `RESOURCE_EXHAUSTED` for a quota.
-pub(crate) fn denied(d: &Denied) -> Status {
+pub(crate) fn denied(d: &Denied) -> CallError {
     match d.kind() {
-        DenialKind::ResourceExhausted => Status::resource_exhausted(d.to_string()),
-        _ => Status::permission_denied(d.to_string()),
+        DenialKind::ResourceExhausted => CallError::ResourceExhausted(d.to_string()),
+        DenialKind::PermissionDenied => CallError::PermissionDenied(d.to_string()),
     }
 }
 
 /// The audit log could not take the event: the call fails closed and its result is dropped.
-pub(crate) fn audit(e: &AuditError) -> Status {
+pub(crate) fn audit(e: &AuditError) -> CallError {
     tracing::error!(error = %e, "audit log unavailable: failing the call closed");
-    Status::unavailable("audit log unavailable; the call was not completed")
-}
-
-/// Authentication failures.
-pub(crate) fn unauthenticated(why: &str) -> Status {
-    Status::unauthenticated(why.to_owned())
-}
-
-/// The upper-snake name of a code, as audit events record it.
-pub(crate) fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-/// The inverse of [`code_name`] (for audit queries); unknown names are `UNKNOWN`.
-pub(crate) fn code_from_name(name: &str) -> Code {
-    (0..=16)
-        .map(Code::from_i32)
-        .find(|c| code_name(*c) == name)
-        .unwrap_or(Code::Unknown)
+    CallError::AuditUnavailable
 }
 
 #[cfg(test)]
@@ -302,12 +490,11 @@ mod tests {
             map(&Error::Key(KeyError::WrongRootKey)).code,
             Code::PermissionDenied
         );
-        let s = status(&Error::Store(StoreError::Unavailable("disk full".into())));
-        assert!(is_storage_unavailable(&s));
-        assert!(!is_storage_unavailable(&Status::unavailable("audit")));
-        for c in 0..=16 {
-            let code = Code::from_i32(c);
-            assert_eq!(code_from_name(code_name(code)), code);
+        let s = vault(&Error::Store(StoreError::Unavailable("disk full".into())));
+        assert_eq!(s, CallError::StorageUnavailable);
+        for (i, code) in Code::ALL.into_iter().enumerate() {
+            assert_eq!(code as usize, i);
+            assert_eq!(Code::from_name(code.name()), code);
         }
     }
 }

@@ -6,15 +6,12 @@
 //! only GetSealStatus, Unseal and Seal run; the rest answer `FAILED_PRECONDITION`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use prost_types::Timestamp;
-use tonic::{Request, Response, Status};
 use vault_core::keys::root::KdfParams;
 use vault_core::keys::{Purpose, State};
 use vault_core::secret::{ExposeSecret, SecretString};
 use vault_core::vault::{JobState, RootInit, Vault};
-use vault_proto::v1::admin_server::Admin;
 use vault_proto::v1::{
     self as pb, AuditEvent, Caller as PbCaller, CreateCallerRequest, CreateCallerResponse,
     DestroyKeyVersionRequest, GetKeyStatusRequest, GetKeyStatusResponse, GetRewrapRequest,
@@ -28,12 +25,12 @@ use vault_proto::v1::{
 };
 use zeroize::Zeroizing;
 
-use super::Shared;
-use super::call::{Done, Meta, Spec};
 use crate::audit::{Filter, Outcome, Record};
 use crate::callers::{Caller, RegistryError, StoredScope};
+use crate::jobs;
 use crate::policy::{AdminOp, ApiOperation, Operation};
-use crate::status;
+use crate::request::error::{self, CallError, Code};
+use crate::request::{Done, Incoming, Shared, Spec};
 
 /// A GCM data key should be rotated past this many nonces (SP 800-38D §8.3; ARCHITECTURE.md).
 const NONCE_ROTATE: u64 = 1 << 31;
@@ -42,13 +39,12 @@ const NONCE_LIMIT: u64 = 1 << 32;
 /// Default and largest page sizes.
 const PAGE_DEFAULT: usize = 100;
 const PAGE_MAX: usize = 1000;
-/// Default and largest rewrap batch.
-pub(crate) const REWRAP_BATCH: usize = 500;
+/// Largest rewrap batch.
 const REWRAP_BATCH_MAX: usize = 5000;
 
-/// The Admin service.
+/// The Admin rpcs, on the contract's messages; a transport calls them.
 #[derive(Debug, Clone)]
-pub(crate) struct Service(pub(crate) Arc<Shared>);
+pub(crate) struct Admin(pub(crate) Arc<Shared>);
 
 fn ts(ms: u64) -> Timestamp {
     Timestamp {
@@ -61,13 +57,13 @@ fn ts_ms(t: &Timestamp) -> u64 {
     u64::try_from(t.seconds).unwrap_or(0) * 1000 + u64::try_from(t.nanos).unwrap_or(0) / 1_000_000
 }
 
-fn page(token: &str) -> Result<usize, Status> {
+fn page(token: &str) -> Result<usize, CallError> {
     if token.is_empty() {
         return Ok(0);
     }
     token
         .parse()
-        .map_err(|_| Status::invalid_argument("bad page_token"))
+        .map_err(|_| CallError::invalid_argument("bad page_token"))
 }
 
 fn page_size(n: u32) -> usize {
@@ -148,14 +144,14 @@ fn key_status(k: &vault_core::vault::KeyStatus) -> pb::KeyStatus {
     }
 }
 
-fn one_key(vault: &Vault, name: &str) -> Result<pb::KeyStatus, Status> {
+fn one_key(vault: &Vault, name: &str) -> Result<pb::KeyStatus, CallError> {
     vault
         .key_status()
-        .map_err(|e| status::status(&e))?
+        .map_err(|e| error::vault(&e))?
         .iter()
         .find(|k| k.name == name)
         .map(key_status)
-        .ok_or_else(|| Status::not_found(format!("no key named {name:?}")))
+        .ok_or_else(|| CallError::not_found(format!("no key named {name:?}")))
 }
 
 fn rewrap_job(vault: &Vault, j: &vault_core::vault::RewrapJob) -> pb::RewrapJob {
@@ -179,14 +175,14 @@ fn rewrap_job(vault: &Vault, j: &vault_core::vault::RewrapJob) -> pb::RewrapJob 
     }
 }
 
-fn registry_status(e: &RegistryError) -> Status {
+fn registry_status(e: &RegistryError) -> CallError {
     match e {
-        RegistryError::NameTaken(_) => Status::already_exists(e.to_string()),
-        RegistryError::UnknownCaller(_) => Status::not_found(e.to_string()),
-        RegistryError::InvalidName => Status::invalid_argument(e.to_string()),
+        RegistryError::NameTaken(_) => CallError::already_exists(e.to_string()),
+        RegistryError::UnknownCaller(_) => CallError::not_found(e.to_string()),
+        RegistryError::InvalidName => CallError::invalid_argument(e.to_string()),
         _ => {
             tracing::error!(error = %e, "caller registry");
-            Status::unavailable("caller registry unavailable")
+            CallError::unavailable("caller registry unavailable")
         }
     }
 }
@@ -212,20 +208,20 @@ fn pb_caller(c: &Caller) -> PbCaller {
     }
 }
 
-impl Service {
+impl Admin {
     /// The common shape of an admin rpc: admit under `op`'s area, run `work` on a blocking
     /// thread, record the event, answer.
     async fn admin<T, F>(
         &self,
-        meta: Meta,
+        meta: Incoming,
         op: AdminOp,
         needs_unsealed: bool,
-        validate: Result<(), Status>,
+        validate: Result<(), CallError>,
         work: F,
-    ) -> Result<Response<T>, Status>
+    ) -> Result<T, CallError>
     where
         T: Send + 'static,
-        F: FnOnce(&Arc<Shared>) -> Result<T, Status> + Send + 'static,
+        F: FnOnce(&Arc<Shared>) -> Result<T, CallError> + Send + 'static,
     {
         let s = &self.0;
         let call = s
@@ -240,17 +236,17 @@ impl Service {
         let shared = Arc::clone(s);
         let out = s.run(&call, move || work(&shared)).await?;
         s.finish(&call, Done::default()).await?;
-        Ok(Response::new(out))
+        Ok(out)
     }
 
     fn check_scopes(
         &self,
         roles: &[String],
         scopes: &[pb::Scope],
-    ) -> Result<Vec<StoredScope>, Status> {
+    ) -> Result<Vec<StoredScope>, CallError> {
         let policy = self.0.policy.policy();
         if let Some(r) = roles.iter().find(|r| !policy.has_role(r)) {
-            return Err(Status::invalid_argument(format!("unknown role `{r}`")));
+            return Err(CallError::invalid_argument(format!("unknown role `{r}`")));
         }
         scopes
             .iter()
@@ -258,7 +254,7 @@ impl Service {
                 let op = pb::Operation::try_from(s.operation)
                     .ok()
                     .and_then(ApiOperation::from_proto)
-                    .ok_or_else(|| Status::invalid_argument("scope: unknown operation"))?;
+                    .ok_or_else(|| CallError::invalid_argument("scope: unknown operation"))?;
                 let tokenizer = matches!(op, ApiOperation::Tokenizer(_));
                 if tokenizer
                     && !s.template.is_empty()
@@ -268,7 +264,7 @@ impl Service {
                         .templates()
                         .any(|t| t.template.name() == s.template)
                 {
-                    return Err(Status::invalid_argument(format!(
+                    return Err(CallError::invalid_argument(format!(
                         "scope: unknown template {:?}",
                         s.template
                     )));
@@ -286,67 +282,30 @@ impl Service {
     }
 }
 
-/// Run (or resume) a rewrap job in the background until done, sealed or shutting down. At most
-/// once per job in this process; across daemons, the job's lease admits one runner.
-pub(crate) fn spawn_rewrap(shared: &Arc<Shared>, id: u64, batch: usize) {
-    let mut running = shared
-        .rewraps
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !running.insert(id) {
-        return;
-    }
-    drop(running);
-    let shared = Arc::clone(shared);
-    tokio::task::spawn_blocking(move || {
-        let vault = Arc::clone(&shared.vault);
-        let result = vault.rewrap_run(id, batch, &mut |_| {
-            !shared.stopping.load(Ordering::SeqCst) && !vault.is_sealed()
-        });
-        shared
-            .rewraps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&id);
-        match result {
-            Ok(job) => tracing::info!(job = id, state = job.state.as_str(), "rewrap stopped"),
-            Err(vault_core::vault::Error::JobLeased { owner, .. }) => {
-                tracing::debug!(job = id, %owner, "rewrap runs on another daemon")
-            }
-            Err(e) => tracing::warn!(job = id, error = %e, "rewrap stopped with an error"),
-        }
-    });
-}
-
-fn job_id(text: &str) -> Result<u64, Status> {
+fn job_id(text: &str) -> Result<u64, CallError> {
     text.parse()
-        .map_err(|_| Status::invalid_argument("job_id is not a job id"))
+        .map_err(|_| CallError::invalid_argument("job_id is not a job id"))
 }
 
-#[tonic::async_trait]
-impl Admin for Service {
-    async fn get_seal_status(
+impl Admin {
+    pub(crate) async fn get_seal_status(
         &self,
-        request: Request<GetSealStatusRequest>,
-    ) -> Result<Response<SealStatus>, Status> {
-        self.admin(
-            Meta::of(&request),
-            AdminOp::GetSealStatus,
-            false,
-            Ok(()),
-            |s| Ok(seal_status(&s.vault)),
-        )
+        meta: Incoming,
+        _req: GetSealStatusRequest,
+    ) -> Result<SealStatus, CallError> {
+        self.admin(meta, AdminOp::GetSealStatus, false, Ok(()), |s| {
+            Ok(seal_status(&s.vault))
+        })
         .await
     }
 
-    async fn unseal(
+    pub(crate) async fn unseal(
         &self,
-        request: Request<UnsealRequest>,
-    ) -> Result<Response<SealStatus>, Status> {
-        let meta = Meta::of(&request);
-        let req = request.into_inner();
+        meta: Incoming,
+        req: UnsealRequest,
+    ) -> Result<SealStatus, CallError> {
         let validate = if req.secret.is_none() && !req.reset {
-            Err(Status::invalid_argument(
+            Err(CallError::invalid_argument(
                 "give a passphrase or a share (or reset)",
             ))
         } else {
@@ -374,7 +333,7 @@ impl Admin for Service {
                         Err(e) => {
                             // A wrong secret discards the shares received (proto contract).
                             v.reset_unseal();
-                            return Err(status::status(&e));
+                            return Err(error::vault(&e));
                         }
                     }
                 }
@@ -385,31 +344,28 @@ impl Admin for Service {
         out
     }
 
-    async fn seal(&self, request: Request<SealRequest>) -> Result<Response<SealStatus>, Status> {
+    pub(crate) async fn seal(
+        &self,
+        meta: Incoming,
+        _req: SealRequest,
+    ) -> Result<SealStatus, CallError> {
         let out = self
-            .admin(
-                Meta::of(&request),
-                AdminOp::Seal,
-                false,
-                Ok(()),
-                |s| {
-                    s.vault.seal();
-                    Ok(seal_status(&s.vault))
-                },
-            )
+            .admin(meta, AdminOp::Seal, false, Ok(()), |s| {
+                s.vault.seal();
+                Ok(seal_status(&s.vault))
+            })
             .await;
         self.0.update_health().await;
         out
     }
 
-    async fn get_key_status(
+    pub(crate) async fn get_key_status(
         &self,
-        request: Request<GetKeyStatusRequest>,
-    ) -> Result<Response<GetKeyStatusResponse>, Status> {
-        let meta = Meta::of(&request);
-        let req = request.into_inner();
+        meta: Incoming,
+        req: GetKeyStatusRequest,
+    ) -> Result<GetKeyStatusResponse, CallError> {
         self.admin(meta, AdminOp::GetKeyStatus, true, Ok(()), move |s| {
-            let keys = s.vault.key_status().map_err(|e| status::status(&e))?;
+            let keys = s.vault.key_status().map_err(|e| error::vault(&e))?;
             let mut keys: Vec<pb::KeyStatus> = keys
                 .iter()
                 .map(key_status)
@@ -422,12 +378,11 @@ impl Admin for Service {
         .await
     }
 
-    async fn rotate_key(
+    pub(crate) async fn rotate_key(
         &self,
-        request: Request<RotateKeyRequest>,
-    ) -> Result<Response<RotateKeyResponse>, Status> {
-        let meta = Meta::of(&request);
-        let req = request.into_inner();
+        meta: Incoming,
+        req: RotateKeyRequest,
+    ) -> Result<RotateKeyResponse, CallError> {
         let name = match req.key {
             Some(rotate_key_request::Key::KeyName(n)) => Ok(n),
             Some(rotate_key_request::Key::TemplateKey(tk)) => {
@@ -436,17 +391,17 @@ impl Admin for Service {
                     Ok(KeyPurpose::Data) => Ok(format!("data/{}", tk.template)),
                     Ok(KeyPurpose::Fingerprint) => Ok(format!("fp/{}", tk.template)),
                     Ok(KeyPurpose::Token) => Ok("token".to_owned()),
-                    _ => Err(Status::invalid_argument("template_key: unknown purpose")),
+                    _ => Err(CallError::invalid_argument("template_key: unknown purpose")),
                 }
             }
-            None => Err(Status::invalid_argument(
+            None => Err(CallError::invalid_argument(
                 "key_name or template_key is required",
             )),
         };
         let validate = name.as_ref().map(|_| ()).map_err(Clone::clone);
         let name = name.unwrap_or_default();
         self.admin(meta, AdminOp::RotateKey, true, validate, move |s| {
-            let v = s.vault.rotate(&name).map_err(|e| status::status(&e))?;
+            let v = s.vault.rotate(&name).map_err(|e| error::vault(&e))?;
             Ok(RotateKeyResponse {
                 new_version: v,
                 key: Some(one_key(&s.vault, &name)?),
@@ -455,12 +410,11 @@ impl Admin for Service {
         .await
     }
 
-    async fn start_rewrap(
+    pub(crate) async fn start_rewrap(
         &self,
-        request: Request<StartRewrapRequest>,
-    ) -> Result<Response<pb::RewrapJob>, Status> {
-        let meta = Meta::of(&request);
-        let req = request.into_inner();
+        meta: Incoming,
+        req: StartRewrapRequest,
+    ) -> Result<pb::RewrapJob, CallError> {
         let template = req
             .key_name
             .strip_prefix("data/")
@@ -468,83 +422,82 @@ impl Admin for Service {
             .map(str::to_owned);
         let validate = match &template {
             Some(t) if self.0.vault.templates().any(|c| c.template.name() == t) => Ok(()),
-            _ => Err(Status::invalid_argument(
+            _ => Err(CallError::invalid_argument(
                 "only data/<template> and fp/<template> keys encrypt records",
             )),
         };
-        let batch = req
-            .batch_size
-            .map_or(REWRAP_BATCH, |b| (b as usize).clamp(1, REWRAP_BATCH_MAX));
+        let batch = req.batch_size.map_or(jobs::REWRAP_BATCH, |b| {
+            (b as usize).clamp(1, REWRAP_BATCH_MAX)
+        });
         let template = template.unwrap_or_default();
         self.admin(meta, AdminOp::Rewrap, true, validate, move |s| {
             let job = s.vault.rewrap_start(&template).map_err(|e| match e {
                 vault_core::vault::Error::NotSupported { .. } => {
-                    Status::invalid_argument("format-preserving templates store no records")
+                    CallError::invalid_argument("format-preserving templates store no records")
                 }
-                e => status::status(&e),
+                e => error::vault(&e),
             })?;
             if job.state != JobState::Pending {
-                return Err(Status::already_exists(format!(
+                return Err(CallError::already_exists(format!(
                     "rewrap job {} for this key is {}",
                     job.id,
                     job.state.as_str()
                 )));
             }
-            spawn_rewrap(s, job.id, batch);
+            jobs::spawn_rewrap(s, job.id, batch);
             Ok(rewrap_job(&s.vault, &job))
         })
         .await
     }
 
-    async fn resume_rewrap(
+    pub(crate) async fn resume_rewrap(
         &self,
-        request: Request<ResumeRewrapRequest>,
-    ) -> Result<Response<pb::RewrapJob>, Status> {
-        let meta = Meta::of(&request);
-        let id = job_id(&request.get_ref().job_id);
+        meta: Incoming,
+        req: ResumeRewrapRequest,
+    ) -> Result<pb::RewrapJob, CallError> {
+        let id = job_id(&req.job_id);
         let validate = id.as_ref().map(|_| ()).map_err(Clone::clone);
         let id = id.unwrap_or_default();
         self.admin(meta, AdminOp::Rewrap, true, validate, move |s| {
-            let job = s.vault.rewrap_job(id).map_err(|e| status::status(&e))?;
+            let job = s.vault.rewrap_job(id).map_err(|e| error::vault(&e))?;
             if !matches!(job.state, JobState::Paused | JobState::Failed) {
-                return Err(Status::failed_precondition(format!(
+                return Err(CallError::failed_precondition(format!(
                     "job is {}, not paused or failed",
                     job.state.as_str()
                 )));
             }
-            spawn_rewrap(s, id, REWRAP_BATCH);
+            jobs::spawn_rewrap(s, id, jobs::REWRAP_BATCH);
             Ok(rewrap_job(&s.vault, &job))
         })
         .await
     }
 
-    async fn get_rewrap(
+    pub(crate) async fn get_rewrap(
         &self,
-        request: Request<GetRewrapRequest>,
-    ) -> Result<Response<pb::RewrapJob>, Status> {
-        let meta = Meta::of(&request);
-        let id = job_id(&request.get_ref().job_id);
+        meta: Incoming,
+        req: GetRewrapRequest,
+    ) -> Result<pb::RewrapJob, CallError> {
+        let id = job_id(&req.job_id);
         let validate = id.as_ref().map(|_| ()).map_err(Clone::clone);
         let id = id.unwrap_or_default();
         self.admin(meta, AdminOp::GetRewrap, true, validate, move |s| {
-            let job = s.vault.rewrap_job(id).map_err(|e| status::status(&e))?;
+            let job = s.vault.rewrap_job(id).map_err(|e| error::vault(&e))?;
             Ok(rewrap_job(&s.vault, &job))
         })
         .await
     }
 
-    async fn list_rewraps(
+    pub(crate) async fn list_rewraps(
         &self,
-        request: Request<ListRewrapsRequest>,
-    ) -> Result<Response<ListRewrapsResponse>, Status> {
-        let meta = Meta::of(&request);
-        let req = request.into_inner();
+        meta: Incoming,
+        req: ListRewrapsRequest,
+    ) -> Result<ListRewrapsResponse, CallError> {
         let offset = page(&req.page_token);
         let validate = offset.as_ref().map(|_| ()).map_err(Clone::clone);
         let offset = offset.unwrap_or_default();
         let size = page_size(req.page_size);
         self.admin(meta, AdminOp::GetRewrap, true, validate, move |s| {
-            let jobs = s.vault.rewrap_jobs().map_err(|e| status::status(&e))?;
+            let jobs = s.vault.rewrap_jobs().map_err(|e| error::vault(&e))?;
             let matching: Vec<pb::RewrapJob> = jobs
                 .iter()
                 .map(|j| rewrap_job(&s.vault, j))
@@ -563,12 +516,11 @@ impl Admin for Service {
         .await
     }
 
-    async fn raise_min_decryption_version(
+    pub(crate) async fn raise_min_decryption_version(
         &self,
-        request: Request<RaiseMinDecryptionVersionRequest>,
-    ) -> Result<Response<pb::KeyStatus>, Status> {
-        let meta = Meta::of(&request);
-        let req = request.into_inner();
+        meta: Incoming,
+        req: RaiseMinDecryptionVersionRequest,
+    ) -> Result<pb::KeyStatus, CallError> {
         self.admin(
             meta,
             AdminOp::RaiseMinDecryptionVersion,
@@ -577,121 +529,99 @@ impl Admin for Service {
             move |s| {
                 s.vault
                     .raise_min_version(&req.key_name, req.min_decryption_version)
-                    .map_err(|e| status::status(&e))?;
+                    .map_err(|e| error::vault(&e))?;
                 one_key(&s.vault, &req.key_name)
             },
         )
         .await
     }
 
-    async fn retire_key_version(
+    pub(crate) async fn retire_key_version(
         &self,
-        request: Request<RetireKeyVersionRequest>,
-    ) -> Result<Response<pb::KeyStatus>, Status> {
-        let meta = Meta::of(&request);
-        let req = request.into_inner();
-        self.admin(
-            meta,
-            AdminOp::RetireKeyVersion,
-            true,
-            Ok(()),
-            move |s| {
-                s.vault
-                    .retire(&req.key_name, req.version)
-                    .map_err(|e| status::status(&e))?;
-                one_key(&s.vault, &req.key_name)
-            },
-        )
+        meta: Incoming,
+        req: RetireKeyVersionRequest,
+    ) -> Result<pb::KeyStatus, CallError> {
+        self.admin(meta, AdminOp::RetireKeyVersion, true, Ok(()), move |s| {
+            s.vault
+                .retire(&req.key_name, req.version)
+                .map_err(|e| error::vault(&e))?;
+            one_key(&s.vault, &req.key_name)
+        })
         .await
     }
 
-    async fn destroy_key_version(
+    pub(crate) async fn destroy_key_version(
         &self,
-        request: Request<DestroyKeyVersionRequest>,
-    ) -> Result<Response<pb::KeyStatus>, Status> {
-        let meta = Meta::of(&request);
-        let req = request.into_inner();
-        self.admin(
-            meta,
-            AdminOp::DestroyKeyVersion,
-            true,
-            Ok(()),
-            move |s| {
-                s.vault
-                    .destroy(&req.key_name, req.version)
-                    .map_err(|e| status::status(&e))?;
-                one_key(&s.vault, &req.key_name)
-            },
-        )
+        meta: Incoming,
+        req: DestroyKeyVersionRequest,
+    ) -> Result<pb::KeyStatus, CallError> {
+        self.admin(meta, AdminOp::DestroyKeyVersion, true, Ok(()), move |s| {
+            s.vault
+                .destroy(&req.key_name, req.version)
+                .map_err(|e| error::vault(&e))?;
+            one_key(&s.vault, &req.key_name)
+        })
         .await
     }
 
-    async fn rotate_root_key(
+    pub(crate) async fn rotate_root_key(
         &self,
-        request: Request<RotateRootKeyRequest>,
-    ) -> Result<Response<RotateRootKeyResponse>, Status> {
-        let meta = Meta::of(&request);
-        let req = request.into_inner();
+        meta: Incoming,
+        req: RotateRootKeyRequest,
+    ) -> Result<RotateRootKeyResponse, CallError> {
         let validate = match &req.new_root {
-            None => Err(Status::invalid_argument("new_root is required")),
+            None => Err(CallError::invalid_argument("new_root is required")),
             Some(rotate_root_key_request::NewRoot::Shamir(s))
                 if s.threshold < 2 || s.shares < s.threshold || s.shares > 255 =>
             {
-                Err(Status::invalid_argument(
+                Err(CallError::invalid_argument(
                     "shamir: 2 <= threshold <= shares <= 255",
                 ))
             }
             _ => Ok(()),
         };
-        self.admin(
-            meta,
-            AdminOp::RotateRootKey,
-            true,
-            validate,
-            move |s| {
-                let mut root_hex = None;
-                let init = match req.new_root {
-                    Some(rotate_root_key_request::NewRoot::Passphrase(p)) => RootInit::Passphrase(
-                        SecretString::from(p),
-                        KdfParams::generate().map_err(|_| Status::internal("internal error"))?,
-                    ),
-                    Some(rotate_root_key_request::NewRoot::Shamir(sh)) => RootInit::Shares {
-                        threshold: u8::try_from(sh.threshold).unwrap_or(u8::MAX),
-                        shares: u8::try_from(sh.shares).unwrap_or(u8::MAX),
-                    },
-                    Some(rotate_root_key_request::NewRoot::GeneratedKey(_)) => {
-                        let mut bytes = Zeroizing::new([0u8; 32]);
-                        getrandom::fill(&mut *bytes)
-                            .map_err(|_| Status::internal("internal error"))?;
-                        let hex = Zeroizing::new(hex::encode(*bytes));
-                        let key =
-                            vault_core::keys::root::from_hex(&SecretString::from(hex.to_string()))
-                                .map_err(|_| Status::internal("internal error"))?;
-                        root_hex = Some(hex);
-                        RootInit::Key(key)
-                    }
-                    None => return Err(Status::invalid_argument("new_root is required")),
-                };
-                let shares = s.vault.rotate_root(init).map_err(|e| status::status(&e))?;
-                Ok(RotateRootKeyResponse {
-                    shares: shares
-                        .iter()
-                        .map(|t| t.expose_secret().to_owned())
-                        .collect(),
-                    root_key_hex: root_hex.map(|h| h.to_string()),
-                    status: Some(seal_status(&s.vault)),
-                })
-            },
-        )
+        self.admin(meta, AdminOp::RotateRootKey, true, validate, move |s| {
+            let mut root_hex = None;
+            let init = match req.new_root {
+                Some(rotate_root_key_request::NewRoot::Passphrase(p)) => RootInit::Passphrase(
+                    SecretString::from(p),
+                    KdfParams::generate().map_err(|_| CallError::internal("internal error"))?,
+                ),
+                Some(rotate_root_key_request::NewRoot::Shamir(sh)) => RootInit::Shares {
+                    threshold: u8::try_from(sh.threshold).unwrap_or(u8::MAX),
+                    shares: u8::try_from(sh.shares).unwrap_or(u8::MAX),
+                },
+                Some(rotate_root_key_request::NewRoot::GeneratedKey(_)) => {
+                    let mut bytes = Zeroizing::new([0u8; 32]);
+                    getrandom::fill(&mut *bytes)
+                        .map_err(|_| CallError::internal("internal error"))?;
+                    let hex = Zeroizing::new(hex::encode(*bytes));
+                    let key =
+                        vault_core::keys::root::from_hex(&SecretString::from(hex.to_string()))
+                            .map_err(|_| CallError::internal("internal error"))?;
+                    root_hex = Some(hex);
+                    RootInit::Key(key)
+                }
+                None => return Err(CallError::invalid_argument("new_root is required")),
+            };
+            let shares = s.vault.rotate_root(init).map_err(|e| error::vault(&e))?;
+            Ok(RotateRootKeyResponse {
+                shares: shares
+                    .iter()
+                    .map(|t| t.expose_secret().to_owned())
+                    .collect(),
+                root_key_hex: root_hex.map(|h| h.to_string()),
+                status: Some(seal_status(&s.vault)),
+            })
+        })
         .await
     }
 
-    async fn create_caller(
+    pub(crate) async fn create_caller(
         &self,
-        request: Request<CreateCallerRequest>,
-    ) -> Result<Response<CreateCallerResponse>, Status> {
-        let meta = Meta::of(&request);
-        let req = request.into_inner();
+        meta: Incoming,
+        req: CreateCallerRequest,
+    ) -> Result<CreateCallerResponse, CallError> {
         let scopes = self.check_scopes(&req.roles, &req.scopes);
         let expires_ms = req.expires_at.as_ref().map(ts_ms);
         let now_ms = std::time::SystemTime::now()
@@ -703,37 +633,30 @@ impl Admin for Service {
             .map_err(Clone::clone)
             .and_then(|()| {
                 if expires_ms.is_some_and(|e| e <= now_ms) {
-                    Err(Status::invalid_argument("expires_at is in the past"))
+                    Err(CallError::invalid_argument("expires_at is in the past"))
                 } else {
                     Ok(())
                 }
             });
         let scopes = scopes.unwrap_or_default();
-        self.admin(
-            meta,
-            AdminOp::CreateCaller,
-            true,
-            validate,
-            move |s| {
-                let (c, key) = s
-                    .registry
-                    .create(&req.name, &req.description, req.roles, scopes, expires_ms)
-                    .map_err(|e| registry_status(&e))?;
-                Ok(CreateCallerResponse {
-                    caller: Some(pb_caller(&c)),
-                    api_key: key.0.to_string(),
-                })
-            },
-        )
+        self.admin(meta, AdminOp::CreateCaller, true, validate, move |s| {
+            let (c, key) = s
+                .registry
+                .create(&req.name, &req.description, req.roles, scopes, expires_ms)
+                .map_err(|e| registry_status(&e))?;
+            Ok(CreateCallerResponse {
+                caller: Some(pb_caller(&c)),
+                api_key: key.0.to_string(),
+            })
+        })
         .await
     }
 
-    async fn list_callers(
+    pub(crate) async fn list_callers(
         &self,
-        request: Request<ListCallersRequest>,
-    ) -> Result<Response<ListCallersResponse>, Status> {
-        let meta = Meta::of(&request);
-        let req = request.into_inner();
+        meta: Incoming,
+        req: ListCallersRequest,
+    ) -> Result<ListCallersResponse, CallError> {
         let offset = page(&req.page_token);
         let validate = offset.as_ref().map(|_| ()).map_err(Clone::clone);
         let offset = offset.unwrap_or_default();
@@ -758,12 +681,12 @@ impl Admin for Service {
         .await
     }
 
-    async fn revoke_caller(
+    pub(crate) async fn revoke_caller(
         &self,
-        request: Request<RevokeCallerRequest>,
-    ) -> Result<Response<PbCaller>, Status> {
-        let meta = Meta::of(&request);
-        let id = request.into_inner().caller_id;
+        meta: Incoming,
+        req: RevokeCallerRequest,
+    ) -> Result<PbCaller, CallError> {
+        let id = req.caller_id;
         self.admin(meta, AdminOp::RevokeCaller, true, Ok(()), move |s| {
             let c = s.registry.revoke(&id).map_err(|e| registry_status(&e))?;
             Ok(pb_caller(&c))
@@ -771,37 +694,29 @@ impl Admin for Service {
         .await
     }
 
-    async fn set_caller_scopes(
+    pub(crate) async fn set_caller_scopes(
         &self,
-        request: Request<SetCallerScopesRequest>,
-    ) -> Result<Response<PbCaller>, Status> {
-        let meta = Meta::of(&request);
-        let req = request.into_inner();
+        meta: Incoming,
+        req: SetCallerScopesRequest,
+    ) -> Result<PbCaller, CallError> {
         let scopes = self.check_scopes(&req.roles, &req.scopes);
         let validate = scopes.as_ref().map(|_| ()).map_err(Clone::clone);
         let scopes = scopes.unwrap_or_default();
-        self.admin(
-            meta,
-            AdminOp::SetCallerScopes,
-            true,
-            validate,
-            move |s| {
-                let c = s
-                    .registry
-                    .set_scopes(&req.caller_id, req.roles, scopes)
-                    .map_err(|e| registry_status(&e))?;
-                Ok(pb_caller(&c))
-            },
-        )
+        self.admin(meta, AdminOp::SetCallerScopes, true, validate, move |s| {
+            let c = s
+                .registry
+                .set_scopes(&req.caller_id, req.roles, scopes)
+                .map_err(|e| registry_status(&e))?;
+            Ok(pb_caller(&c))
+        })
         .await
     }
 
-    async fn query_audit_events(
+    pub(crate) async fn query_audit_events(
         &self,
-        request: Request<QueryAuditEventsRequest>,
-    ) -> Result<Response<QueryAuditEventsResponse>, Status> {
-        let meta = Meta::of(&request);
-        let req = request.into_inner();
+        meta: Incoming,
+        req: QueryAuditEventsRequest,
+    ) -> Result<QueryAuditEventsResponse, CallError> {
         let offset = page(&req.page_token);
         let validate = offset.as_ref().map(|_| ()).map_err(Clone::clone);
         let offset = offset.unwrap_or_default();
@@ -829,57 +744,46 @@ impl Admin for Service {
             }
             None => {}
         }
-        self.admin(
-            meta,
-            AdminOp::QueryAuditEvents,
-            true,
-            validate,
-            move |s| {
-                let mut records = s.audit.query(&filter).map_err(|e| status::audit(&e))?;
-                let more = records.len() > limit;
-                records.truncate(limit);
-                Ok(QueryAuditEventsResponse {
-                    events: records.iter().map(audit_event).collect(),
-                    next_page_token: if more {
-                        (offset + limit).to_string()
-                    } else {
-                        String::new()
-                    },
-                })
-            },
-        )
+        self.admin(meta, AdminOp::QueryAuditEvents, true, validate, move |s| {
+            let mut records = s.audit.query(&filter).map_err(|e| error::audit(&e))?;
+            let more = records.len() > limit;
+            records.truncate(limit);
+            Ok(QueryAuditEventsResponse {
+                events: records.iter().map(audit_event).collect(),
+                next_page_token: if more {
+                    (offset + limit).to_string()
+                } else {
+                    String::new()
+                },
+            })
+        })
         .await
     }
 
-    async fn verify_audit_log(
+    pub(crate) async fn verify_audit_log(
         &self,
-        request: Request<VerifyAuditLogRequest>,
-    ) -> Result<Response<VerifyAuditLogResponse>, Status> {
-        self.admin(
-            Meta::of(&request),
-            AdminOp::VerifyAuditLog,
-            true,
-            Ok(()),
-            |s| {
-                let (report, head) = s.audit.verify_with_head().map_err(|e| status::audit(&e))?;
-                Ok(match report.first_bad {
-                    None => VerifyAuditLogResponse {
-                        ok: true,
-                        events_checked: report.events,
-                        first_bad_index: None,
-                        reason: String::new(),
-                        last_hash: head.to_vec(),
-                    },
-                    Some((seq, defect)) => VerifyAuditLogResponse {
-                        ok: false,
-                        events_checked: report.events + 1,
-                        first_bad_index: Some(seq),
-                        reason: defect.to_string(),
-                        last_hash: head.to_vec(),
-                    },
-                })
-            },
-        )
+        meta: Incoming,
+        _req: VerifyAuditLogRequest,
+    ) -> Result<VerifyAuditLogResponse, CallError> {
+        self.admin(meta, AdminOp::VerifyAuditLog, true, Ok(()), |s| {
+            let (report, head) = s.audit.verify_with_head().map_err(|e| error::audit(&e))?;
+            Ok(match report.first_bad {
+                None => VerifyAuditLogResponse {
+                    ok: true,
+                    events_checked: report.events,
+                    first_bad_index: None,
+                    reason: String::new(),
+                    last_hash: head.to_vec(),
+                },
+                Some((seq, defect)) => VerifyAuditLogResponse {
+                    ok: false,
+                    events_checked: report.events + 1,
+                    first_bad_index: Some(seq),
+                    reason: defect.to_string(),
+                    last_hash: head.to_vec(),
+                },
+            })
+        })
         .await
     }
 }
@@ -893,10 +797,10 @@ fn audit_event(r: &Record) -> AuditEvent {
         Outcome::Ok => (0, 0),
         Outcome::Partial { failed } => (0, *failed),
         Outcome::Denied { reason } => (
-            status::code_from_name(reason.split(':').next().unwrap_or_default()) as i32,
+            Code::from_name(reason.split(':').next().unwrap_or_default()) as i32,
             e.items,
         ),
-        Outcome::Failed { code } => (status::code_from_name(code) as i32, e.items),
+        Outcome::Failed { code } => (Code::from_name(code) as i32, e.items),
         // gRPC's UNKNOWN: what the caller received is not known.
         Outcome::Unknown { .. } => (2, e.items),
     };

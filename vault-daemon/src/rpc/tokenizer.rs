@@ -11,9 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use tonic::{Request, Response, Status};
 use vault_core::vault::{Detokenized, Error as VaultError, TokenizeItem as CoreItem};
-use vault_proto::v1::tokenizer_server::Tokenizer;
 use vault_proto::v1::{
     DeleteTokensRequest, DeleteTokensResponse, DeleteTokensResult, Deleted, DetokenizeRequest,
     DetokenizeResponse, DetokenizeResult, DetokenizedValue, MaskedValue, RevealRequest,
@@ -21,46 +19,49 @@ use vault_proto::v1::{
     delete_tokens_result, detokenize_result, reveal_result, tokenize_result,
 };
 
-use super::Shared;
-use super::call::{Done, Meta, Spec};
 use crate::policy::{Operation, Scope};
-use crate::status;
+use crate::request::error::{self, CallError};
+use crate::request::{Admitted, Done, Incoming, Shared, Spec};
 
 /// Most characters in a purpose.
 const MAX_PURPOSE: usize = 256;
 
-/// The Tokenizer service.
+/// The Tokenizer rpcs, on the contract's messages; a transport calls them.
 #[derive(Debug, Clone)]
-pub(crate) struct Service(pub(crate) Arc<Shared>);
+pub(crate) struct Tokenizer(pub(crate) Arc<Shared>);
 
-fn check_batch(n: usize, max: usize) -> Result<(), Status> {
+fn check_batch(n: usize, max: usize) -> Result<(), CallError> {
     if n == 0 {
-        return Err(Status::invalid_argument("a batch needs at least one item"));
+        return Err(CallError::invalid_argument(
+            "a batch needs at least one item",
+        ));
     }
     if n > max {
-        return Err(Status::invalid_argument(format!(
+        return Err(CallError::invalid_argument(format!(
             "batch of {n} items exceeds the limit of {max}"
         )));
     }
     Ok(())
 }
 
-fn check_purpose(p: &str) -> Result<(), Status> {
+fn check_purpose(p: &str) -> Result<(), CallError> {
     if p.trim().is_empty() {
-        return Err(Status::invalid_argument("purpose is required"));
+        return Err(CallError::invalid_argument("purpose is required"));
     }
     if p.chars().count() > MAX_PURPOSE {
-        return Err(Status::invalid_argument("purpose: at most 256 characters"));
+        return Err(CallError::invalid_argument(
+            "purpose: at most 256 characters",
+        ));
     }
     Ok(())
 }
 
-fn check_template(shared: &Shared, name: &str) -> Result<(), Status> {
+fn check_template(shared: &Shared, name: &str) -> Result<(), CallError> {
     if shared.vault.templates().any(|t| t.template.name() == name) {
         Ok(())
     } else {
         // The name is not echoed: a caller that swapped fields may have put a value there.
-        Err(Status::not_found(format!(
+        Err(CallError::not_found(format!(
             "unknown template (a name of {} bytes)",
             name.len()
         )))
@@ -79,19 +80,19 @@ struct Lookup<'a> {
 
 /// The admitted call and one result per token.
 type Resolved = (
-    super::call::Admitted,
+    Admitted,
     Vec<Result<Detokenized, vault_proto::v1::ItemError>>,
 );
 
 /// A vault call-level error, or the per-item results.
-fn call_level<T>(r: Result<T, VaultError>) -> Result<T, Status> {
-    r.map_err(|e| status::status(&e))
+fn call_level<T>(r: Result<T, VaultError>) -> Result<T, CallError> {
+    r.map_err(|e| error::vault(&e))
 }
 
-impl Service {
+impl Tokenizer {
     /// Detokenize for detokenize and reveal, with the end-user ownership check applied to each
     /// record (`subject_matches_metadata`).
-    async fn resolve(&self, meta: &Meta, l: Lookup<'_>) -> Result<Resolved, Status> {
+    async fn resolve(&self, meta: &Incoming, l: Lookup<'_>) -> Result<Resolved, CallError> {
         let Lookup {
             op,
             request_id,
@@ -122,9 +123,9 @@ impl Service {
             .map(|r| match r {
                 Ok(d) => match call.grant.confirm(&d.metadata) {
                     Ok(()) => Ok(d),
-                    Err(denied) => Err(status::item_denied(&denied)),
+                    Err(denied) => Err(error::item_denied(&denied)),
                 },
-                Err(e) => Err(status::item(&e)),
+                Err(e) => Err(error::item(&e)),
             })
             .collect();
         Ok((call, results))
@@ -144,14 +145,12 @@ impl Service {
     }
 }
 
-#[tonic::async_trait]
-impl Tokenizer for Service {
-    async fn tokenize(
+impl Tokenizer {
+    pub(crate) async fn tokenize(
         &self,
-        request: Request<TokenizeRequest>,
-    ) -> Result<Response<TokenizeResponse>, Status> {
-        let meta = Meta::of(&request);
-        let req = request.into_inner();
+        meta: Incoming,
+        req: TokenizeRequest,
+    ) -> Result<TokenizeResponse, CallError> {
         let s = &self.0;
         let validate = check_batch(req.items.len(), s.limits.max_batch).and_then(|()| {
             check_template(s, &req.template)?;
@@ -160,7 +159,7 @@ impl Tokenizer for Service {
                 .iter()
                 .any(|i| i.idempotency_key.as_ref().is_some_and(|k| k.len() > 128))
             {
-                return Err(Status::invalid_argument(
+                return Err(CallError::invalid_argument(
                     "idempotency_key: at most 128 bytes",
                 ));
             }
@@ -193,7 +192,7 @@ impl Tokenizer for Service {
                 if let Some(v) = pinned {
                     let active = active_version(&vault, &template)?;
                     if active != Some(v) {
-                        return Err(Status::failed_precondition(
+                        return Err(CallError::failed_precondition(
                             "key_version is not the template's active version",
                         ));
                     }
@@ -235,22 +234,21 @@ impl Tokenizer for Service {
                         existing: t.existing,
                         expires_at: t.expires_at.map(timestamp),
                     }),
-                    Err(e) => tokenize_result::Outcome::Error(status::item(&e)),
+                    Err(e) => tokenize_result::Outcome::Error(error::item(&e)),
                 }),
             })
             .collect();
-        Ok(Response::new(TokenizeResponse {
+        Ok(TokenizeResponse {
             request_id: call.spec.request_id.clone(),
             results,
-        }))
+        })
     }
 
-    async fn detokenize(
+    pub(crate) async fn detokenize(
         &self,
-        request: Request<DetokenizeRequest>,
-    ) -> Result<Response<DetokenizeResponse>, Status> {
-        let meta = Meta::of(&request);
-        let req = request.into_inner();
+        meta: Incoming,
+        req: DetokenizeRequest,
+    ) -> Result<DetokenizeResponse, CallError> {
         let tokens: Vec<String> = req.items.into_iter().map(|i| i.token).collect();
         let (call, results) = self
             .resolve(
@@ -282,18 +280,17 @@ impl Tokenizer for Service {
                 }),
             })
             .collect();
-        Ok(Response::new(DetokenizeResponse {
+        Ok(DetokenizeResponse {
             request_id: call.spec.request_id.clone(),
             results,
-        }))
+        })
     }
 
-    async fn reveal(
+    pub(crate) async fn reveal(
         &self,
-        request: Request<RevealRequest>,
-    ) -> Result<Response<RevealResponse>, Status> {
-        let meta = Meta::of(&request);
-        let req = request.into_inner();
+        meta: Incoming,
+        req: RevealRequest,
+    ) -> Result<RevealResponse, CallError> {
         let mask_ok = req
             .mask
             .as_deref()
@@ -314,12 +311,12 @@ impl Tokenizer for Service {
                     &meta,
                     spec,
                     Scope::new(Operation::Reveal, &req.template),
-                    Err(Status::invalid_argument("unknown mask")),
+                    Err(CallError::invalid_argument("unknown mask")),
                     true,
                 )
                 .await
                 .err()
-                .unwrap_or_else(|| Status::invalid_argument("unknown mask")));
+                .unwrap_or_else(|| CallError::invalid_argument("unknown mask")));
         }
         let (call, results) = self
             .resolve(
@@ -343,7 +340,7 @@ impl Tokenizer for Service {
         let Some(template) = template else {
             return Err(self
                 .0
-                .fail(&call, Status::not_found("unknown template"))
+                .fail(&call, CallError::not_found("unknown template"))
                 .await);
         };
         // Mask before auditing: the full values are dropped here, whatever happens next.
@@ -352,7 +349,7 @@ impl Tokenizer for Service {
             .map(|r| {
                 r.and_then(|d| match template.mask(&d.value) {
                     Ok(m) => Ok((m, d)),
-                    Err(e) => Err(status::item(&VaultError::Template(e))),
+                    Err(e) => Err(error::item(&VaultError::Template(e))),
                 })
             })
             .collect();
@@ -372,18 +369,17 @@ impl Tokenizer for Service {
                 }),
             })
             .collect();
-        Ok(Response::new(RevealResponse {
+        Ok(RevealResponse {
             request_id: call.spec.request_id.clone(),
             results,
-        }))
+        })
     }
 
-    async fn delete_tokens(
+    pub(crate) async fn delete_tokens(
         &self,
-        request: Request<DeleteTokensRequest>,
-    ) -> Result<Response<DeleteTokensResponse>, Status> {
-        let meta = Meta::of(&request);
-        let req = request.into_inner();
+        meta: Incoming,
+        req: DeleteTokensRequest,
+    ) -> Result<DeleteTokensResponse, CallError> {
         let s = &self.0;
         let tokens: Vec<String> = req.items.into_iter().map(|i| i.token).collect();
         let validate = check_batch(tokens.len(), s.limits.max_batch)
@@ -424,14 +420,14 @@ impl Tokenizer for Service {
             .map(|r| DeleteTokensResult {
                 outcome: Some(match r {
                     Ok(()) => delete_tokens_result::Outcome::Deleted(Deleted {}),
-                    Err(e) => delete_tokens_result::Outcome::Error(status::item(&e)),
+                    Err(e) => delete_tokens_result::Outcome::Error(error::item(&e)),
                 }),
             })
             .collect();
-        Ok(Response::new(DeleteTokensResponse {
+        Ok(DeleteTokensResponse {
             request_id: call.spec.request_id.clone(),
             results,
-        }))
+        })
     }
 }
 
@@ -444,7 +440,10 @@ fn timestamp(unix_seconds: i64) -> prost_types::Timestamp {
 }
 
 /// The active version of the key a template tokenizes under.
-fn active_version(vault: &vault_core::vault::Vault, template: &str) -> Result<Option<u32>, Status> {
+fn active_version(
+    vault: &vault_core::vault::Vault,
+    template: &str,
+) -> Result<Option<u32>, CallError> {
     let keys = call_level(vault.key_status())?;
     let names = [format!("fpe/{template}"), format!("data/{template}")];
     Ok(keys.iter().find(|k| names.contains(&k.name)).and_then(|k| {

@@ -3,7 +3,7 @@
 //! Why not tonic's `Server`: it enforces the client's `grpc-timeout` itself, outside the
 //! services, by dropping the call and answering `CANCELLED` when the deadline passes. That races
 //! the request path, which must answer `DEADLINE_EXCEEDED` and write an audit event saying what
-//! the caller was sent (`call.rs`): with tonic's timer, a call could be audited `OK` while the
+//! the caller was sent (`request/mod.rs`): with tonic's timer, a call could be audited `OK` while the
 //! client was told `CANCELLED`. Here the deadline is the request path's alone. The services
 //! themselves are still tonic's (`Routes`: codecs, message limits, health, reflection).
 //!
@@ -28,7 +28,7 @@ use tonic::service::Routes;
 use tower::ServiceExt as _;
 use zeroize::Zeroizing;
 
-use super::StartError;
+use crate::error::StartError;
 
 /// How long a client may take to finish the TLS handshake before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,4 +1,4 @@
-//! The request path every Tokenizer and Admin call takes:
+//! The request path every Tokenizer and Admin call takes, whatever the transport:
 //!
 //! ```text
 //! authenticate ─▶ shed load ─▶ validate ─▶ authorize ─▶ sealed? ─▶ vault (blocking thread,
@@ -10,10 +10,14 @@
 //! leaves, so a result the log does not show is never returned; if the log cannot take the
 //! event the call fails with `UNAVAILABLE` and its result (plaintext included) is dropped here.
 //!
-//! Deadlines (`grpc-timeout`, counted from the request's arrival, less
+//! It speaks domain types only: an [`Incoming`] call (credentials, source address, deadline,
+//! end-user token) in, a result or a [`CallError`] out. A transport (`grpc/`) reads its wire
+//! format into an `Incoming`, calls an rpc (`rpc/`), and maps the error with its own table.
+//!
+//! Deadlines (the client's timeout counted from the request's arrival, less
 //! `limits.deadline_margin_ms` so the answer still reaches the client in time) are this path's
-//! alone (the transport has no timer of its own, see `listen.rs`), and the event always says
-//! what the caller is sent:
+//! alone (the transport has no timer of its own, see `grpc/listen.rs`), and the event always
+//! says what the caller is sent:
 //! - past the deadline before the work starts: `DEADLINE_EXCEEDED`, no work done;
 //! - past it during the work or before the event is written: `DEADLINE_EXCEEDED`, the result
 //!   dropped (a tokenize may have stored its records: clients retry with idempotency keys);
@@ -22,82 +26,38 @@
 //! - the caller gone (stream reset, connection closed) while an event was being written: a
 //!   follow-up event with outcome `unknown` says the recorded outcome may not have reached it.
 
+pub(crate) mod error;
+pub(crate) mod shared;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::CertificateDer;
 use tokio::sync::OwnedSemaphorePermit;
-use tonic::metadata::MetadataMap;
-use tonic::{Code, Request, Status};
 
-use super::Shared;
+pub(crate) use self::error::{CallError, Code};
+pub(crate) use self::shared::Shared;
 use crate::audit::{Event, Outcome};
-use crate::auth::{self, Identity};
+use crate::auth::{self, Credentials, Identity};
 use crate::callers::StoredScope;
 use crate::policy::{Context, Grant, Operation, Registered, Scope};
-use crate::status;
 
-/// Metadata header carrying a forwarded end-user JWT.
-pub(crate) const END_USER_HEADER: &str = "x-end-user-token";
 /// Template recorded for a request naming a template that is not configured.
 pub(crate) const UNKNOWN_TEMPLATE: &str = "(unknown)";
 /// Caller name recorded for requests that did not authenticate.
 pub(crate) const UNKNOWN_CALLER: &str = "unknown";
-/// What the handlers read from a request before taking its message.
-pub(crate) struct Meta {
-    certs: Option<Arc<Vec<CertificateDer<'static>>>>,
-    metadata: MetadataMap,
-    source: Option<IpAddr>,
-    /// When the client stops waiting: arrival plus its `grpc-timeout`.
-    deadline: Option<Instant>,
-}
 
-impl Meta {
-    pub(crate) fn of<T>(req: &Request<T>) -> Meta {
-        let peer = req.extensions().get::<super::listen::Peer>();
-        let arrived = req
-            .extensions()
-            .get::<super::listen::Arrived>()
-            .map_or_else(Instant::now, |a| a.0);
-        Meta {
-            certs: peer.and_then(|p| p.certs.clone()),
-            metadata: req.metadata().clone(),
-            source: peer.map(|p| p.addr.ip()),
-            deadline: req
-                .metadata()
-                .get("grpc-timeout")
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_timeout)
-                // A timeout past what `Instant` can hold is no deadline at all.
-                .and_then(|d| arrived.checked_add(d)),
-        }
-    }
-
-    fn end_user_token(&self) -> Option<&str> {
-        self.metadata
-            .get(END_USER_HEADER)
-            .and_then(|v| v.to_str().ok())
-    }
-}
-
-/// `grpc-timeout`: up to 8 digits and a unit (gRPC over HTTP/2 spec).
-fn parse_timeout(v: &str) -> Option<Duration> {
-    if v.len() < 2 || v.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = v.split_at(v.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
+/// What the path needs of a call before its message, read by the transport from its wire.
+pub(crate) struct Incoming {
+    /// The client certificate chain and the bearer key, as presented.
+    pub(crate) credentials: Credentials,
+    /// The peer's address.
+    pub(crate) source: Option<IpAddr>,
+    /// When the client stops waiting: arrival plus its timeout.
+    pub(crate) deadline: Option<Instant>,
+    /// A forwarded end-user JWT (`x-end-user-token`).
+    pub(crate) end_user_token: Option<String>,
 }
 
 /// What the audit event says about a call, filled in as the call goes.
@@ -189,7 +149,7 @@ impl Drop for Admitted {
                 &self.identity.id,
                 self.grant.subject(),
                 Outcome::Failed {
-                    code: status::code_name(Code::Cancelled).to_owned(),
+                    code: Code::Cancelled.name().to_owned(),
                 },
             );
             e.detail = Some("the caller went away before the call was answered".into());
@@ -254,17 +214,23 @@ impl Shared {
 
     /// Record an event for a call that ends with `status`; returns the status to send (or
     /// `UNAVAILABLE` if even the refusal cannot be recorded).
-    async fn refuse(&self, spec: &Spec, caller: &str, subject: Option<&str>, s: Status) -> Status {
+    async fn refuse(
+        &self,
+        spec: &Spec,
+        caller: &str,
+        subject: Option<&str>,
+        s: CallError,
+    ) -> CallError {
         let code = s.code();
         let outcome = match code {
             Code::Unauthenticated
             | Code::PermissionDenied
             | Code::ResourceExhausted
             | Code::FailedPrecondition => Outcome::Denied {
-                reason: format!("{}: {}", status::code_name(code), s.message()),
+                reason: format!("{}: {}", code.name(), s.message()),
             },
             _ => Outcome::Failed {
-                code: status::code_name(code).to_owned(),
+                code: code.name().to_owned(),
             },
         };
         tracing::info!(
@@ -273,7 +239,7 @@ impl Shared {
             action = spec.action,
             template = spec.template.as_deref(),
             request_id = %spec.request_id,
-            code = status::code_name(code),
+            code = code.name(),
             "refused"
         );
         let event = self.event(spec, caller, subject, outcome);
@@ -290,7 +256,7 @@ impl Shared {
         caller: &str,
         subject: Option<&str>,
         event: Event,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CallError> {
         let mut guard = Delivery {
             shared: self,
             spec,
@@ -300,19 +266,19 @@ impl Shared {
         };
         let written = self.audit.record_async(event).await;
         guard.armed = false;
-        written.map(|_| ()).map_err(|e| status::audit(&e))
+        written.map(|_| ()).map_err(|e| error::audit(&e))
     }
 
     /// Authenticate, shed, authorize. `scope` is the scope the call needs; `validate` runs
     /// after authentication (so an anonymous caller learns nothing about request validity).
     pub(crate) async fn admit(
         self: &Arc<Self>,
-        meta: &Meta,
+        meta: &Incoming,
         spec: Spec,
         scope: Scope,
-        validate: Result<(), Status>,
+        validate: Result<(), CallError>,
         needs_unsealed: bool,
-    ) -> Result<Admitted, Status> {
+    ) -> Result<Admitted, CallError> {
         let mut spec = spec;
         // Only configured template names reach the audit log and the server log: a caller that
         // swapped fields may have put a card number in the template field.
@@ -321,14 +287,10 @@ impl Shared {
         {
             spec.template = Some(UNKNOWN_TEMPLATE.to_owned());
         }
-        let identity = match auth::authenticate(
-            meta.certs.as_deref().map(Vec::as_slice),
-            &meta.metadata,
-            &self.registry,
-        ) {
+        let identity = match auth::authenticate(&meta.credentials, &self.registry) {
             Ok(id) => id,
             Err(why) => {
-                let s = status::unauthenticated(&why.to_string());
+                let s = CallError::Unauthenticated(why.to_string());
                 return Err(self.refuse(&spec, UNKNOWN_CALLER, None, s).await);
             }
         };
@@ -337,7 +299,7 @@ impl Shared {
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                let s = Status::resource_exhausted("server busy: too many calls in flight");
+                let s = CallError::resource_exhausted("server busy: too many calls in flight");
                 return Err(self.refuse(&spec, &caller, None, s).await);
             }
         };
@@ -346,7 +308,8 @@ impl Shared {
         }
         let id = &spec.request_id;
         if id.len() > 128 || !id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-            let s = Status::invalid_argument("request_id: at most 128 printable ASCII characters");
+            let s =
+                CallError::invalid_argument("request_id: at most 128 printable ASCII characters");
             let spec = Spec {
                 request_id: new_request_id(),
                 ..spec
@@ -358,7 +321,7 @@ impl Shared {
             let ctx = Context {
                 purpose: spec.purpose.as_deref(),
                 source: meta.source,
-                end_user_token: meta.end_user_token(),
+                end_user_token: meta.end_user_token.as_deref(),
                 metadata: None,
             };
             match &identity.registered {
@@ -379,10 +342,10 @@ impl Shared {
         };
         let grant = match decision {
             Ok(g) => g,
-            Err(d) => return Err(self.refuse(&spec, &caller, None, status::denied(&d)).await),
+            Err(d) => return Err(self.refuse(&spec, &caller, None, error::denied(&d)).await),
         };
         if needs_unsealed && self.vault.is_sealed() {
-            let s = Status::failed_precondition("the vault is sealed");
+            let s = CallError::failed_precondition("the vault is sealed");
             return Err(self.refuse(&spec, &caller, grant.subject(), s).await);
         }
         let margin = Duration::from_millis(self.limits.deadline_margin_ms);
@@ -402,13 +365,13 @@ impl Shared {
     /// starts (here, or when a blocking thread picks it up) is not done. Work that runs past the
     /// deadline may still complete in the background (a tokenize may store its records):
     /// clients retry with idempotency keys.
-    pub(crate) async fn run<T, F>(&self, call: &Admitted, work: F) -> Result<T, Status>
+    pub(crate) async fn run<T, F>(&self, call: &Admitted, work: F) -> Result<T, CallError>
     where
         T: Send + 'static,
-        F: FnOnce() -> Result<T, Status> + Send + 'static,
+        F: FnOnce() -> Result<T, CallError> + Send + 'static,
     {
         if call.expired() {
-            return Err(self.fail(call, deadline_exceeded()).await);
+            return Err(self.fail(call, CallError::DeadlineExceeded).await);
         }
         let delay = self.hooks.call_delay;
         let give_up_at = call.give_up_at;
@@ -418,23 +381,23 @@ impl Shared {
             }
             tokio::task::spawn_blocking(move || {
                 if give_up_at.is_some_and(|t| Instant::now() >= t) {
-                    return Err(deadline_exceeded());
+                    return Err(CallError::DeadlineExceeded);
                 }
                 work()
             })
             .await
-            .unwrap_or_else(|_| Err(Status::internal("internal error")))
+            .unwrap_or_else(|_| Err(CallError::internal("internal error")))
         };
         let result = match give_up_at {
             Some(t) => tokio::time::timeout_at(t.into(), fut)
                 .await
-                .unwrap_or_else(|_| Err(deadline_exceeded())),
+                .unwrap_or_else(|_| Err(CallError::DeadlineExceeded)),
             None => fut.await,
         };
         match result {
             Ok(v) => Ok(v),
             Err(s) => {
-                if status::is_storage_unavailable(&s) {
+                if s == CallError::StorageUnavailable {
                     self.storage_failed().await;
                 }
                 Err(self.fail(call, s).await)
@@ -443,7 +406,7 @@ impl Shared {
     }
 
     /// Record a failed admitted call.
-    pub(crate) async fn fail(&self, call: &Admitted, s: Status) -> Status {
+    pub(crate) async fn fail(&self, call: &Admitted, s: CallError) -> CallError {
         call.recorded.store(true, Ordering::SeqCst);
         self.refuse(&call.spec, &call.identity.id, call.grant.subject(), s)
             .await
@@ -452,9 +415,9 @@ impl Shared {
     /// Record the successful end of a call. Must complete before the response is built from
     /// anything sensitive; an error means the response must not be sent (and is the status to
     /// send instead: `DEADLINE_EXCEEDED` past the deadline, `UNAVAILABLE` if the log failed).
-    pub(crate) async fn finish(&self, call: &Admitted, done: Done) -> Result<(), Status> {
+    pub(crate) async fn finish(&self, call: &Admitted, done: Done) -> Result<(), CallError> {
         if call.expired() {
-            return Err(self.fail(call, deadline_exceeded()).await);
+            return Err(self.fail(call, CallError::DeadlineExceeded).await);
         }
         let outcome = if done.failed == 0 {
             Outcome::Ok
@@ -491,34 +454,15 @@ impl Shared {
                 caller,
                 subject,
                 Outcome::Failed {
-                    code: status::code_name(Code::DeadlineExceeded).to_owned(),
+                    code: Code::DeadlineExceeded.name().to_owned(),
                 },
             );
             e.detail = Some(format!(
                 "{FOLLOW_UP}: the deadline passed while it was written; its result was not sent"
             ));
             self.record(&call.spec, caller, subject, e).await?;
-            return Err(deadline_exceeded());
+            return Err(CallError::DeadlineExceeded);
         }
         Ok(())
-    }
-}
-
-fn deadline_exceeded() -> Status {
-    Status::deadline_exceeded("deadline exceeded")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timeouts() {
-        assert_eq!(parse_timeout("100m"), Some(Duration::from_millis(100)));
-        assert_eq!(parse_timeout("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_timeout("5x"), None);
-        assert_eq!(parse_timeout("123456789m"), None);
-        assert_eq!(parse_timeout("m"), None);
     }
 }
