@@ -26,6 +26,39 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Res
     sync_dir(parent(path))
 }
 
+/// Writes `bytes` to `path` with `mode` unless `path` exists, atomically: a temporary file
+/// beside it, fsync, hard-linked into place (which, unlike a rename, refuses to replace), fsync
+/// the directory. Returns `false` if another writer created `path` first (its content stands):
+/// for files two first starts may race to create, such as key files.
+pub(crate) fn create_once(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<bool> {
+    let tmp = temp_path(path);
+    let _ = std::fs::remove_file(&tmp);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = opts.open(&tmp)?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    drop(f);
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => sync_dir(parent(path)).map(|()| true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Fsyncs the directory holding `path`, making its creation, rename or removal durable.
+pub(crate) fn sync_parent(path: &Path) -> std::io::Result<()> {
+    sync_dir(parent(path))
+}
+
 /// Fsyncs a directory, making the creation, rename or removal of its entries durable.
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()

@@ -1,10 +1,12 @@
 //! The tokenization daemon: the gRPC server (`vaultd`), and the transport-independent parts it
 //! is built on (the audit log, the policy evaluator, the caller registry).
 //!
-//! The request path (see ARCHITECTURE.md, "The daemon"): authentication ([`auth`]) → load
-//! shedding → authorization ([`policy`] + [`callers`]) → the vault (on a blocking thread) →
-//! the audit event ([`audit`], durable before the response) → the response. Domain errors
-//! become gRPC codes in one table (`status.rs`).
+//! The request path (see ARCHITECTURE.md, "The daemon"), written once in domain types
+//! (`request/`): authentication ([`auth`]) → load shedding → validation → authorization
+//! ([`policy`] + [`callers`]) → the vault (on a blocking thread, under the deadline) → the audit
+//! event ([`audit`], durable before the response) → the response. The rpcs (`rpc/`) run on it;
+//! gRPC (`grpc/`) is a thin adapter with its own status table. Failures map to canonical codes
+//! in one domain table (`request/error.rs`).
 #![forbid(unsafe_code)]
 
 pub mod audit;

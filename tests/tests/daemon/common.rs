@@ -228,6 +228,24 @@ impl Daemon {
         Daemon::start_in(dir, cfg).await
     }
 
+    /// A dev-mode daemon (plaintext loopback, the dev API key allowed every scope) with `f`
+    /// applied to its config, and that key.
+    pub(crate) async fn start_dev(f: impl FnOnce(&mut Config)) -> (Daemon, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::dev(dir.path().join("data"));
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        f(&mut cfg);
+        let d = Daemon::start_in(dir, cfg).await;
+        let key = d
+            .running
+            .as_ref()
+            .unwrap()
+            .dev_api_key()
+            .unwrap()
+            .to_owned();
+        (d, key)
+    }
+
     pub(crate) async fn start_in(dir: tempfile::TempDir, cfg: Config) -> Daemon {
         let tls = cfg.tls.is_some();
         let running = spawn(cfg).await.unwrap();

@@ -455,17 +455,7 @@ fn is_deadline_or_gone(o: &Outcome) -> bool {
 /// stored, and the audit event says DEADLINE_EXCEEDED.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline_already_passed_does_no_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = vault_daemon::Config::dev(dir.path().join("data"));
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    let d = Daemon::start_in(dir, cfg).await;
-    let key = d
-        .running
-        .as_ref()
-        .unwrap()
-        .dev_api_key()
-        .unwrap()
-        .to_owned();
+    let (d, key) = Daemon::start_dev(|_| {}).await;
     let before = records(&d);
     for (i, timeout) in ["1n", "1u", "500u", "1m", "4m"].iter().enumerate() {
         let id = format!("raw-deadline-{i}");

@@ -122,18 +122,8 @@ async fn sealing_flips_health_at_once() {
 /// race the server's answer and report CANCELLED), so the status seen is the server's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline_exceeded() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config::dev(dir.path().join("data"));
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.testing.call_delay = Some(Duration::from_secs(2));
-    let mut d = Daemon::start_in(dir, cfg).await;
-    let key = d
-        .running
-        .as_ref()
-        .unwrap()
-        .dev_api_key()
-        .unwrap()
-        .to_owned();
+    let (mut d, key) =
+        Daemon::start_dev(|cfg| cfg.testing.call_delay = Some(Duration::from_secs(2))).await;
     let started = std::time::Instant::now();
     let answer = crate::raw::unary(
         d.addr,

@@ -8,8 +8,8 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+
+use std::path::Path;
 
 use ring::hmac;
 use ring::signature::{self, Ed25519KeyPair, KeyPair};
@@ -145,31 +145,12 @@ impl Keys {
             })
             .map_err(|_| AuditError::Random)?,
         );
-        // Write a temporary file, fsync it, then link it into place: the key file either does
-        // not exist or is complete, and a concurrent first start cannot overwrite it.
-        let tmp = tmp_path(path);
-        let _ = fs::remove_file(&tmp);
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&tmp).map_err(|e| AuditError::io(&tmp, e))?;
-        file.write_all(text.as_bytes())
-            .map_err(|e| AuditError::io(&tmp, e))?;
-        file.sync_all().map_err(|e| AuditError::io(&tmp, e))?;
-        drop(file);
-        let linked = fs::hard_link(&tmp, path);
-        let _ = fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {
-                super::sync_dir(path)?;
-                Keys::from_material(&mac, &seed).ok_or(AuditError::Random)
-            }
+        // Created once, atomically: the key file either does not exist or is complete, and a
+        // concurrent first start cannot overwrite it.
+        match crate::durable::create_once(path, text.as_bytes(), 0o600) {
+            Ok(true) => Keys::from_material(&mac, &seed).ok_or(AuditError::Random),
             // Lost a race with another first start: use the winner's keys.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Keys::load(path),
+            Ok(false) => Keys::load(path),
             Err(e) => Err(AuditError::io(path, e)),
         }
     }
@@ -218,12 +199,6 @@ fn decode32(text: &str) -> Option<Zeroizing<[u8; 32]>> {
     let mut out = Zeroizing::new([0u8; 32]);
     hex::decode_to_slice(text, &mut out[..]).ok()?;
     Some(out)
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
 }
 
 #[cfg(test)]

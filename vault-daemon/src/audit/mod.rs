@@ -521,13 +521,7 @@ impl Drop for AuditLog {
 
 /// fsync the directory holding `path`, so a created or renamed entry survives a crash.
 pub(crate) fn sync_dir(path: &Path) -> Result<(), AuditError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| AuditError::io(dir, e))
+    crate::durable::sync_parent(path).map_err(|e| AuditError::io(path, e))
 }
 
 pub(crate) fn now_ms() -> u64 {

@@ -1,6 +1,6 @@
 //! The writer thread: group commit, checkpoints, rollback on failure.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,7 +63,7 @@ impl FileSink {
 #[cfg(test)]
 impl FileSink {
     pub(crate) fn for_test(file: File, log: &Path, checkpoint_path: &Path) -> Self {
-        let len = fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+        let len = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
         FileSink {
             file,
             len,
@@ -96,14 +96,9 @@ impl Sink for FileSink {
     }
 
     fn publish(&mut self, checkpoint: &Checkpoint) -> io::Result<()> {
-        let tmp = self.checkpoint_path.with_extension("checkpoint.tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(Line::Checkpoint(checkpoint.clone()).to_json().as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        fs::rename(&tmp, &self.checkpoint_path)?;
-        let dir = self.checkpoint_path.parent().unwrap_or(Path::new("."));
-        File::open(dir)?.sync_all()
+        let mut line = Line::Checkpoint(checkpoint.clone()).to_json();
+        line.push('\n');
+        crate::durable::write_atomic(&self.checkpoint_path, line.as_bytes(), 0o600)
     }
 }
 

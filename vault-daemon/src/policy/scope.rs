@@ -18,7 +18,7 @@ pub enum Operation {
     Reveal,
     /// Delete vaulted records.
     Delete,
-    /// Administration (keys, audit, callers, policy, templates).
+    /// Administration (keys, audit, callers).
     Admin,
 }
 
