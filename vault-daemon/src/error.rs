@@ -25,10 +25,17 @@ pub enum StartError {
     #[error(
         "storage ({path}): {source}{hint}",
         path = path.display(),
-        hint = if matches!(source, StoreError::Pragma { .. }) {
-            " — the store requires WAL journaling and the configured synchronous level; \
-             is the data directory on a filesystem without WAL support (network or FUSE)?"
-        } else { "" }
+        hint = match source {
+            StoreError::Pragma { .. } => {
+                " — the store requires WAL journaling and the configured synchronous level; \
+                 is the data directory on a filesystem without WAL support (network or FUSE)?"
+            }
+            StoreError::Durability { .. } => {
+                " — the PostgreSQL server must run with fsync = on and synchronous_commit = on \
+                 (or remote_apply, remote_write), so an acknowledged token is committed"
+            }
+            _ => "",
+        }
     )]
     Storage {
         /// The database file.

@@ -11,9 +11,7 @@ use vault_proto::v1::{
     rotate_key_request, unseal_request,
 };
 
-use crate::common::{Daemon, code, req, tokenize, tokenize_req};
-
-const PAN: &str = "4111111111111111";
+use crate::common::{Daemon, PAN, code, req, tokenize, tokenize_req};
 
 fn rotate(key: &str) -> tonic::Request<RotateKeyRequest> {
     req(

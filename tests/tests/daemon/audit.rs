@@ -8,9 +8,7 @@ use vault_proto::v1::{
     QueryAuditEventsRequest, RevealItem, RevealRequest, VerifyAuditLogRequest, detokenize_result,
 };
 
-use crate::common::{Daemon, detokenize, detokenize_req, req, tokenize, tokenize_req};
-
-const PAN: &str = "4111111111111111";
+use crate::common::{Daemon, PAN, detokenize, detokenize_req, req, tokenize, tokenize_req};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_is_audited_and_an_edit_is_found() {

@@ -21,6 +21,9 @@ use vault_proto::v1::{
     tokenize_result,
 };
 
+/// The well-known Visa test card number (Luhn-valid).
+pub(crate) const PAN: &str = "4111111111111111";
+
 /// The policy every daemon of these tests loads (the issuer's key file is added in front).
 pub(crate) const POLICY: &str = r#"
 [roles.helpdesk]

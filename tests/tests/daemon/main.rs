@@ -6,6 +6,7 @@ mod audit;
 mod authz;
 mod common;
 mod contract;
+mod deadlines;
 mod end_user;
 mod hostile;
 mod lifecycle;

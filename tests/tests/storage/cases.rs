@@ -4,12 +4,18 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use vault_core::keys::State;
 use vault_core::store::{
-    ID_BLOCK, Idempotency, IdempotencyHit, InsertOutcome, KeyNameRow, KeyVersionRow, NewRecord,
-    RecordUpdate, RewrapJobRow, Store, StoreError,
+    ID_BLOCK, Idempotency, IdempotencyHit, InsertOutcome, JobState, KeyNameRow, KeyVersionRow,
+    NewRecord, RecordUpdate, RewrapJobRow, Store, StoreError,
 };
 
+pub(crate) use self::vault::{
+    a_restored_backup_never_resolves_a_token_to_another_value, token_checks_round_trip,
+    vaults_on_two_handles, vaults_race_on_one_idempotency_key,
+};
 use crate::Backend;
+mod vault;
 
 fn key_name(name: &str, purpose: &str) -> KeyNameRow {
     KeyNameRow {
@@ -20,11 +26,21 @@ fn key_name(name: &str, purpose: &str) -> KeyNameRow {
     }
 }
 
+/// A key version state by its stored name.
+fn ks(name: &str) -> State {
+    name.parse().unwrap()
+}
+
+/// A rewrap job state by its stored name.
+fn js(name: &str) -> JobState {
+    JobState::from_name(name).unwrap()
+}
+
 fn key_version(name: &str, version: u32, state: &str) -> KeyVersionRow {
     KeyVersionRow {
         name: name.into(),
         version,
-        state: state.into(),
+        state: ks(state),
         wrapped: Some(vec![version as u8; 60]),
         nonce_count: 0,
         created_at: 10 + i64::from(version),
@@ -70,7 +86,7 @@ fn job(template: &str) -> RewrapJobRow {
         template: template.into(),
         target_version: 2,
         target_fp_version: 0,
-        state: "running".into(),
+        state: js("running"),
         cursor: 0,
         processed: 0,
         created_at: 5,
@@ -167,32 +183,32 @@ pub(crate) fn key_state_compare_and_set_and_retire<B: Backend>(b: &B) {
     s.key_rotate(&key_version("fp/pan", 2, "active")).unwrap();
     // Wrong `from` state: conflict; unknown version: not found.
     let err = s
-        .key_set_state("data/pan", 1, "active", "decrypt_only", false)
+        .key_set_state("data/pan", 1, ks("active"), ks("decrypt_only"), false)
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     let err = s
-        .key_set_state("data/pan", 9, "active", "decrypt_only", false)
+        .key_set_state("data/pan", 9, ks("active"), ks("decrypt_only"), false)
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
-    // An unknown state is refused by the table's CHECK.
-    let err = s
-        .key_set_state("data/pan", 2, "active", "bogus", false)
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    // An unknown state cannot be asked for: states are typed (`State`), and the tables'
+    // CHECKs still refuse any other name written behind the store's back.
     // Retire refused while a record (data key) or fingerprint (fp key) remains under it.
     for name in ["data/pan", "fp/pan"] {
         let err = s
-            .key_set_state(name, 1, "decrypt_only", "retired", false)
+            .key_set_state(name, 1, ks("decrypt_only"), ks("retired"), false)
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{name}: {err:?}");
     }
-    assert_eq!(s.keys_load().unwrap().versions[0].state, "decrypt_only");
+    assert_eq!(
+        s.keys_load().unwrap().versions[0].state.as_str(),
+        "decrypt_only"
+    );
     assert!(s.delete_records(&[ids.start]).unwrap()[0]);
     assert_eq!(s.count_by_key_version("pan", 1).unwrap(), 0);
     for name in ["data/pan", "fp/pan"] {
-        s.key_set_state(name, 1, "decrypt_only", "retired", false)
+        s.key_set_state(name, 1, ks("decrypt_only"), ks("retired"), false)
             .unwrap();
-        s.key_set_state(name, 1, "retired", "destroyed", true)
+        s.key_set_state(name, 1, ks("retired"), ks("destroyed"), true)
             .unwrap();
     }
     let t = b.handle().keys_load().unwrap();
@@ -523,7 +539,7 @@ pub(crate) fn rewrap_lease_is_exclusive_and_lapses<B: Backend>(b: &B) {
     let s = b.handle();
     let other = b.handle();
     let mut j = job("pan");
-    j.state = "pending".into();
+    j.state = js("pending");
     j.id = s.rewrap_job_create(&j).unwrap();
     // Concurrent claims from several handles: exactly one wins.
     let claimants: Vec<_> = (0..4)
@@ -546,13 +562,13 @@ pub(crate) fn rewrap_lease_is_exclusive_and_lapses<B: Backend>(b: &B) {
     assert!(!other.rewrap_job_claim(j.id, "intruder", 150).unwrap());
     let mut intruder = j.clone();
     intruder.owner = "intruder".into();
-    intruder.state = "running".into();
-    let err = s.rewrap_job_update(&intruder, "pending").unwrap_err();
+    intruder.state = js("running");
+    let err = s.rewrap_job_update(&intruder, js("pending")).unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     let mut mine = j.clone();
     mine.owner = holder.clone();
-    mine.state = "running".into();
-    s.rewrap_job_update(&mine, "pending").unwrap();
+    mine.state = js("running");
+    s.rewrap_job_update(&mine, js("pending")).unwrap();
     // The holder "dies"; after the lease lapses, another takes over and the old holder's
     // late commit is refused (fenced).
     std::thread::sleep(std::time::Duration::from_millis(400));
@@ -564,8 +580,8 @@ pub(crate) fn rewrap_lease_is_exclusive_and_lapses<B: Backend>(b: &B) {
     heir.owner = "heir".into();
     s.rewrap_commit(&[], &heir).unwrap();
     // Finishing releases the lease; a completed job cannot be claimed.
-    heir.state = "completed".into();
-    s.rewrap_job_update(&heir, "running").unwrap();
+    heir.state = js("completed");
+    s.rewrap_job_update(&heir, js("running")).unwrap();
     let done = s.rewrap_job_get(j.id).unwrap().unwrap();
     assert_eq!(
         (done.state.as_str(), done.owner.as_str()),
@@ -666,120 +682,6 @@ pub(crate) fn concurrent_handles_store_one_record_per_fingerprint<B: Backend>(b:
     assert_eq!(s.count_by_fp_version("pan", 1).unwrap(), 50);
 }
 
-/// One vaulted opaque PAN template, for the cases that run vaults on the backend.
-fn pan_vault_only() -> Vec<vault_core::vault::TemplateConfig> {
-    use vault_core::template::Template;
-    use vault_core::vault::{Mode, TemplateConfig, TokenShape};
-    vec![TemplateConfig::new(
-        Template::pan("pan_vault", 6, 4).unwrap(),
-        Mode::Vaulted {
-            deterministic: false,
-            shape: TokenShape::Opaque,
-        },
-    )]
-}
-
-fn test_root_key() -> vault_core::secret::Key32 {
-    use vault_core::secret::SecretString;
-    vault_core::keys::root::from_hex(&SecretString::from("42".repeat(32))).unwrap()
-}
-
-pub(crate) fn vaults_on_two_handles<B: Backend>(b: &B) {
-    use vault_core::vault::{RootInit, Vault};
-    let (templates, key) = (pan_vault_only, test_root_key);
-    let (a, _) = Vault::create(b.handle(), templates(), RootInit::Key(key())).unwrap();
-    // A second creation on the same store is refused (insert-only metadata).
-    assert!(Vault::create(b.handle(), templates(), RootInit::Key(key())).is_err());
-    let v = Vault::open(b.handle(), templates()).unwrap();
-    v.unseal_key(key()).unwrap();
-    let t = a.tokenize("pan_vault", "4111111111111111").unwrap();
-    assert_eq!(
-        v.detokenize("pan_vault", &t.token, None)
-            .unwrap()
-            .value
-            .as_str(),
-        "4111111111111111"
-    );
-    a.rotate("data/pan_vault").unwrap();
-    let t2 = v.tokenize("pan_vault", "5500000000000004").unwrap();
-    assert_eq!(
-        t2.key_version, 2,
-        "the other vault writes under the rotated key"
-    );
-    assert_eq!(
-        a.detokenize("pan_vault", &t2.token, None)
-            .unwrap()
-            .value
-            .as_str(),
-        "5500000000000004"
-    );
-}
-
-/// Two vaults on two handles (two daemons) race twenty calls on one idempotency key: with
-/// twenty values exactly one creates a record and nineteen are refused; with one value every
-/// call gets the same token. No caller is ever handed a token behind which stands another
-/// caller's value (the bug this case was written for).
-pub(crate) fn vaults_race_on_one_idempotency_key<B: Backend>(b: &B) {
-    use std::sync::Barrier;
-    use vault_core::vault::{Error, RootInit, TokenizeItem, Vault};
-    let (templates, key) = (pan_vault_only, test_root_key);
-    let (a, _) = Vault::create(b.handle(), templates(), RootInit::Key(key())).unwrap();
-    let other = Vault::open(b.handle(), templates()).unwrap();
-    other.unseal_key(key()).unwrap();
-    let vaults = [Arc::new(a), Arc::new(other)];
-    for same_value in [false, true] {
-        let idem = format!("checkout-{same_value}");
-        let barrier = Arc::new(Barrier::new(20));
-        let threads: Vec<_> = (0..20u64)
-            .map(|i| {
-                let vault = Arc::clone(&vaults[(i % 2) as usize]);
-                let (barrier, idem) = (Arc::clone(&barrier), idem.clone());
-                let value = if same_value {
-                    vault_tests::luhn_pan(0)
-                } else {
-                    vault_tests::luhn_pan(i)
-                };
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    let item = TokenizeItem {
-                        value: &value,
-                        idempotency_key: Some(&idem),
-                        ..TokenizeItem::default()
-                    };
-                    let r = vault
-                        .tokenize_batch_as("checkout", "pan_vault", &[item])
-                        .unwrap()
-                        .pop()
-                        .unwrap();
-                    (value, r)
-                })
-            })
-            .collect();
-        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-        let created = results
-            .iter()
-            .filter(|(_, r)| r.as_ref().is_ok_and(|t| !t.existing))
-            .count();
-        assert_eq!(created, 1, "same value {same_value}: exactly one record");
-        let mut refused = 0;
-        for (value, r) in &results {
-            match r {
-                Ok(t) => {
-                    let got = vaults[0].detokenize("pan_vault", &t.token, None).unwrap();
-                    assert_eq!(
-                        got.value.as_str(),
-                        value,
-                        "a token of the caller's own value"
-                    );
-                }
-                Err(Error::IdempotencyKeyReused) => refused += 1,
-                Err(e) => panic!("{e:?}"),
-            }
-        }
-        assert_eq!(refused, if same_value { 0 } else { 19 });
-    }
-}
-
 pub(crate) fn rewrap_jobs_crud<B: Backend>(b: &B) {
     let s = b.handle();
     let a = s.rewrap_job_create(&job("pan")).unwrap();
@@ -789,176 +691,17 @@ pub(crate) fn rewrap_jobs_crud<B: Backend>(b: &B) {
     assert_eq!(list.iter().map(|j| j.id).collect::<Vec<_>>(), vec![c, a]);
     let mut j = s.rewrap_job_get(a).unwrap().unwrap();
     assert_eq!((j.template.as_str(), j.owner.as_str()), ("pan", ""));
-    j.state = "paused".into();
-    s.rewrap_job_update(&j, "running").unwrap();
-    let err = s.rewrap_job_update(&j, "running").unwrap_err();
+    j.state = js("paused");
+    s.rewrap_job_update(&j, js("running")).unwrap();
+    let err = s.rewrap_job_update(&j, js("running")).unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
-    assert_eq!(s.rewrap_job_get(a).unwrap().unwrap().state, "paused");
+    assert_eq!(
+        s.rewrap_job_get(a).unwrap().unwrap().state.as_str(),
+        "paused"
+    );
     assert_eq!(s.rewrap_job_get(999_999).unwrap(), None);
     let err = s
-        .rewrap_job_update(&RewrapJobRow { id: 999_999, ..j }, "paused")
+        .rewrap_job_update(&RewrapJobRow { id: 999_999, ..j }, js("paused"))
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
-}
-
-/// An opaque token's check value is stored and read back exactly, all 64 bits (both stores keep
-/// it as a signed 64-bit integer), through both insert paths (plain rows, and rows with an
-/// idempotency key or a lookup hash); `None` stays `None` (records from before check values).
-pub(crate) fn token_checks_round_trip<B: Backend>(b: &B) {
-    let s = b.handle();
-    data_keys(&*s);
-    let ids: Vec<u64> = s.allocate_ids(6).unwrap().collect();
-    let checks = [
-        Some(0),
-        Some(1),
-        Some(u64::MAX),
-        Some(1 << 63),
-        None,
-        Some(0x0123_4567_89ab_cdef),
-    ];
-    let plain: Vec<NewRecord> = ids[..3]
-        .iter()
-        .zip(&checks)
-        .map(|(&id, &c)| NewRecord {
-            token_check: c,
-            ..rec(id)
-        })
-        .collect();
-    let keyed: Vec<NewRecord> = ids[3..]
-        .iter()
-        .zip(&checks[3..])
-        .map(|(&id, &c)| NewRecord {
-            token_check: c,
-            idempotency: idem(id as u8, 1),
-            ..rec(id)
-        })
-        .collect();
-    s.insert_records(&plain).unwrap();
-    s.insert_records(&keyed).unwrap();
-    let got: Vec<Option<u64>> = b
-        .handle()
-        .get_records(&ids)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.unwrap().token_check)
-        .collect();
-    assert_eq!(got, checks);
-}
-
-/// Several template kinds, for the rollback case.
-fn rollback_templates() -> Vec<vault_core::vault::TemplateConfig> {
-    use vault_core::template::Template;
-    use vault_core::vault::{Mode, TemplateConfig, TokenShape};
-    let vaulted = |deterministic, shape| Mode::Vaulted {
-        deterministic,
-        shape,
-    };
-    vec![
-        TemplateConfig::new(
-            Template::pan("pan_vault", 6, 4).unwrap(),
-            vaulted(false, TokenShape::Opaque),
-        ),
-        TemplateConfig::new(
-            Template::pan("pan_det", 6, 4).unwrap(),
-            vaulted(true, TokenShape::Opaque),
-        ),
-        TemplateConfig::new(
-            Template::pan("pan_fmt", 6, 4).unwrap(),
-            vaulted(false, TokenShape::Formatted),
-        ),
-    ]
-}
-
-/// The store goes back to a backup taken earlier (the files copied back; a `pg_dump`
-/// restored), after more tokens were acknowledged: every token ever handed out resolves to its
-/// own value or to `NotFound`, the lost ones are `NotFound` (the ids they had are handed out
-/// again, to other values), and no token is handed out twice.
-pub(crate) fn a_restored_backup_never_resolves_a_token_to_another_value<B: Backend>(b: &B) {
-    use std::collections::HashMap;
-    use vault_core::vault::{Error, RootInit, TokenizeItem, Vault};
-    let names = ["pan_vault", "pan_det", "pan_fmt"];
-    let mut ledger: HashMap<String, (&str, String)> = HashMap::new();
-    let mut round = |vault: &Vault, from: u64| -> Vec<String> {
-        let mut out = Vec::new();
-        for t in names {
-            let values: Vec<String> = (from..from + 20)
-                .map(|i| vault_tests::luhn_pan(i * 7_919 + 3))
-                .collect();
-            let keys: Vec<String> = (from..from + 20).map(|i| format!("order-{i}")).collect();
-            let items: Vec<TokenizeItem<'_>> = values
-                .iter()
-                .zip(&keys)
-                .map(|(v, k)| TokenizeItem {
-                    idempotency_key: Some(k),
-                    ..TokenizeItem::new(v)
-                })
-                .collect();
-            for (v, r) in values.iter().zip(vault.tokenize_batch(t, &items).unwrap()) {
-                let token = r.unwrap().token;
-                assert!(
-                    ledger.insert(token.clone(), (t, v.clone())).is_none(),
-                    "issued twice"
-                );
-                out.push(token);
-            }
-        }
-        out
-    };
-    let open = || {
-        let v = Vault::open(b.handle(), rollback_templates()).unwrap();
-        v.unseal_key(test_root_key()).unwrap();
-        v
-    };
-    let (vault, _) = Vault::create(
-        b.handle(),
-        rollback_templates(),
-        RootInit::Key(test_root_key()),
-    )
-    .unwrap();
-    round(&vault, 0);
-    drop(vault);
-    let backup = b.backup();
-    let next = b.handle().allocate_ids(1).unwrap().start;
-    let vault = open();
-    let lost = round(&vault, 100);
-    drop(vault);
-    b.restore(&backup);
-    assert_eq!(
-        b.handle().allocate_ids(1).unwrap().start,
-        next,
-        "the restored store hands the lost ids out again (else this case proves nothing)"
-    );
-    let vault = open();
-    round(&vault, 200);
-    let mut found = 0;
-    for (token, (t, v)) in &ledger {
-        match vault.detokenize(t, token, None) {
-            Ok(d) => {
-                assert_eq!(&*d.value, v, "{t}: a token resolved to another value");
-                found += 1;
-            }
-            Err(Error::NotFound) => assert!(lost.contains(token), "{t}: a kept token is gone"),
-            Err(e) => panic!("{t}: {e}"),
-        }
-    }
-    assert_eq!(
-        found,
-        ledger.len() - lost.len(),
-        "every lost token is NotFound"
-    );
-    // A lost token deletes nothing, in particular not the record that now has its id.
-    for token in &lost {
-        let (t, _) = ledger[token];
-        assert!(matches!(
-            vault.delete(t, &[token.as_str()]).unwrap()[0],
-            Err(Error::NotFound)
-        ));
-    }
-    assert_eq!(
-        ledger
-            .keys()
-            .filter(|k| vault.detokenize(ledger[*k].0, k, None).is_ok())
-            .count(),
-        found
-    );
 }

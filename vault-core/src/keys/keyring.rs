@@ -79,7 +79,7 @@ impl KeyRing {
             let named = keys
                 .get_mut(&row.name)
                 .ok_or_else(|| corrupt(format!("version of unknown key {:?}", row.name)))?;
-            let state: State = row.state.parse()?;
+            let state: State = row.state;
             let material = match (&row.wrapped, state) {
                 (None, State::Destroyed) => None,
                 (Some(wrapped), s) if s != State::Destroyed => {
@@ -468,7 +468,7 @@ impl KeyRing {
         Ok(KeyVersionRow {
             name: name.to_owned(),
             version,
-            state: State::Active.as_str().to_owned(),
+            state: State::Active,
             wrapped: Some(wrap(&self.root, &ctx, &material)?),
             nonce_count: 0,
             created_at: now,
@@ -520,8 +520,8 @@ mod tests {
             let row = ring.rotation("data/pan", now).unwrap();
             ring.apply_rotation(&row).unwrap();
             for v in &mut table.versions {
-                if v.state == "active" {
-                    v.state = "decrypt_only".into();
+                if v.state == State::Active {
+                    v.state = State::DecryptOnly;
                 }
             }
             table.versions.push(row);
@@ -659,14 +659,14 @@ mod tests {
         ));
         // Two active versions.
         let mut two = table.clone();
-        two.versions[0].state = "active".into();
+        two.versions[0].state = State::Active;
         assert!(matches!(
             KeyRing::unseal(root(), VAULT, &two),
             Err(KeyError::Corrupt { .. })
         ));
         // Material left on a destroyed version / missing on a live one.
         let mut destroyed = table.clone();
-        destroyed.versions[0].state = "destroyed".into();
+        destroyed.versions[0].state = State::Destroyed;
         assert!(matches!(
             KeyRing::unseal(root(), VAULT, &destroyed),
             Err(KeyError::Corrupt { .. })
@@ -693,7 +693,7 @@ mod tests {
             let change = ring.state_change("data/pan", 1, to).unwrap();
             ring.apply_state(&change).unwrap();
         }
-        table.versions[0].state = "destroyed".into();
+        table.versions[0].state = State::Destroyed;
         table.versions[0].wrapped = None;
         let new_root = Key32::generate().unwrap();
         let wraps = ring.rewrap_all(&new_root).unwrap();

@@ -16,7 +16,6 @@ pub use wrap::{WrapContext, unwrap, wrap};
 
 /// Why a key version cannot decrypt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum NotDecryptable {
     /// Below the key name's minimum decryption version.
     BelowMinimum,
@@ -42,7 +41,6 @@ impl std::fmt::Display for NotDecryptable {
 /// Errors from the key hierarchy. Messages never contain key bytes, share bytes or passphrases;
 /// crypto failures ([`KeyError::Integrity`], [`KeyError::WrongRootKey`]) carry no detail.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum KeyError {
     /// The root key does not open the vault's check record.
     #[error("wrong root key")]

@@ -30,6 +30,8 @@ pub use sqlite::PageLimit;
 pub use sqlite::{Options, SqliteStore, Synchronous, WriterStats};
 pub use types::*;
 
+use crate::keys::State;
+
 /// The metadata entry [`Store::probe_write`] writes.
 pub const PROBE_KEY: &str = "health_probe";
 
@@ -80,8 +82,8 @@ pub trait Store: Send + Sync + 'static {
         &self,
         name: &str,
         version: u32,
-        from: &str,
-        to: &str,
+        from: State,
+        to: State,
         erase_material: bool,
     ) -> Result<(), StoreError>;
     /// Raises a key name's minimum decryption version. Fails with [`StoreError::Conflict`] if
@@ -174,7 +176,8 @@ pub trait Store: Send + Sync + 'static {
     fn rewrap_job_create(&self, job: &RewrapJobRow) -> Result<u64, StoreError>;
     /// Saves a job's state: compare-and-set on `from_state`, and on the owner (the stored
     /// owner must be empty or `job.owner`). Leaving `running` releases the lease.
-    fn rewrap_job_update(&self, job: &RewrapJobRow, from_state: &str) -> Result<(), StoreError>;
+    fn rewrap_job_update(&self, job: &RewrapJobRow, from_state: JobState)
+    -> Result<(), StoreError>;
     /// Takes (or renews) a job's lease for `owner` for `lease_ms` milliseconds by the store's
     /// clock: granted if the job is not completed and its lease is free, lapsed or already
     /// `owner`'s. Returns whether it was granted. Exactly one of several concurrent claimants

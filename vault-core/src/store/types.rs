@@ -1,9 +1,10 @@
 //! Row types shared by every [`super::Store`] implementation. All bytes here are ciphertext,
 //! wrapped keys or keyed hashes: nothing in a row is secret in the clear.
 
+use crate::keys::State;
+
 /// Errors from storage. Messages carry no stored bytes.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum StoreError {
     /// The database could not be read or written (I/O error, disk full, read-only, locked).
     #[error("storage unavailable: {0}")]
@@ -45,6 +46,17 @@ pub enum StoreError {
         /// Value read back.
         found: String,
     },
+    /// A database server whose durability settings would let an acknowledged write be lost
+    /// (PostgreSQL with `fsync` or `synchronous_commit` off): the store refuses to use it.
+    #[error("server setting {setting} is {found}, expected {expected}")]
+    Durability {
+        /// Setting name.
+        setting: &'static str,
+        /// Values accepted.
+        expected: String,
+        /// Value found.
+        found: String,
+    },
 }
 
 /// One key name and its settings.
@@ -67,8 +79,8 @@ pub struct KeyVersionRow {
     pub name: String,
     /// 1, 2, …
     pub version: u32,
-    /// `active`, `decrypt_only`, `retired` or `destroyed`.
-    pub state: String,
+    /// Where the version is in its lifecycle (stored by [`State::as_str`]).
+    pub state: State,
     /// AES-256-GCM wrap of the material; `None` once destroyed.
     pub wrapped: Option<Vec<u8>>,
     /// Nonces used (reserved) under this version.
@@ -248,6 +260,47 @@ impl std::fmt::Debug for RecordUpdate {
     }
 }
 
+/// A rewrap job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Created, not started.
+    Pending,
+    /// Running (or was running when the process stopped: resumable).
+    Running,
+    /// Stopped on request; resumable.
+    Paused,
+    /// Nothing left under older versions.
+    Completed,
+    /// Stopped by an error; resumable.
+    Failed,
+}
+
+impl JobState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Paused => "paused",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+        }
+    }
+
+    /// The state a stored name names (`None` for a name no build wrote).
+    pub fn from_name(name: &str) -> Option<JobState> {
+        [
+            JobState::Pending,
+            JobState::Running,
+            JobState::Paused,
+            JobState::Completed,
+            JobState::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+}
+
 /// A rewrap job's persisted state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RewrapJobRow {
@@ -259,8 +312,8 @@ pub struct RewrapJobRow {
     pub target_version: u32,
     /// Fingerprint-key version fingerprints are moved to.
     pub target_fp_version: u32,
-    /// `pending`, `running`, `paused`, `completed` or `failed`.
-    pub state: String,
+    /// Where the job is (stored by [`JobState::as_str`]).
+    pub state: JobState,
     /// Last record id processed (the job resumes after it).
     pub cursor: u64,
     /// Records rewrapped so far.

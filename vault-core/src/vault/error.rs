@@ -4,7 +4,6 @@ use crate::template;
 
 /// Errors from the vault. Messages never contain a value, a token's plaintext or key bytes.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// The vault is sealed: unseal it first.
     #[error("the vault is sealed")]

@@ -19,46 +19,10 @@
 
 use super::{Error, Mode, Vault};
 use crate::envelope;
+pub use crate::store::JobState;
 use crate::store::{RecordUpdate, RewrapJobRow};
 
-/// A rewrap job's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobState {
-    /// Created, not started.
-    Pending,
-    /// Running (or was running when the process stopped: resumable).
-    Running,
-    /// Stopped on request; resumable.
-    Paused,
-    /// Nothing left under older versions.
-    Completed,
-    /// Stopped by an error; resumable.
-    Failed,
-}
-
 impl JobState {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Pending => "pending",
-            JobState::Running => "running",
-            JobState::Paused => "paused",
-            JobState::Completed => "completed",
-            JobState::Failed => "failed",
-        }
-    }
-
-    fn parse(s: &str) -> Result<JobState, Error> {
-        Ok(match s {
-            "pending" => JobState::Pending,
-            "running" => JobState::Running,
-            "paused" => JobState::Paused,
-            "completed" => JobState::Completed,
-            "failed" => JobState::Failed,
-            _ => return Err(Error::Integrity),
-        })
-    }
-
     /// Whether the job may go from `self` to `to`.
     pub fn can_become(self, to: JobState) -> bool {
         use JobState::*;
@@ -104,7 +68,7 @@ impl RewrapJob {
             template: row.template.clone(),
             target_version: row.target_version,
             target_fp_version: row.target_fp_version,
-            state: JobState::parse(&row.state)?,
+            state: row.state,
             cursor: row.cursor,
             processed: row.processed,
             owner: row.owner.clone(),
@@ -117,7 +81,7 @@ impl RewrapJob {
             template: self.template.clone(),
             target_version: self.target_version,
             target_fp_version: self.target_fp_version,
-            state: self.state.as_str().to_owned(),
+            state: self.state,
             cursor: self.cursor,
             processed: self.processed,
             created_at,
@@ -222,7 +186,7 @@ impl Vault {
             .store
             .rewrap_job_get(id)?
             .ok_or(Error::UnknownJob(id))?;
-        if row.state == JobState::Completed.as_str() {
+        if row.state == JobState::Completed {
             return RewrapJob::from_row(&row);
         }
         // One runner across every process sharing the store: the lease is renewed with each
@@ -300,7 +264,7 @@ impl Vault {
         let from = job.state;
         job.state = to;
         let row = job.to_row(created_at, self.now());
-        if let Err(e) = self.store.rewrap_job_update(&row, from.as_str()) {
+        if let Err(e) = self.store.rewrap_job_update(&row, from) {
             job.state = from;
             return Err(e.into());
         }

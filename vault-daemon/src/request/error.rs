@@ -309,7 +309,7 @@ pub(crate) fn map(e: &Error) -> Mapped {
             m(Code::FailedPrecondition, "TOO_MANY_VERSIONS", e.to_string())
         }
         Error::Rng => internal("RNG", e),
-        _ => internal("INTERNAL", e),
+        Error::NonceBudgetExhausted { .. } => internal("INTERNAL", e),
     }
 }
 
@@ -349,7 +349,7 @@ fn map_key(k: &KeyError) -> Mapped {
                 NotDecryptable::BelowMinimum => "KEY_VERSION_BELOW_MINIMUM",
                 NotDecryptable::Retired => "KEY_VERSION_RETIRED",
                 NotDecryptable::Destroyed => "KEY_VERSION_DESTROYED",
-                _ => "KEY_VERSION_UNKNOWN",
+                NotDecryptable::Unknown => "KEY_VERSION_UNKNOWN",
             },
             k.to_string(),
         ),
@@ -361,7 +361,13 @@ fn map_key(k: &KeyError) -> Mapped {
                 "key integrity check failed".into(),
             )
         }
-        _ => internal("INTERNAL", k),
+        KeyError::Kdf
+        | KeyError::KeyFile(_)
+        | KeyError::KeyFilePermissions { .. }
+        | KeyError::KeyEnvMissing { .. }
+        | KeyError::UnknownState(_)
+        | KeyError::UnknownPurpose(_)
+        | KeyError::Rng(_) => internal("INTERNAL", k),
     }
 }
 
@@ -389,7 +395,9 @@ fn map_store(s: &StoreError) -> Mapped {
             "KEY_ROTATED",
             "a key was rotated meanwhile; retry",
         ),
-        _ => (Code::Internal, "STORAGE", "storage error"),
+        StoreError::SchemaTooNew { .. }
+        | StoreError::Pragma { .. }
+        | StoreError::Durability { .. } => (Code::Internal, "STORAGE", "storage error"),
     };
     Mapped {
         code,
@@ -424,7 +432,16 @@ pub(crate) fn item(e: &Error) -> ItemError {
         Code::ResourceExhausted => ErrorCode::ResourceExhausted,
         Code::FailedPrecondition => ErrorCode::FailedPrecondition,
         Code::DataLoss => ErrorCode::DataLoss,
-        _ => ErrorCode::Internal,
+        Code::Ok
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unimplemented
+        | Code::Internal
+        | Code::Unavailable
+        | Code::Unauthenticated => ErrorCode::Internal,
     };
     ItemError {
         code: code as i32,

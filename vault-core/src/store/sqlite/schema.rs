@@ -183,6 +183,7 @@ pub(crate) fn migrate(conn: &mut Connection, target: u32) -> Result<u32, StoreEr
 mod tests {
     use super::super::{Options, SqliteStore, conn};
     use super::*;
+    use crate::keys::State;
     use crate::store::Store;
 
     #[test]
@@ -218,7 +219,7 @@ mod tests {
         // v3 counted the rows already there, and the retire check sees them.
         assert_eq!(s.count_by_key_version("pan", 1).unwrap(), 1);
         assert!(
-            s.key_set_state("data/pan", 1, "active", "retired", false)
+            s.key_set_state("data/pan", 1, State::Active, State::Retired, false)
                 .is_err()
         );
         let found = s.writer.submit(version).unwrap();

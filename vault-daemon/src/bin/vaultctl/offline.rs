@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::json;
 use vault_client::ExposeSecret;
 use vault_core::keys::root::{self, KdfParams};
-use vault_core::vault::{JobState, RootInit, TemplateConfig, Vault};
+use vault_core::vault::{JobState, RootInit, SealMethod, TemplateConfig, Vault};
 use vault_daemon::audit::{self, Filter, Keys, PublicKey, VerifyKeys};
 use vault_daemon::callers;
 use vault_daemon::config::{Config, builtin_templates};
@@ -78,7 +78,7 @@ fn unseal(vault: &Vault, cfg: &Config, args: &RootKeyArgs) -> Result<(), Failure
         e => vault_error(e),
     };
     match vault.status().seal_method {
-        "key" => {
+        SealMethod::RootKey => {
             let path = args
                 .root_key_file
                 .clone()
@@ -90,11 +90,11 @@ fn unseal(vault: &Vault, cfg: &Config, args: &RootKeyArgs) -> Result<(), Failure
                 .map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
             vault.unseal_key(key).map_err(wrong)
         }
-        "passphrase" => {
+        SealMethod::Passphrase => {
             let pass = read_secret("Passphrase: ", args.stdin)?;
             vault.unseal_passphrase(&pass).map_err(wrong)
         }
-        _ => loop {
+        SealMethod::Shares => loop {
             let (have, need) = vault.status().progress.unwrap_or((0, 0));
             let share = read_secret(&format!("Share {} of {need}: ", have + 1), args.stdin)?;
             let p = vault.submit_share(share.expose_secret()).map_err(wrong)?;
@@ -162,7 +162,7 @@ pub(crate) async fn init(g: &Global, a: InitArgs) -> Result<(), Failure> {
     if g.json {
         print_json(&json!({
             "vault_id": status.vault_id,
-            "unseal_method": status.seal_method,
+            "unseal_method": status.seal_method.as_str(),
             "data_dir": cfg.data_dir,
             "store": location,
             "shares": shares.iter().map(|s| s.expose_secret().to_owned()).collect::<Vec<_>>(),
@@ -173,7 +173,7 @@ pub(crate) async fn init(g: &Global, a: InitArgs) -> Result<(), Failure> {
         "created vault {} in {} (unsealed by {})",
         status.vault_id,
         location,
-        status.seal_method
+        status.seal_method.as_str()
     );
     if !shares.is_empty() {
         print_shares(&shares);
@@ -195,7 +195,7 @@ pub(crate) async fn status(g: &Global, o: &Offline) -> Result<(), Failure> {
     if g.json {
         print_json(&json!({
             "sealed": true,
-            "unseal_method": s.seal_method,
+            "unseal_method": s.seal_method.as_str(),
             "vault_id": s.vault_id,
             "data_dir": cfg.data_dir,
         }));
@@ -204,7 +204,7 @@ pub(crate) async fn status(g: &Global, o: &Offline) -> Result<(), Failure> {
             &["", ""],
             &[
                 vec!["vault id".into(), s.vault_id.clone()],
-                vec!["unseal method".into(), s.seal_method.into()],
+                vec!["unseal method".into(), s.seal_method.as_str().into()],
                 vec!["data dir".into(), cfg.data_dir.display().to_string()],
             ],
         );

@@ -2,7 +2,7 @@
 
 use prost_types::Timestamp;
 use vault_core::keys::{Purpose, State};
-use vault_core::vault::{JobState, Vault};
+use vault_core::vault::{JobState, SealMethod, Vault};
 use vault_proto::v1::{
     self as pb, AuditEvent, Caller as PbCaller, KeyPurpose, KeyVersionState, NonceBudget,
     RewrapState, SealStatus, UnsealMethod,
@@ -32,10 +32,9 @@ pub(super) fn ts_ms(t: &Timestamp) -> u64 {
 pub(crate) fn seal_status(v: &Vault) -> SealStatus {
     let st = v.status();
     let method = match st.seal_method {
-        "passphrase" => UnsealMethod::Passphrase,
-        "key" => UnsealMethod::RootKey,
-        "shares" => UnsealMethod::Shamir,
-        _ => UnsealMethod::Unspecified,
+        SealMethod::Passphrase => UnsealMethod::Passphrase,
+        SealMethod::RootKey => UnsealMethod::RootKey,
+        SealMethod::Shares => UnsealMethod::Shamir,
     };
     let (have, need) = st.progress.unwrap_or((0, 0));
     SealStatus {

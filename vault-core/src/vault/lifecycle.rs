@@ -1,0 +1,361 @@
+//! A vault's lifecycle: creating and opening one, its settings, unsealing (passphrase, root key, Shamir shares) and sealing, and keeping a shared store's keys current.
+
+use super::*;
+
+impl Vault {
+    /// Creates a new vault in an empty store, with keys for every configured template. Returns
+    /// the vault (unsealed) and, for [`RootInit::Shares`], the custodians' shares, shown once.
+    pub fn create(
+        store: Arc<dyn Store>,
+        templates: Vec<TemplateConfig>,
+        init: RootInit,
+    ) -> Result<(Vault, Vec<SecretString>), Error> {
+        if store.meta_get(META_VAULT_ID)?.is_some() {
+            return Err(Error::AlreadyInitialised);
+        }
+        let mut vault_id = vec![0u8; 16];
+        fill_random(&mut vault_id)?;
+        let (root, sealing, share_texts) = match init {
+            RootInit::Passphrase(pass, params) => {
+                let root = root::from_passphrase(&pass, &params)?;
+                (root, Sealing::Passphrase(params), Vec::new())
+            }
+            RootInit::Key(key) => (key, Sealing::Key, Vec::new()),
+            RootInit::Shares { threshold, shares } => {
+                let root = Key32::generate()?;
+                let (parts, set) =
+                    root::shares::split(&root, usize::from(threshold), usize::from(shares))?;
+                let texts = parts.iter().map(Share::to_text).collect();
+                (root, Sealing::Shares(set), texts)
+            }
+        };
+        let check = root::check_record(&root, &vault_id)?;
+        let mut meta: Vec<(&str, Vec<u8>)> = vec![
+            (META_VAULT_ID, vault_id.clone()),
+            (META_SEAL, sealing.tag().to_vec()),
+            (root::META_CHECK, check),
+        ];
+        match &sealing {
+            Sealing::Passphrase(params) => meta.push((root::META_KDF, params.encode())),
+            Sealing::Shares(set) => meta.push((root::META_SHARES, set.encode())),
+            Sealing::Key => {}
+        }
+        let entries: Vec<(&str, &[u8])> = meta.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+        // Insert-only: of two processes creating a vault on one empty store, one wins.
+        store.meta_insert_new(&entries).map_err(|e| match e {
+            crate::store::StoreError::Conflict(_) => Error::AlreadyInitialised,
+            e => e.into(),
+        })?;
+        let vault = Vault::assemble(store, templates, vault_id, sealing)?;
+        vault.unseal_with(root)?;
+        Ok((vault, share_texts))
+    }
+
+    /// Opens an existing vault, sealed.
+    pub fn open(store: Arc<dyn Store>, templates: Vec<TemplateConfig>) -> Result<Vault, Error> {
+        let vault_id = store
+            .meta_get(META_VAULT_ID)?
+            .ok_or(Error::NotInitialised("no vault id in the store"))?;
+        let seal = store
+            .meta_get(META_SEAL)?
+            .ok_or(Error::NotInitialised("no seal method"))?;
+        let sealing = match seal.as_slice() {
+            b"passphrase" => {
+                let kdf = store
+                    .meta_get(root::META_KDF)?
+                    .ok_or(Error::NotInitialised("no KDF parameters"))?;
+                Sealing::Passphrase(KdfParams::decode(&kdf)?)
+            }
+            b"key" => Sealing::Key,
+            b"shares" => {
+                let set = store
+                    .meta_get(root::META_SHARES)?
+                    .ok_or(Error::NotInitialised("no share set"))?;
+                Sealing::Shares(ShareSet::decode(&set)?)
+            }
+            _ => return Err(Error::NotInitialised("unknown seal method")),
+        };
+        Vault::assemble(store, templates, vault_id, sealing)
+    }
+
+    pub(super) fn assemble(
+        store: Arc<dyn Store>,
+        templates: Vec<TemplateConfig>,
+        vault_id: Vec<u8>,
+        sealing: Sealing,
+    ) -> Result<Vault, Error> {
+        let templates = templates
+            .into_iter()
+            .map(|t| (t.template.name().to_owned(), t))
+            .collect();
+        // An RNG failure must not give every vault the same lease owner (two runners of one
+        // rewrap job would each think the lease theirs): refuse to build the vault instead.
+        let node_id = random_node_id()?;
+        Ok(Vault {
+            store,
+            templates,
+            vault_id,
+            sealing: RwLock::new(sealing),
+            state: RwLock::new(None),
+            pending_shares: Mutex::new(Vec::new()),
+            nonces: Mutex::new(HashMap::new()),
+            clock: Arc::new(now),
+            rotate_at: nonces::ROTATE_AT,
+            key_generation: AtomicU64::new(0),
+            keys_checked_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            refresh_ms: KEY_REFRESH_INTERVAL.as_millis() as u64,
+            node_id,
+            lease: REWRAP_LEASE,
+        })
+    }
+
+    /// How often, at most, calls check the store's key-table generation for changes made by
+    /// other processes (default [`KEY_REFRESH_INTERVAL`]). This bounds how long another
+    /// vault's rotation takes to be used here; zero checks on every call.
+    pub fn with_key_refresh_interval(mut self, interval: Duration) -> Vault {
+        self.refresh_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// This vault's name as a rewrap-lease owner (default: random per `Vault`). A daemon gives
+    /// a stable id per data directory, so that after a restart it resumes its own job at once
+    /// instead of waiting for the lease to lapse.
+    pub fn with_node_id(mut self, id: impl Into<String>) -> Vault {
+        self.node_id = id.into();
+        self
+    }
+
+    /// How long a rewrap runner's lease lasts without a committed batch (default
+    /// [`REWRAP_LEASE`]): after that, another process may take the job over.
+    pub fn with_rewrap_lease(mut self, lease: Duration) -> Vault {
+        self.lease = lease;
+        self
+    }
+
+    /// Reloads the key ring if the store's key table changed since it was loaded (another
+    /// process rotated, retired or created a key). Returns whether it reloaded. Sealed: nothing.
+    pub fn refresh_keys(&self) -> Result<bool, Error> {
+        self.keys_checked_ms
+            .store(self.elapsed_ms(), Ordering::Relaxed);
+        if self.is_sealed() {
+            return Ok(false);
+        }
+        let generation = self.store.keys_generation()?;
+        if generation == self.key_generation.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let mut state = self.write_state();
+        let Some(u) = state.as_ref() else {
+            return Ok(false);
+        };
+        if generation == self.key_generation.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let table = self.store.keys_load()?;
+        let ring = u.ring.reload(&table)?;
+        *state = Some(Unsealed::build(ring, &self.templates)?);
+        self.key_generation.store(generation, Ordering::Release);
+        Ok(true)
+    }
+
+    /// [`Vault::refresh_keys`] if the refresh interval has passed since the last check. A
+    /// failed check is left to the next call: the call itself then meets the same storage.
+    pub(super) fn maybe_refresh_keys(&self) {
+        let now = self.elapsed_ms();
+        let last = self.keys_checked_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= self.refresh_ms
+            && self
+                .keys_checked_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let _ = self.refresh_keys();
+        }
+    }
+
+    pub(super) fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Replaces the clock used for expiry and timestamps (tests, simulations).
+    pub fn with_clock(mut self, clock: Clock) -> Vault {
+        self.clock = clock;
+        self
+    }
+
+    /// Sets the nonce count after which a data key is rotated automatically (default
+    /// `keys::nonces::ROTATE_AT`, 2^31). Lower values only: tests and cautious deployments.
+    pub fn with_nonce_rotation_at(mut self, count: u64) -> Vault {
+        self.rotate_at = count.min(nonces::ROTATE_AT);
+        self
+    }
+
+    /// The current time by the vault's clock, Unix seconds.
+    pub fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// The store underneath (for health checks and the daemon's integrity assertions).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The configured templates.
+    pub fn templates(&self) -> impl Iterator<Item = &TemplateConfig> {
+        self.templates.values()
+    }
+
+    /// The vault id, hex.
+    pub fn vault_id(&self) -> String {
+        hex(&self.vault_id)
+    }
+
+    /// Whether keys are loaded.
+    pub fn is_sealed(&self) -> bool {
+        self.read_state().is_none()
+    }
+
+    /// Public status.
+    pub fn status(&self) -> Status {
+        let sealing = self.sealing();
+        let progress = match &sealing {
+            Sealing::Shares(set) => {
+                let have = lock(&self.pending_shares).len() as u8;
+                Some((have, set.threshold()))
+            }
+            _ => None,
+        };
+        Status {
+            sealed: self.is_sealed(),
+            vault_id: self.vault_id(),
+            seal_method: match sealing {
+                Sealing::Passphrase(_) => SealMethod::Passphrase,
+                Sealing::Key => SealMethod::RootKey,
+                Sealing::Shares(_) => SealMethod::Shares,
+            },
+            progress,
+        }
+    }
+
+    /// Unseals with the passphrase.
+    pub fn unseal_passphrase(&self, passphrase: &SecretString) -> Result<(), Error> {
+        let Sealing::Passphrase(params) = self.sealing() else {
+            return Err(self.wrong_method("a passphrase"));
+        };
+        let root = root::from_passphrase(passphrase, &params)?;
+        self.unseal_with(root)
+    }
+
+    /// Unseals with the raw root key.
+    pub fn unseal_key(&self, key: Key32) -> Result<(), Error> {
+        if !matches!(self.sealing(), Sealing::Key) {
+            return Err(self.wrong_method("a root key"));
+        }
+        self.unseal_with(key)
+    }
+
+    /// Gives one custodian's share. A malformed share, one from another vault, or a duplicate
+    /// is refused at once, naming nothing secret; once the threshold is met the vault unseals.
+    pub fn submit_share(&self, text: &str) -> Result<UnsealProgress, Error> {
+        let Sealing::Shares(set) = self.sealing() else {
+            return Err(self.wrong_method("Shamir shares"));
+        };
+        if !self.is_sealed() {
+            return Err(Error::AlreadyUnsealed);
+        }
+        let share = Share::parse(text)?;
+        set.check(&share)?;
+        let mut pending = lock(&self.pending_shares);
+        if pending.iter().any(|s| s.index() == share.index()) {
+            return Err(KeyError::DuplicateShare {
+                index: share.index(),
+            }
+            .into());
+        }
+        pending.push(share);
+        let need = set.threshold();
+        let have = pending.len() as u8;
+        if have < need {
+            return Ok(UnsealProgress {
+                have,
+                need,
+                unsealed: false,
+            });
+        }
+        let shares = std::mem::take(&mut *pending);
+        drop(pending);
+        let root = root::shares::combine(&shares, Some(&set))?;
+        self.unseal_with(root)?;
+        Ok(UnsealProgress {
+            have,
+            need,
+            unsealed: true,
+        })
+    }
+
+    /// Forgets any shares given so far.
+    pub fn reset_unseal(&self) {
+        lock(&self.pending_shares).clear();
+    }
+
+    pub(super) fn wrong_method(&self, given: &'static str) -> Error {
+        Error::WrongUnsealMethod {
+            expected: self.sealing().name(),
+            given,
+        }
+    }
+
+    pub(super) fn unseal_with(&self, root: Key32) -> Result<(), Error> {
+        let check = self
+            .store
+            .meta_get(root::META_CHECK)?
+            .ok_or(Error::NotInitialised("no root-key check record"))?;
+        root::verify(&root, &self.vault_id, &check)?;
+        let mut state = self.write_state();
+        if state.is_some() {
+            return Err(Error::AlreadyUnsealed);
+        }
+        let generation = self.store.keys_generation()?;
+        let table = self.store.keys_load()?;
+        let mut ring = KeyRing::unseal(root, &self.vault_id, &table)?;
+        // Keys for templates configured since the last start, and the vault-wide keys.
+        let mut wanted: Vec<(String, Purpose)> = vec![
+            ("token".into(), Purpose::Token),
+            ("lookup".into(), Purpose::Fingerprint),
+        ];
+        for cfg in self.templates.values() {
+            wanted.extend(cfg.key_names());
+        }
+        let now = self.now();
+        for (name, purpose) in wanted {
+            if ring.purpose(&name).is_ok() {
+                continue;
+            }
+            let (name_row, version_row) = ring.new_key(&name, purpose, now)?;
+            match self.store.key_create(&name_row, &version_row) {
+                Ok(()) => ring.apply_new_key(&name_row, &version_row)?,
+                // Another process sharing the store created it first: take theirs.
+                Err(crate::store::StoreError::Conflict(_)) => {
+                    ring = ring.reload(&self.store.keys_load()?)?;
+                    if ring.purpose(&name)? != purpose {
+                        return Err(Error::Integrity);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        *state = Some(Unsealed::build(ring, &self.templates)?);
+        self.key_generation.store(generation, Ordering::Release);
+        self.keys_checked_ms
+            .store(self.elapsed_ms(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Seals: drops (and wipes) every key in memory.
+    pub fn seal(&self) {
+        *self.write_state() = None;
+        lock(&self.pending_shares).clear();
+        lock(&self.nonces).clear();
+    }
+}
