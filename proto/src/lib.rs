@@ -22,6 +22,9 @@
 //! key have a hand-written `Debug` that prints `<redacted>` in their place, so logging a request
 //! or response cannot leak them. The other messages derive `Debug`.
 #![forbid(unsafe_code)]
+// House rules as lints: a panic on `None`/`Err` outside tests needs a stated reason at its
+// site (`#[expect(clippy::expect_used, reason = …)]`).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
 #![warn(missing_docs)]
 
 pub mod v1;

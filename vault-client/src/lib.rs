@@ -30,6 +30,9 @@
 //! API key is sent as sensitive metadata and never printed. Buffers inside tonic, hyper and
 //! prost are outside the client's reach and are not zeroized.
 #![forbid(unsafe_code)]
+// House rules as lints: a panic on `None`/`Err` outside tests needs a stated reason at its
+// site (`#[expect(clippy::expect_used, reason = …)]`).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
 #![warn(missing_docs)]
 
 mod admin;

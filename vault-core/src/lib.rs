@@ -4,6 +4,9 @@
 //!
 //! No network code lives here: the daemon and the client build on this crate.
 #![forbid(unsafe_code)]
+// House rules as lints: a panic on `None`/`Err` outside tests needs a stated reason at its
+// site (`#[expect(clippy::expect_used, reason = …)]`).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
 #![warn(missing_docs)]
 
 mod aead;

@@ -495,8 +495,11 @@ pub struct Config {
     pub testing: TestHooks,
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "a literal socket address: parsed by every config test"
+)]
 fn default_listen() -> SocketAddr {
-    // Invariant: a literal, valid socket address.
     DEFAULT_LISTEN.parse().expect("valid default address")
 }
 

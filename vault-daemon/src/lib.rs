@@ -8,6 +8,10 @@
 //! gRPC (`grpc/`) is a thin adapter with its own status table. Failures map to canonical codes
 //! in one domain table (`request/error.rs`).
 #![forbid(unsafe_code)]
+// House rules as lints: a panic on `None`/`Err` outside tests needs a stated reason at its
+// site (`#[expect(clippy::expect_used, reason = …)]`).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+#![warn(missing_docs)]
 
 pub mod audit;
 pub mod auth;

@@ -3,6 +3,8 @@
 //! `vaultd serve --dev` starts a vault a newcomer can try at once (loopback, plaintext, built-in
 //! templates, a generated root key, a dev API key). `vaultd serve --config vault.toml` is for
 //! deployments. Signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the policy.
+#![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -13,6 +13,9 @@
 //! 4 vault sealed, 5 daemon unavailable, 6 not authenticated or not allowed, 130 interrupted.
 
 #![forbid(unsafe_code)]
+// House rules as lints: a panic on `None`/`Err` outside tests needs a stated reason at its
+// site (`#[expect(clippy::expect_used, reason = …)]`).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
 
 /// `println!` that ends the process quietly when stdout is closed (`vaultctl … | head`).
 macro_rules! outln {
