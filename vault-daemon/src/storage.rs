@@ -6,10 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use vault_core::secret::SecretString;
 use vault_core::store::{Options, SqliteStore, Store, StoreError};
-use vault_core::vault::Vault;
+use vault_core::vault::{RootInit, TemplateConfig, Vault};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::pgstore::{PgOptions, PgStore};
 
 /// Database file name in the data directory.
@@ -136,6 +137,48 @@ pub fn configure(vault: Vault, config: &Config, node_id: &str) -> Vault {
         .with_node_id(node_id)
         .with_key_refresh_interval(Duration::from_millis(config.cluster.key_refresh_ms))
         .with_rewrap_lease(Duration::from_millis(config.cluster.rewrap_lease_ms))
+}
+
+/// Why an opened store did not become a vault.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// A template of the config does not build.
+    #[error(transparent)]
+    Templates(#[from] ConfigError),
+    /// The node id file cannot be read or written.
+    #[error("node id: {0}")]
+    NodeId(#[source] std::io::Error),
+    /// The vault refused (not initialised, already initialised, keys…).
+    #[error(transparent)]
+    Vault(#[from] vault_core::vault::Error),
+}
+
+/// The vault templates of the config.
+pub fn templates(config: &Config) -> Result<Vec<TemplateConfig>, ConfigError> {
+    config.template_specs().iter().map(|t| t.build()).collect()
+}
+
+/// Opens the vault an opened store holds, with the config's templates and cluster settings and
+/// this data directory's node id (so a rewrap resumed here is this node's job). Sealed.
+pub fn open_vault(config: &Config, store: Arc<dyn Store>) -> Result<Vault, VaultError> {
+    let templates = templates(config)?;
+    let node = node_id(config).map_err(VaultError::NodeId)?;
+    Ok(configure(Vault::open(store, templates)?, config, &node))
+}
+
+/// Creates a vault in an empty store: keys for the config's templates under a new root of
+/// `init`, with the cluster settings and node id. Returns it unsealed, with the custodians'
+/// shares for [`RootInit::Shares`] (shown once). Another creator that won a race makes this
+/// fail with `AlreadyInitialised`.
+pub fn create_vault(
+    config: &Config,
+    store: Arc<dyn Store>,
+    init: RootInit,
+) -> Result<(Vault, Vec<SecretString>), VaultError> {
+    let templates = templates(config)?;
+    let node = node_id(config).map_err(VaultError::NodeId)?;
+    let (vault, shares) = Vault::create(store, templates, init)?;
+    Ok((configure(vault, config, &node), shares))
 }
 
 /// Whether `path` looks like a data directory holding a SQLite vault.

@@ -29,7 +29,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 use vault_core::keys::root;
 use vault_core::store::StoreError;
-use vault_core::vault::{RootInit, TemplateConfig, Vault};
+use vault_core::vault::{RootInit, Vault};
 use zeroize::Zeroizing;
 
 use crate::audit::{self, AuditLog};
@@ -150,15 +150,6 @@ impl Running {
     }
 }
 
-/// Build the vault templates of the config.
-fn templates(config: &Config) -> Result<Vec<TemplateConfig>, StartError> {
-    config
-        .template_specs()
-        .iter()
-        .map(|t| t.build().map_err(StartError::from))
-        .collect()
-}
-
 /// Write a fresh random root key file (64 hex digits, 0600).
 fn generate_root_key_file(path: &Path) -> Result<(), StartError> {
     let mut bytes = Zeroizing::new([0u8; 32]);
@@ -173,14 +164,26 @@ fn generate_root_key_file(path: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Opens the configured vault, or creates it (`create_if_missing`, with a root key file that
+/// is generated if absent), and unseals it with the root key file if one is given. Opening and
+/// creating themselves are `storage`'s, shared with `vaultctl`.
 fn open_vault(config: &Config) -> Result<Vault, StartError> {
     let location = crate::storage::location(config);
     let storage = |source| StartError::Storage {
         path: PathBuf::from(&location),
         source,
     };
-    let templates = templates(config)?;
-    let node = crate::storage::node_id(config).map_err(io("reading or writing the node id"))?;
+    let vault_error = |e: crate::storage::VaultError| match e {
+        crate::storage::VaultError::Templates(e) => StartError::Config(e),
+        crate::storage::VaultError::NodeId(source) => StartError::Io {
+            what: "reading or writing the node id".into(),
+            source,
+        },
+        crate::storage::VaultError::Vault(e) => StartError::Vault(e),
+    };
+    // Templates first: a config whose templates do not build is refused before any file is
+    // created.
+    crate::storage::templates(config)?;
     let root_key = |path: &Path| {
         root::from_file(path).map_err(|source| StartError::RootKey {
             path: path.to_owned(),
@@ -213,27 +216,25 @@ fn open_vault(config: &Config) -> Result<Vault, StartError> {
             generate_root_key_file(key_path)?;
         }
         let key = root_key(key_path)?;
-        match Vault::create(
-            Arc::clone(&opened.store),
-            templates.clone(),
-            RootInit::Key(key),
-        ) {
+        match crate::storage::create_vault(config, Arc::clone(&opened.store), RootInit::Key(key)) {
             Ok((vault, _)) => {
-                tracing::info!(store = %location, vault_id = %vault.vault_id(), node = %node,
+                tracing::info!(store = %location, vault_id = %vault.vault_id(),
                     "created a new vault");
-                return Ok(crate::storage::configure(vault, config, &node));
+                return Ok(vault);
             }
             // Another daemon on the same database created it first: open theirs.
-            Err(vault_core::vault::Error::AlreadyInitialised) => {
+            Err(crate::storage::VaultError::Vault(
+                vault_core::vault::Error::AlreadyInitialised,
+            )) => {
                 tracing::info!(store = %location, "another daemon created the vault; opening it");
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(vault_error(e)),
         }
     }
-    let vault = crate::storage::configure(Vault::open(opened.store, templates)?, config, &node);
+    let vault = crate::storage::open_vault(config, opened.store).map_err(vault_error)?;
     if let Some(key_path) = &config.root_key_file {
         vault.unseal_key(root_key(key_path)?)?;
-        tracing::info!(store = %location, node = %node, "unsealed with the root key file");
+        tracing::info!(store = %location, "unsealed with the root key file");
     } else {
         tracing::warn!("no root key file: starting sealed (Admin.Unseal to unseal)");
     }

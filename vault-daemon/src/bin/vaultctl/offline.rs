@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::json;
 use vault_client::ExposeSecret;
 use vault_core::keys::root::{self, KdfParams};
-use vault_core::vault::{JobState, RootInit, SealMethod, TemplateConfig, Vault};
+use vault_core::vault::{JobState, RootInit, SealMethod, Vault};
 use vault_daemon::audit::{self, Filter, Keys, PublicKey, VerifyKeys};
 use vault_daemon::callers;
 use vault_daemon::config::{Config, builtin_templates};
@@ -22,13 +22,6 @@ use crate::args::{
 use crate::failure::Failure;
 use crate::online::{new_passphrase, print_shares, progress, read_secret, write_secret_file};
 use crate::output::{print_json, table};
-
-fn templates(cfg: &Config) -> Result<Vec<TemplateConfig>, Failure> {
-    cfg.template_specs()
-        .iter()
-        .map(|t| t.build().map_err(|e| Failure::other(e.to_string())))
-        .collect()
-}
 
 fn template_infos(config: Option<&Path>) -> Result<Vec<TemplateInfo>, Failure> {
     let specs = match config {
@@ -65,9 +58,15 @@ fn open_vault(cfg: &Config) -> Result<Vault, Failure> {
             opened.location
         )));
     }
-    let node = vault_daemon::storage::node_id(cfg).map_err(|e| Failure::other(e.to_string()))?;
-    let vault = Vault::open(opened.store, templates(cfg)?).map_err(vault_error)?;
-    Ok(vault_daemon::storage::configure(vault, cfg, &node))
+    vault_daemon::storage::open_vault(cfg, opened.store).map_err(storage_error)
+}
+
+/// A store that did not become a vault, as `vaultctl` reports it.
+fn storage_error(e: vault_daemon::storage::VaultError) -> Failure {
+    match e {
+        vault_daemon::storage::VaultError::Vault(e) => vault_error(e),
+        e => Failure::other(e.to_string()),
+    }
 }
 
 fn unseal(vault: &Vault, cfg: &Config, args: &RootKeyArgs) -> Result<(), Failure> {
@@ -152,12 +151,13 @@ pub(crate) async fn init(g: &Global, a: InitArgs) -> Result<(), Failure> {
         )));
     }
     let store = opened.store;
-    let templates = templates(&cfg)?;
-    let (vault, shares) =
-        tokio::task::spawn_blocking(move || Vault::create(store, templates, init))
-            .await
-            .map_err(|e| Failure::other(e.to_string()))?
-            .map_err(vault_error)?;
+    let create_cfg = cfg.clone();
+    let (vault, shares) = tokio::task::spawn_blocking(move || {
+        vault_daemon::storage::create_vault(&create_cfg, store, init)
+    })
+    .await
+    .map_err(|e| Failure::other(e.to_string()))?
+    .map_err(storage_error)?;
     let status = vault.status();
     if g.json {
         print_json(&json!({
