@@ -29,6 +29,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use self::bare::Bare;
+use self::measure::{Recorder, group, measure, median, paired};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use rand::Rng;
@@ -48,6 +50,10 @@ const VAULTED: &str = "pan_vault";
 const DET: &str = "pan_det";
 /// FPE template.
 const FPE: &str = "pan";
+#[path = "vault/bare.rs"]
+mod bare;
+#[path = "vault/measure.rs"]
+mod measure;
 
 fn prefill_rows() -> u64 {
     std::env::var("VAULT_BENCH_ROWS")
@@ -88,171 +94,14 @@ fn items(values: &[String]) -> Vec<TokenizeItem<'_>> {
     values.iter().map(|v| TokenizeItem::new(v)).collect()
 }
 
-/// Per-measurement timings (element rate of each criterion sample), for the closing summary.
-#[derive(Default)]
-struct Recorder {
-    samples: RefCell<BTreeMap<String, Vec<f64>>>,
-    sample_size: RefCell<BTreeMap<String, usize>>,
-    pairs: RefCell<Vec<Pair>>,
-}
-
 /// Interleaved rounds of one comparison: (label, unit, target, [(vault rate, baseline rate)]).
 type Pair = (String, &'static str, &'static str, Vec<(f64, f64)>);
-
-impl Recorder {
-    fn push(&self, id: &str, elements: u64, took: Duration) {
-        self.samples
-            .borrow_mut()
-            .entry(id.to_owned())
-            .or_default()
-            .push(elements as f64 / took.as_secs_f64().max(1e-12));
-    }
-
-    /// Median element rate over the measurement samples (criterion runs the routine for the
-    /// warm-up first, then once per sample: the last `sample_size` entries are the samples).
-    fn median(&self, id: &str) -> Option<f64> {
-        let all = self.samples.borrow();
-        let v = all.get(id)?;
-        let n = self
-            .sample_size
-            .borrow()
-            .get(id)
-            .copied()
-            .unwrap_or(v.len());
-        Some(median(v[v.len().saturating_sub(n)..].to_vec()))
-    }
-}
-
-fn median(mut s: Vec<f64>) -> f64 {
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
-}
-
-/// The benchmark filter given on the command line (criterion's positional argument), so the
-/// interleaved rounds of benchmarks that were filtered out are skipped too.
-fn filter() -> Option<String> {
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--bench" || a == "--list" || a == "--exact" || a == "--quiet" {
-            continue;
-        }
-        if a.starts_with("--") {
-            if !a.contains('=') {
-                args.next();
-            }
-            continue;
-        }
-        return Some(a);
-    }
-    None
-}
 
 /// One side of a comparison: `run(iters)` returns (elements done, time measured).
 type Run<'a> = &'a mut dyn FnMut(u64) -> (u64, Duration);
 
-/// The same-run ratio on a noisy machine: `rounds` rounds, each timing the baseline and the
-/// vault back to back (alternating which goes first), so both see the same load; the ratio
-/// reported is the median of the per-round ratios. `id` is the vault side's criterion id (for
-/// the command-line filter).
-#[allow(clippy::too_many_arguments)]
-fn paired(
-    rec: &Recorder,
-    id: &str,
-    label: &str,
-    unit: &'static str,
-    target: &'static str,
-    rounds: usize,
-    iters: (u64, u64),
-    ours: Run<'_>,
-    base: Run<'_>,
-) {
-    if filter().is_some_and(|f| !id.contains(f.as_str())) {
-        return;
-    }
-    let rate = |(n, d): (u64, Duration)| n as f64 / d.as_secs_f64().max(1e-12);
-    let mut out = Vec::with_capacity(rounds);
-    for round in 0..rounds {
-        let (a, b) = if round % 2 == 0 {
-            let b = rate(base(iters.1));
-            (rate(ours(iters.0)), b)
-        } else {
-            let a = rate(ours(iters.0));
-            (a, rate(base(iters.1)))
-        };
-        out.push((a, b));
-    }
-    rec.pairs
-        .borrow_mut()
-        .push((label.to_owned(), unit, target, out));
-}
-
-/// Registers `id` in `g`; `run(iters)` returns (elements done, time measured).
-fn measure(
-    g: &mut BenchmarkGroup<'_, WallTime>,
-    rec: &Recorder,
-    id: &str,
-    elements: u64,
-    sample_size: usize,
-    run: Run<'_>,
-) {
-    let full = format!("{}/{id}", group_name(g));
-    g.sample_size(sample_size);
-    g.throughput(Throughput::Elements(elements));
-    rec.sample_size
-        .borrow_mut()
-        .insert(full.clone(), sample_size);
-    g.bench_function(id, |b| {
-        b.iter_custom(|iters| {
-            let (done, took) = run(iters);
-            rec.push(&full, done, took);
-            took
-        })
-    });
-}
-
 thread_local! {
     static GROUP: RefCell<String> = const { RefCell::new(String::new()) };
-}
-
-fn group_name(_: &BenchmarkGroup<'_, WallTime>) -> String {
-    GROUP.with(|g| g.borrow().clone())
-}
-
-fn group<'c>(c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallTime> {
-    GROUP.with(|g| *g.borrow_mut() = name.to_owned());
-    c.benchmark_group(name)
-}
-
-// ----- bare rusqlite baselines -----
-
-fn bare_open(path: &Path) -> Connection {
-    let c = Connection::open(path).unwrap();
-    let mode: String = c
-        .pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "wal");
-    c.pragma_update(None, "synchronous", "FULL").unwrap();
-    c.execute_batch(
-        "CREATE TABLE records (
-            id INTEGER PRIMARY KEY, template TEXT NOT NULL, key_version INTEGER NOT NULL,
-            ciphertext BLOB NOT NULL, expires_at INTEGER, metadata TEXT, fp_version INTEGER,
-            fingerprint BLOB, lookup BLOB, created_at INTEGER NOT NULL)",
-    )
-    .unwrap();
-    c
-}
-
-/// The baseline's table: sequential ids, rows the size of a vault record.
-struct Bare {
-    conn: Connection,
-    next: u64,
-    blob_len: usize,
-    /// Each row also gets a random 32-byte fingerprint under a unique index.
-    random_index: bool,
 }
 
 /// Secondary indexes of a baseline table.
@@ -264,117 +113,6 @@ enum Index {
     Version,
     /// A unique index on a random 32-byte column, like the deterministic fingerprint.
     RandomUnique,
-}
-
-impl Bare {
-    fn new(path: &Path, blob_len: usize, index: Index, rows: u64) -> Bare {
-        let conn = bare_open(path);
-        match index {
-            Index::None => {}
-            Index::Version => conn
-                .execute_batch("CREATE INDEX records_version ON records (template, key_version)")
-                .unwrap(),
-            Index::RandomUnique => conn
-                .execute_batch(
-                    "CREATE UNIQUE INDEX records_fp ON records (template, fp_version, fingerprint)",
-                )
-                .unwrap(),
-        }
-        let random_index = index == Index::RandomUnique;
-        let mut bare = Bare {
-            conn,
-            next: 1,
-            blob_len,
-            random_index,
-        };
-        while bare.next <= rows {
-            bare.insert(BATCH);
-        }
-        bare
-    }
-
-    /// Inserts `n` rows in one transaction.
-    fn insert(&mut self, n: u64) {
-        let mut rng = rand::rng();
-        let blob = vec![0x5au8; self.blob_len];
-        let tx = self.conn.transaction().unwrap();
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO records (id, template, key_version, ciphertext, expires_at, \
-                     metadata, fp_version, fingerprint, lookup, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )
-                .unwrap();
-            for id in self.next..self.next + n {
-                let (fpv, fp) = if self.random_index {
-                    (Some(1u32), Some(rng.random::<[u8; 32]>().to_vec()))
-                } else {
-                    (None, None)
-                };
-                stmt.execute(params![
-                    id,
-                    VAULTED,
-                    1u32,
-                    blob,
-                    None::<i64>,
-                    None::<String>,
-                    fpv,
-                    fp,
-                    None::<Vec<u8>>,
-                    1_700_000_000i64
-                ])
-                .unwrap();
-            }
-        }
-        tx.commit().unwrap();
-        self.next += n;
-    }
-
-    /// Point reads of `ids` (one read transaction when more than one, like the store).
-    fn read(&self, ids: &[u64]) -> usize {
-        let many = ids.len() > 1;
-        if many {
-            self.conn.execute_batch("BEGIN").unwrap();
-        }
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, template, key_version, ciphertext, expires_at, metadata, \
-                 fp_version, fingerprint, lookup, created_at FROM records WHERE id = ?1",
-            )
-            .unwrap();
-        let mut total = 0;
-        for id in ids {
-            let blob: Vec<u8> = stmt.query_row([id], |r| r.get(3)).unwrap();
-            total += blob.len();
-        }
-        if many {
-            self.conn.execute_batch("COMMIT").unwrap();
-        }
-        total
-    }
-
-    /// Rewrites key version and ciphertext of ids `1..=rows`, 1000 rows per transaction.
-    fn update_all(&mut self, rows: u64, version: u32) {
-        let blob = vec![version as u8; self.blob_len];
-        let mut id = 1;
-        while id <= rows {
-            let tx = self.conn.transaction().unwrap();
-            {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "UPDATE records SET key_version = ?2, ciphertext = ?3 WHERE id = ?1",
-                    )
-                    .unwrap();
-                for i in id..(id + BATCH).min(rows + 1) {
-                    assert_eq!(stmt.execute(params![i, version, blob]).unwrap(), 1);
-                }
-            }
-            tx.commit().unwrap();
-            id += BATCH;
-        }
-    }
 }
 
 // ----- the vault -----
