@@ -8,12 +8,15 @@
 //! The same process is checked for its hardening while it runs (Linux): core dumps off
 //! (`/proc/<pid>/limits`) and, when it reports locking memory, `VmLck` above zero.
 
+mod support;
+
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::{luhn_valid, with_key};
 use vault_proto::v1::tokenizer_client::TokenizerClient;
 use vault_proto::v1::{
     DeleteTokensItem, DeleteTokensRequest, DetokenizeItem, DetokenizeRequest, RevealItem,
@@ -42,31 +45,6 @@ const CANARIES: &[(&str, &str)] = &[
 
 /// Canaries sent only in bad requests (they must not be echoed or logged either).
 const BAD_CANARIES: &[&str] = &["4716108999716531", "987-65-4320", "leaky.mail@example.com"];
-
-fn with_key<T>(msg: T, key: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    r
-}
-
-fn luhn_valid(digits: &[u8]) -> bool {
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, d)| {
-            let d = u32::from(d - b'0');
-            if i % 2 == 1 {
-                let x = d * 2;
-                if x > 9 { x - 9 } else { x }
-            } else {
-                d
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
-}
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap().flatten() {

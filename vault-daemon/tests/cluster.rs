@@ -12,12 +12,15 @@
 //! Needs `VAULT_TEST_PG_URL` (`eval "$(bash tests/pg/start.sh)"`); without it the test says so on
 //! stderr and returns, and fails instead under `VAULT_REQUIRE_PG=1` (CI).
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::{luhn, with_key};
 use tonic::transport::Channel;
 use vault_proto::v1::admin_client::AdminClient;
 use vault_proto::v1::tokenizer_client::TokenizerClient;
@@ -29,13 +32,6 @@ use vault_proto::v1::{
 
 const LEASE_MS: u64 = 1500;
 const REFRESH_MS: u64 = 300;
-
-fn with_key<T>(msg: T, key: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    r
-}
 
 /// Written straight to stderr (the harness does not capture it).
 fn say(text: &str) {
@@ -126,22 +122,7 @@ impl Drop for Daemon {
 
 /// Luhn-valid 16-digit PAN number `i`.
 fn pan(i: u64) -> String {
-    let body = format!("4{:014}", i * 7919 + 13);
-    let digits: Vec<u32> = body.chars().map(|c| c.to_digit(10).unwrap()).collect();
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(k, &d)| {
-            if k % 2 == 0 {
-                let y = d * 2;
-                if y > 9 { y - 9 } else { y }
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{body}{}", (10 - sum % 10) % 10)
+    luhn(&format!("4{:014}", i * 7919 + 13))
 }
 
 async fn tokenize(

@@ -1,13 +1,15 @@
 //! Drives `vaultctl` as a user would, against a real `vaultd serve --dev` on port 0 (and
 //! offline on its data directory once it is stopped).
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use assert_cmd::Command as Cmd;
 use predicates::prelude::*;
 use serde_json::Value;
+use support::{luhn, spawn_dev};
 
 /// A `vaultd serve --dev` child; SIGTERM on drop.
 struct Daemon {
@@ -22,20 +24,7 @@ impl Daemon {
     }
 
     fn start_on(data: &Path, listen: &str) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vaultd"))
-            .args(["serve", "--dev", "--listen", listen, "--data-dir"])
-            .arg(data)
-            .env("VAULT_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
-        let addr = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .to_owned();
+        let (child, addr, lines) = spawn_dev(data, listen);
         // Keep draining stdout so the daemon never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Daemon {
@@ -85,25 +74,6 @@ fn offline() -> Cmd {
         .env_remove("VAULT_API_KEY_FILE")
         .env_remove("VAULT_ENDPOINT");
     c
-}
-
-/// `prefix` followed by its Luhn check digit.
-fn luhn(prefix: &str) -> String {
-    let sum: u32 = prefix
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 0 {
-                let x = d * 2;
-                if x > 9 { x - 9 } else { x }
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{prefix}{}", (10 - sum % 10) % 10)
 }
 
 fn stdout(out: &std::process::Output) -> String {

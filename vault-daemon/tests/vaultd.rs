@@ -2,40 +2,23 @@
 //! its first stdout line and the dev key from `<data-dir>/dev-api-key`, tokenizes and
 //! detokenizes, then stops it with SIGTERM and expects a clean exit.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use support::{spawn_dev, with_key};
 use vault_proto::v1::tokenizer_client::TokenizerClient;
 use vault_proto::v1::{
     DetokenizeItem, DetokenizeRequest, TokenizeItem, TokenizeRequest, detokenize_result,
     tokenize_result,
 };
 
-fn with_key<T>(msg: T, key: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    r
-}
-
 #[test]
 fn vaultd_serve_dev() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("vault-data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vaultd"))
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .env("VAULT_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_owned();
+    let (mut child, addr, mut lines) = spawn_dev(&data, "127.0.0.1:0");
     let rest: Vec<String> = lines.by_ref().take(3).map(Result::unwrap).collect();
     let key = std::fs::read_to_string(data.join("dev-api-key"))
         .unwrap()

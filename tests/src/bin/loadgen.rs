@@ -46,8 +46,7 @@ use vault_daemon::Config;
 use vault_proto::v1::admin_client::AdminClient;
 use vault_proto::v1::tokenizer_client::TokenizerClient;
 use vault_proto::v1::{
-    DetokenizeItem, DetokenizeRequest, GetSealStatusRequest, TokenizeItem, TokenizeRequest,
-    detokenize_result, tokenize_result,
+    DetokenizeRequest, GetSealStatusRequest, TokenizeRequest, detokenize_result, tokenize_result,
 };
 
 /// Each call's deadline: a stuck server cannot hold the generator.
@@ -173,27 +172,10 @@ impl Rng {
 
     /// A Luhn-valid 16-digit number in the Visa test range `4…`.
     fn pan(&mut self) -> String {
-        let mut digits = vec![4u8];
-        for _ in 0..14 {
-            digits.push((self.next() % 10) as u8);
-        }
-        // The check digit: double every second digit from the right of the full number.
-        let sum: u32 = digits
-            .iter()
-            .rev()
-            .enumerate()
-            .map(|(i, &d)| {
-                let d = u32::from(d);
-                if i % 2 == 0 {
-                    let x = d * 2;
-                    if x > 9 { x - 9 } else { x }
-                } else {
-                    d
-                }
-            })
-            .sum();
-        digits.push(((10 - sum % 10) % 10) as u8);
-        digits.iter().map(|d| char::from(b'0' + d)).collect()
+        let body: String = std::iter::once('4')
+            .chain((0..14).map(|_| char::from(b'0' + (self.next() % 10) as u8)))
+            .collect();
+        vault_tests::with_luhn(&body)
     }
 }
 
@@ -206,31 +188,11 @@ fn authed<T>(msg: T, key: &str) -> Result<Request<T>> {
 }
 
 fn tokenize_request(template: &str, values: Vec<String>) -> TokenizeRequest {
-    TokenizeRequest {
-        request_id: None,
-        template: template.to_owned(),
-        key_version: None,
-        items: values
-            .into_iter()
-            .map(|value| TokenizeItem {
-                value,
-                ..TokenizeItem::default()
-            })
-            .collect(),
-    }
+    vault_tests::tokenize_request(template, values)
 }
 
 fn detokenize_request(template: &str, tokens: &[String]) -> DetokenizeRequest {
-    DetokenizeRequest {
-        request_id: None,
-        template: template.to_owned(),
-        key_version: None,
-        purpose: "load test".into(),
-        items: tokens
-            .iter()
-            .map(|t| DetokenizeItem { token: t.clone() })
-            .collect(),
-    }
+    vault_tests::detokenize_request(template, tokens, "load test")
 }
 
 /// Why a call did not fully succeed (counted, the first one printed).

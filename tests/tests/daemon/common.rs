@@ -16,10 +16,7 @@ use vault_daemon::config::{Config, TestHooks, Tls};
 use vault_daemon::{Running, spawn};
 use vault_proto::v1::admin_client::AdminClient;
 use vault_proto::v1::tokenizer_client::TokenizerClient;
-use vault_proto::v1::{
-    DetokenizeItem, DetokenizeRequest, TokenizeItem, TokenizeRequest, detokenize_result,
-    tokenize_result,
-};
+use vault_proto::v1::{DetokenizeRequest, TokenizeRequest, detokenize_result, tokenize_result};
 
 /// The well-known Visa test card number (Luhn-valid).
 pub(crate) const PAN: &str = "4111111111111111";
@@ -323,18 +320,7 @@ pub(crate) fn req<T>(msg: T, key: Option<&str>) -> Request<T> {
 }
 
 pub(crate) fn tokenize_req(template: &str, values: &[&str]) -> TokenizeRequest {
-    TokenizeRequest {
-        request_id: None,
-        template: template.into(),
-        key_version: None,
-        items: values
-            .iter()
-            .map(|v| TokenizeItem {
-                value: (*v).into(),
-                ..TokenizeItem::default()
-            })
-            .collect(),
-    }
+    vault_tests::tokenize_request(template, values.iter().copied())
 }
 
 pub(crate) fn detokenize_req(
@@ -342,16 +328,7 @@ pub(crate) fn detokenize_req(
     tokens: &[String],
     purpose: &str,
 ) -> DetokenizeRequest {
-    DetokenizeRequest {
-        request_id: None,
-        template: template.into(),
-        key_version: None,
-        purpose: purpose.into(),
-        items: tokens
-            .iter()
-            .map(|t| DetokenizeItem { token: t.clone() })
-            .collect(),
-    }
+    vault_tests::detokenize_request(template, tokens, purpose)
 }
 
 /// Tokenize values (every item must succeed) and return the tokens.

@@ -17,10 +17,7 @@ use vault_core::vault::{RootInit, TemplateConfig, Vault};
 use vault_daemon::config::{Config, builtin_templates};
 use vault_daemon::server::DB_FILE;
 use vault_proto::v1::tokenizer_client::TokenizerClient;
-use vault_proto::v1::{
-    DetokenizeItem, DetokenizeRequest, TokenizeItem, TokenizeRequest, detokenize_result,
-    tokenize_result,
-};
+use vault_proto::v1::{DetokenizeRequest, TokenizeRequest, detokenize_result, tokenize_result};
 
 /// The environment variable that turns this binary into a child process (see [`child`]).
 const CHILD_ENV: &str = "VAULT_RELIABILITY_CHILD";
@@ -87,26 +84,10 @@ impl Rng {
 
     /// A random Luhn-valid 16-digit PAN starting with 4.
     pub(crate) fn pan(&mut self) -> String {
-        let mut d: Vec<u8> = vec![4];
-        for _ in 0..14 {
-            d.push((self.next() % 10) as u8);
-        }
-        let sum: u32 = d
-            .iter()
-            .rev()
-            .enumerate()
-            .map(|(i, &x)| {
-                let x = u32::from(x);
-                if i % 2 == 0 {
-                    let y = x * 2;
-                    if y > 9 { y - 9 } else { y }
-                } else {
-                    x
-                }
-            })
-            .sum();
-        d.push(((10 - sum % 10) % 10) as u8);
-        d.iter().map(|x| char::from(b'0' + x)).collect()
+        let body: String = std::iter::once('4')
+            .chain((0..14).map(|_| char::from(b'0' + (self.next() % 10) as u8)))
+            .collect();
+        vault_tests::with_luhn(&body)
     }
 }
 
@@ -316,31 +297,11 @@ pub(crate) fn req<T>(msg: T, key: &str, deadline: Duration) -> Request<T> {
 }
 
 pub(crate) fn tokenize_req(values: &[String]) -> TokenizeRequest {
-    TokenizeRequest {
-        request_id: None,
-        template: TEMPLATE.into(),
-        key_version: None,
-        items: values
-            .iter()
-            .map(|v| TokenizeItem {
-                value: v.clone(),
-                ..TokenizeItem::default()
-            })
-            .collect(),
-    }
+    vault_tests::tokenize_request(TEMPLATE, values.iter().cloned())
 }
 
 pub(crate) fn detokenize_req(tokens: &[String]) -> DetokenizeRequest {
-    DetokenizeRequest {
-        request_id: None,
-        template: TEMPLATE.into(),
-        key_version: None,
-        purpose: "reliability test".into(),
-        items: tokens
-            .iter()
-            .map(|t| DetokenizeItem { token: t.clone() })
-            .collect(),
-    }
+    vault_tests::detokenize_request(TEMPLATE, tokens, "reliability test")
 }
 
 /// Tokenize: the tokens if the call and every item succeeded, else the status (an item error

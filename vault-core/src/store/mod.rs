@@ -20,6 +20,7 @@
 //! - a rewrap job runs under a lease ([`Store::rewrap_job_claim`]) that its runner renews with
 //!   each batch and another process takes over once it lapses.
 
+pub mod columns;
 mod ids;
 pub mod sqlite;
 mod types;

@@ -3,6 +3,7 @@
 use super::*;
 use vault_core::keys::State;
 use vault_core::store::JobState;
+pub(super) use vault_core::store::columns::{JOB_COLUMNS, RECORD_COLUMNS};
 
 /// The database's clock in milliseconds since the Unix epoch (rewrap leases).
 pub(super) const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::int8";
@@ -18,9 +19,6 @@ pub(super) fn u64_of(v: i64) -> Result<u64, StoreError> {
 pub(super) fn u32_of(v: i64) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt("value out of range stored".into()))
 }
-
-pub(super) const RECORD_COLUMNS: &str = "id, template, key_version, ciphertext, expires_at, metadata, \
-                              fp_version, fingerprint, lookup, created_at, token_check";
 
 pub(super) fn record_from(r: &tokio_postgres::Row) -> Result<Record, StoreError> {
     let fp_version: Option<i64> = r.get(6);
@@ -43,9 +41,6 @@ pub(super) fn record_from(r: &tokio_postgres::Row) -> Result<Record, StoreError>
         token_check: r.get::<_, Option<i64>>(10).map(|c| c as u64),
     })
 }
-
-pub(super) const JOB_COLUMNS: &str = "id, template, target_version, target_fp_version, state, cursor, \
-                           processed, created_at, updated_at, owner";
 
 pub(super) fn job_from(r: &tokio_postgres::Row) -> Result<RewrapJobRow, StoreError> {
     Ok(RewrapJobRow {

@@ -1,14 +1,12 @@
 //! Row codecs: the column lists read back into the store's types.
 
 use super::*;
+pub(super) use crate::store::columns::{JOB_COLUMNS, RECORD_COLUMNS};
 use rusqlite::ToSql;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 
 use crate::keys::State;
 use crate::store::JobState;
-
-pub(super) const RECORD_COLUMNS: &str = "id, template, key_version, ciphertext, expires_at, metadata, \
-                              fp_version, fingerprint, lookup, created_at, token_check";
 
 pub(super) fn record_from(r: &Row<'_>) -> rusqlite::Result<Record> {
     let fp_version: Option<u32> = r.get(6)?;
@@ -54,9 +52,6 @@ pub(super) fn job_from(r: &Row<'_>) -> rusqlite::Result<RewrapJobRow> {
         owner: r.get(9)?,
     })
 }
-
-pub(super) const JOB_COLUMNS: &str = "id, template, target_version, target_fp_version, state, cursor, \
-                           processed, created_at, updated_at, owner";
 
 /// Key version states are stored by name (the table's CHECK lists them).
 impl ToSql for State {
