@@ -17,17 +17,19 @@ use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use zeroize::Zeroizing;
 
 use crate::callers::{Caller, Registry};
 
 /// What a call presented, as the transport read it: the verified client certificate chain
-/// (mTLS) and the `authorization` header's bytes. No `Debug`: the header holds an API key.
+/// (mTLS) and the `authorization` header's bytes, wiped on drop. Its `Debug` redacts the
+/// header: it holds an API key.
 #[derive(Clone, Default)]
 pub struct Credentials {
     /// The peer's chain, leaf first (already verified by rustls against the client CA).
     pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
     /// The `authorization` header, if any.
-    pub authorization: Option<Vec<u8>>,
+    pub authorization: Option<Zeroizing<Vec<u8>>>,
 }
 
 /// Says what was presented, never the key.

@@ -403,4 +403,28 @@ mod tests {
             .unwrap();
         assert!(reg.authenticate(&key.0).is_none());
     }
+
+    /// Scopes are stored by proto name and read back typed; a file naming an operation this
+    /// build does not know is refused at load, not read as a grant of nothing.
+    #[test]
+    fn unknown_stored_operation_is_refused_at_load() {
+        use crate::policy::{ApiOperation, TokenizerOp};
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        let scope = StoredScope {
+            operation: ApiOperation::Tokenizer(TokenizerOp::Tokenize),
+            template: "pan".into(),
+        };
+        reg.create("svc", "", Vec::new(), vec![scope.clone()], None)
+            .unwrap();
+        drop(reg);
+        let reg = Registry::open(dir.path()).unwrap();
+        assert_eq!(reg.list()[0].scopes, vec![scope]);
+        drop(reg);
+        let path = dir.path().join(FILE);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"OPERATION_TOKENIZE\""), "{text}");
+        fs::write(&path, text.replace("OPERATION_TOKENIZE", "OPERATION_BOGUS")).unwrap();
+        assert!(Registry::open(dir.path()).is_err());
+    }
 }

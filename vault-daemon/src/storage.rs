@@ -142,9 +142,6 @@ pub fn configure(vault: Vault, config: &Config, node_id: &str) -> Vault {
 /// Why an opened store did not become a vault.
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
-    /// A template of the config does not build.
-    #[error(transparent)]
-    Templates(#[from] ConfigError),
     /// The node id file cannot be read or written.
     #[error("node id: {0}")]
     NodeId(#[source] std::io::Error),
@@ -158,24 +155,28 @@ pub fn templates(config: &Config) -> Result<Vec<TemplateConfig>, ConfigError> {
     config.template_specs().iter().map(|t| t.build()).collect()
 }
 
-/// Opens the vault an opened store holds, with the config's templates and cluster settings and
-/// this data directory's node id (so a rewrap resumed here is this node's job). Sealed.
-pub fn open_vault(config: &Config, store: Arc<dyn Store>) -> Result<Vault, VaultError> {
-    let templates = templates(config)?;
+/// Opens the vault an opened store holds, with `templates` (the config's: [`templates`]), the
+/// config's cluster settings and this data directory's node id (so a rewrap resumed here is
+/// this node's job). Sealed.
+pub fn open_vault(
+    config: &Config,
+    store: Arc<dyn Store>,
+    templates: Vec<TemplateConfig>,
+) -> Result<Vault, VaultError> {
     let node = node_id(config).map_err(VaultError::NodeId)?;
     Ok(configure(Vault::open(store, templates)?, config, &node))
 }
 
-/// Creates a vault in an empty store: keys for the config's templates under a new root of
+/// Creates a vault in an empty store: keys for `templates` (the config's) under a new root of
 /// `init`, with the cluster settings and node id. Returns it unsealed, with the custodians'
 /// shares for [`RootInit::Shares`] (shown once). Another creator that won a race makes this
 /// fail with `AlreadyInitialised`.
 pub fn create_vault(
     config: &Config,
     store: Arc<dyn Store>,
+    templates: Vec<TemplateConfig>,
     init: RootInit,
 ) -> Result<(Vault, Vec<SecretString>), VaultError> {
-    let templates = templates(config)?;
     let node = node_id(config).map_err(VaultError::NodeId)?;
     let (vault, shares) = Vault::create(store, templates, init)?;
     Ok((configure(vault, config, &node), shares))

@@ -12,11 +12,15 @@ use rcgen::{
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request};
+use vault_daemon::audit::{self, Filter};
 use vault_daemon::config::{Config, TestHooks, Tls};
 use vault_daemon::{Running, spawn};
 use vault_proto::v1::admin_client::AdminClient;
 use vault_proto::v1::tokenizer_client::TokenizerClient;
-use vault_proto::v1::{DetokenizeRequest, TokenizeRequest, detokenize_result, tokenize_result};
+use vault_proto::v1::{
+    DetokenizeRequest, ErrorCode, TokenizeRequest, TokenizeResponse, detokenize_result,
+    tokenize_result,
+};
 
 /// The well-known Visa test card number (Luhn-valid).
 pub(crate) const PAN: &str = "4111111111111111";
@@ -394,4 +398,38 @@ pub(crate) fn figure(line: &str) {
     {
         let _ = writeln!(f, "FIGURE {line}");
     }
+}
+
+/// Per item: the token and `existing`, or the item error's code.
+pub(crate) fn outcomes(resp: TokenizeResponse) -> Vec<Result<(String, bool), (ErrorCode, String)>> {
+    resp.results
+        .into_iter()
+        .map(|r| match r.outcome.unwrap() {
+            tokenize_result::Outcome::Token(t) => Ok((t.token, t.existing)),
+            tokenize_result::Outcome::Error(e) => Err((e.code(), e.message)),
+        })
+        .collect()
+}
+
+/// The audit events of one request id, in order.
+pub(crate) fn events_of(d: &Daemon, request_id: &str) -> Vec<audit::Record> {
+    audit::query(
+        &d.data().join(audit::LOG_FILE),
+        &Filter {
+            request_id: Some(request_id.into()),
+            ..Filter::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Records stored in the daemon's SQLite file.
+pub(crate) fn records(d: &Daemon) -> i64 {
+    let c = rusqlite::Connection::open_with_flags(
+        d.data().join("vault.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    c.query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+        .unwrap()
 }

@@ -21,8 +21,7 @@ use vault_proto::v1::{
     TokenizeRequest, TokenizeResponse, detokenize_result, reveal_result, tokenize_result,
 };
 
-use crate::common::{Daemon, PAN, detokenize, req, tokenize, tokenize_req};
-use crate::deadlines::records;
+use crate::common::{Daemon, PAN, detokenize, outcomes, records, req, tokenize, tokenize_req};
 
 const PAN2: &str = "5500000000000004";
 
@@ -40,29 +39,6 @@ fn keyed(template: &str, items: &[(&str, &str)]) -> TokenizeRequest {
             })
             .collect(),
     }
-}
-
-/// Per item: the token and `existing`, or the item error's code.
-pub(crate) fn outcomes(resp: TokenizeResponse) -> Vec<Result<(String, bool), (ErrorCode, String)>> {
-    resp.results
-        .into_iter()
-        .map(|r| match r.outcome.unwrap() {
-            tokenize_result::Outcome::Token(t) => Ok((t.token, t.existing)),
-            tokenize_result::Outcome::Error(e) => Err((e.code(), e.message)),
-        })
-        .collect()
-}
-
-/// The audit events of one request id, in order.
-pub(crate) fn events_of(d: &Daemon, request_id: &str) -> Vec<audit::Record> {
-    audit::query(
-        &d.data().join(audit::LOG_FILE),
-        &Filter {
-            request_id: Some(request_id.into()),
-            ..Filter::default()
-        },
-    )
-    .unwrap()
 }
 
 /// Values of `template` kinds, two different ones each.

@@ -11,8 +11,7 @@ use tonic::Code;
 use vault_daemon::audit::Outcome;
 use vault_proto::v1::TokenizeResponse;
 
-use crate::common::{Daemon, PAN, req, tokenize_req};
-use crate::contract::{events_of, outcomes};
+use crate::common::{Daemon, PAN, events_of, outcomes, records, req, tokenize_req};
 
 /// What a request id's events say the caller got: the last event's outcome.
 fn final_outcome(d: &Daemon, request_id: &str) -> Option<Outcome> {
@@ -86,17 +85,6 @@ async fn deadline_already_passed_does_no_work() {
     assert_eq!(final_outcome(&d, "raw-room"), Some(Outcome::Ok));
     let mut d = d;
     d.stop().await;
-}
-
-/// Records stored in the daemon's SQLite file.
-pub(crate) fn records(d: &Daemon) -> i64 {
-    let c = rusqlite::Connection::open_with_flags(
-        d.data().join("vault.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    c.query_row("SELECT count(*) FROM records", [], |r| r.get(0))
-        .unwrap()
 }
 
 /// Twenty Tokenize calls with sub-millisecond deadlines (the observation: 17 answered OK and

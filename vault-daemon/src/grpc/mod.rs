@@ -19,6 +19,7 @@ use tonic_health::server::HealthReporter;
 use vault_proto::v1 as pb;
 use vault_proto::v1::admin_server::AdminServer;
 use vault_proto::v1::tokenizer_server::TokenizerServer;
+use zeroize::Zeroizing;
 
 use crate::auth::Credentials;
 use crate::error::StartError;
@@ -44,7 +45,7 @@ fn incoming<T>(req: &Request<T>) -> Incoming {
     Incoming {
         credentials: Credentials {
             certs: peer.and_then(|p| p.certs.clone()),
-            authorization: header("authorization").map(|v| v.as_bytes().to_vec()),
+            authorization: header("authorization").map(|v| Zeroizing::new(v.as_bytes().to_vec())),
         },
         source: peer.map(|p| p.addr.ip()),
         deadline: header("grpc-timeout")

@@ -75,9 +75,6 @@ pub enum AdminArea {
 }
 
 impl AdminArea {
-    /// Every area.
-    pub const ALL: [AdminArea; 3] = [AdminArea::Keys, AdminArea::Audit, AdminArea::Callers];
-
     /// The name in `admin:<area>`.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -88,7 +85,7 @@ impl AdminArea {
     }
 }
 
-/// The names of [`AdminArea::ALL`].
+/// The name of every [`AdminArea`]: what a policy's `admin:<area>` may say.
 pub const ADMIN_AREAS: [&str; 3] = [
     AdminArea::Keys.as_str(),
     AdminArea::Audit.as_str(),

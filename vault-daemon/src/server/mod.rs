@@ -174,7 +174,6 @@ fn open_vault(config: &Config) -> Result<Vault, StartError> {
         source,
     };
     let vault_error = |e: crate::storage::VaultError| match e {
-        crate::storage::VaultError::Templates(e) => StartError::Config(e),
         crate::storage::VaultError::NodeId(source) => StartError::Io {
             what: "reading or writing the node id".into(),
             source,
@@ -183,7 +182,7 @@ fn open_vault(config: &Config) -> Result<Vault, StartError> {
     };
     // Templates first: a config whose templates do not build is refused before any file is
     // created.
-    crate::storage::templates(config)?;
+    let templates = crate::storage::templates(config)?;
     let root_key = |path: &Path| {
         root::from_file(path).map_err(|source| StartError::RootKey {
             path: path.to_owned(),
@@ -216,7 +215,12 @@ fn open_vault(config: &Config) -> Result<Vault, StartError> {
             generate_root_key_file(key_path)?;
         }
         let key = root_key(key_path)?;
-        match crate::storage::create_vault(config, Arc::clone(&opened.store), RootInit::Key(key)) {
+        match crate::storage::create_vault(
+            config,
+            Arc::clone(&opened.store),
+            templates.clone(),
+            RootInit::Key(key),
+        ) {
             Ok((vault, _)) => {
                 tracing::info!(store = %location, vault_id = %vault.vault_id(),
                     "created a new vault");
@@ -231,7 +235,7 @@ fn open_vault(config: &Config) -> Result<Vault, StartError> {
             Err(e) => return Err(vault_error(e)),
         }
     }
-    let vault = crate::storage::open_vault(config, opened.store).map_err(vault_error)?;
+    let vault = crate::storage::open_vault(config, opened.store, templates).map_err(vault_error)?;
     if let Some(key_path) = &config.root_key_file {
         vault.unseal_key(root_key(key_path)?)?;
         tracing::info!(store = %location, "unsealed with the root key file");

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::json;
 use vault_client::ExposeSecret;
 use vault_core::keys::root::{self, KdfParams};
-use vault_core::vault::{JobState, RootInit, SealMethod, Vault};
+use vault_core::vault::{JobState, RootInit, SealMethod, TemplateConfig, Vault};
 use vault_daemon::audit::{self, Filter, Keys, PublicKey, VerifyKeys};
 use vault_daemon::callers;
 use vault_daemon::config::{Config, builtin_templates};
@@ -22,6 +22,11 @@ use crate::args::{
 use crate::failure::Failure;
 use crate::online::{new_passphrase, print_shares, progress, read_secret, write_secret_file};
 use crate::output::{print_json, table};
+
+/// The config's templates, as `vaultctl` reports a template that does not build.
+fn templates(cfg: &Config) -> Result<Vec<TemplateConfig>, Failure> {
+    vault_daemon::storage::templates(cfg).map_err(|e| Failure::other(e.to_string()))
+}
 
 fn template_infos(config: Option<&Path>) -> Result<Vec<TemplateInfo>, Failure> {
     let specs = match config {
@@ -58,7 +63,7 @@ fn open_vault(cfg: &Config) -> Result<Vault, Failure> {
             opened.location
         )));
     }
-    vault_daemon::storage::open_vault(cfg, opened.store).map_err(storage_error)
+    vault_daemon::storage::open_vault(cfg, opened.store, templates(cfg)?).map_err(storage_error)
 }
 
 /// A store that did not become a vault, as `vaultctl` reports it.
@@ -151,9 +156,10 @@ pub(crate) async fn init(g: &Global, a: InitArgs) -> Result<(), Failure> {
         )));
     }
     let store = opened.store;
+    let templates = templates(&cfg)?;
     let create_cfg = cfg.clone();
     let (vault, shares) = tokio::task::spawn_blocking(move || {
-        vault_daemon::storage::create_vault(&create_cfg, store, init)
+        vault_daemon::storage::create_vault(&create_cfg, store, templates, init)
     })
     .await
     .map_err(|e| Failure::other(e.to_string()))?
