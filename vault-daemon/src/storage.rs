@@ -98,7 +98,7 @@ pub fn open(config: &Config, create: bool) -> Result<Opened, StoreError> {
         }
     }
     if !create {
-        return Err(StoreError::NotFound(format!(
+        return Err(StoreError::not_found(format!(
             "no vault database at {location}"
         )));
     }

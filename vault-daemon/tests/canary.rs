@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{luhn_valid, with_key};
 use vault_proto::v1::tokenizer_client::TokenizerClient;
 use vault_proto::v1::{
     DeleteTokensItem, DeleteTokensRequest, DetokenizeItem, DetokenizeRequest, RevealItem,
-    RevealRequest, TokenizeItem, TokenizeRequest, detokenize_result, tokenize_result,
+    RevealRequest, detokenize_result, tokenize_result,
 };
+use vault_test_support::{figure, luhn_valid, tokenize_request, with_key};
 
 /// (template, canary value). Luhn-valid PANs of 13 to 19 digits, SSNs, e-mails, and the rest.
 const CANARIES: &[(&str, &str)] = &[
@@ -144,18 +144,7 @@ fn no_canary_survives_anywhere() {
             .unwrap();
         for (template, value) in CANARIES {
             let resp = c
-                .tokenize(with_key(
-                    TokenizeRequest {
-                        request_id: None,
-                        template: (*template).into(),
-                        key_version: None,
-                        items: vec![TokenizeItem {
-                            value: (*value).into(),
-                            ..TokenizeItem::default()
-                        }],
-                    },
-                    &key,
-                ))
+                .tokenize(with_key(tokenize_request(template, [*value]), &key))
                 .await
                 .unwrap()
                 .into_inner();
@@ -243,18 +232,7 @@ fn no_canary_survives_anywhere() {
                 let broken = format!("{bad}x");
                 for v in [*bad, broken.as_str()] {
                     let _ = c
-                        .tokenize(with_key(
-                            TokenizeRequest {
-                                request_id: None,
-                                template: template.into(),
-                                key_version: None,
-                                items: vec![TokenizeItem {
-                                    value: v.into(),
-                                    ..TokenizeItem::default()
-                                }],
-                            },
-                            &key,
-                        ))
+                        .tokenize(with_key(tokenize_request(template, [v]), &key))
                         .await;
                 }
             }
@@ -345,19 +323,4 @@ fn no_canary_survives_anywhere() {
         CANARIES.len() + BAD_CANARIES.len(),
     ));
     assert!(report.is_empty(), "{}", report.join("\n"));
-}
-
-/// Prints a figure and appends it to the file named by `VAULT_FIGURES` (CI prints that file,
-/// since `cargo test` hides a passing test's output).
-fn figure(line: &str) {
-    use std::io::Write as _;
-    eprintln!("FIGURE {line}");
-    if let Ok(path) = std::env::var("VAULT_FIGURES")
-        && let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-    {
-        let _ = writeln!(f, "FIGURE {line}");
-    }
 }

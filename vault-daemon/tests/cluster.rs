@@ -15,12 +15,11 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{luhn, with_key};
+use support::{dev_command, listening};
 use tonic::transport::Channel;
 use vault_proto::v1::admin_client::AdminClient;
 use vault_proto::v1::tokenizer_client::TokenizerClient;
@@ -29,27 +28,10 @@ use vault_proto::v1::{
     StartRewrapRequest, TokenizeItem, TokenizeRequest, detokenize_result, rotate_key_request,
     tokenize_result,
 };
+use vault_test_support::{figure, pg_url_or_skip, say, tokenize_request, with_key, with_luhn};
 
 const LEASE_MS: u64 = 1500;
 const REFRESH_MS: u64 = 300;
-
-/// Written straight to stderr (the harness does not capture it).
-fn say(text: &str) {
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
-}
-
-/// A figure on stderr, and appended to `$VAULT_FIGURES` (CI prints that file).
-fn figure(line: &str) {
-    say(&format!("{line}\n"));
-    if let Ok(path) = std::env::var("VAULT_FIGURES")
-        && let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-    {
-        let _ = writeln!(f, "{line}");
-    }
-}
 
 struct Daemon {
     child: Child,
@@ -60,27 +42,17 @@ struct Daemon {
 
 impl Daemon {
     fn start(data: &Path, url: &str, schema: &str) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_vaultd"))
-            .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .env("VAULT_LOG", "warn")
+        dev_command(data, "127.0.0.1:0")
             .env("VAULT_DATABASE_URL", url)
             .env("VAULT_DATABASE_SCHEMA", schema)
             .env("VAULT_REWRAP_LEASE_MS", LEASE_MS.to_string())
             .env("VAULT_KEY_REFRESH_MS", REFRESH_MS.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .unwrap()
     }
 
     fn ready(mut child: Child, data: &Path) -> Daemon {
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
-        let addr = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .to_owned();
+        let (addr, lines) = listening(&mut child);
         // Keep reading stdout in the background so the daemon never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let key = std::fs::read_to_string(data.join("dev-api-key"))
@@ -122,7 +94,7 @@ impl Drop for Daemon {
 
 /// Luhn-valid 16-digit PAN number `i`.
 fn pan(i: u64) -> String {
-    luhn(&format!("4{:014}", i * 7919 + 13))
+    with_luhn(&format!("4{:014}", i * 7919 + 13))
 }
 
 async fn tokenize(
@@ -133,18 +105,7 @@ async fn tokenize(
 ) -> Vec<(String, u32)> {
     let resp = c
         .tokenize(with_key(
-            TokenizeRequest {
-                request_id: None,
-                template: template.into(),
-                key_version: None,
-                items: values
-                    .iter()
-                    .map(|v| TokenizeItem {
-                        value: v.clone(),
-                        ..TokenizeItem::default()
-                    })
-                    .collect(),
-            },
+            tokenize_request(template, values.iter().cloned()),
             key,
         ))
         .await
@@ -251,18 +212,7 @@ async fn database_crash(daemons: &[Daemon], pg_dir: &str, pg_bin: &str) {
             while !stop.load(Ordering::SeqCst) {
                 k += 1;
                 let value = pan(2_000_000 + n as u64 * 1_000_000 + k);
-                let mut req = with_key(
-                    TokenizeRequest {
-                        request_id: None,
-                        template: "pan_vault".into(),
-                        key_version: None,
-                        items: vec![TokenizeItem {
-                            value: value.clone(),
-                            ..TokenizeItem::default()
-                        }],
-                    },
-                    &key,
-                );
+                let mut req = with_key(tokenize_request("pan_vault", [value.clone()]), &key);
                 req.set_timeout(Duration::from_secs(10));
                 match c.tokenize(req).await {
                     Ok(resp) => match resp.into_inner().results.pop().and_then(|r| r.outcome) {
@@ -296,15 +246,7 @@ async fn database_crash(daemons: &[Daemon], pg_dir: &str, pg_bin: &str) {
     let back = loop {
         let mut c = daemons[2].tokenizer().await;
         let req = with_key(
-            TokenizeRequest {
-                request_id: None,
-                template: "pan_vault".into(),
-                key_version: None,
-                items: vec![TokenizeItem {
-                    value: pan(5_000_000),
-                    ..TokenizeItem::default()
-                }],
-            },
+            tokenize_request("pan_vault", [pan(5_000_000)]),
             &daemons[2].key,
         );
         if c.tokenize(req).await.is_ok() {
@@ -333,7 +275,7 @@ async fn database_crash(daemons: &[Daemon], pg_dir: &str, pg_bin: &str) {
         }
     }
     figure(&format!(
-        "FIGURE cluster_database_crash: {} tokens acknowledged around an immediate shutdown of \
+        "cluster_database_crash: {} tokens acknowledged around an immediate shutdown of \
          PostgreSQL, all detokenized after the restart (0 lost); {failed} calls failed closed \
          while it was down; serving again {} ms after the crash (1500 ms down)",
         acked.len(),
@@ -462,22 +404,12 @@ async fn idempotency_race(daemons: &[Daemon]) {
         assert_eq!(handed.len(), 1);
         assert_eq!(refused, if same { 0 } else { 17 });
     }
-    figure("FIGURE cluster idempotency race: 18 calls, 3 daemons, 1 key: 1 record, 17 refused");
+    figure("cluster idempotency race: 18 calls, 3 daemons, 1 key: 1 record, 17 refused");
 }
 
 #[test]
 fn three_daemons_one_postgres() {
-    let Some(url) = std::env::var("VAULT_TEST_PG_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        if std::env::var("VAULT_REQUIRE_PG").is_ok_and(|v| v == "1") {
-            panic!("VAULT_REQUIRE_PG=1 but VAULT_TEST_PG_URL is not set");
-        }
-        say(
-            "SKIPPED three_daemons_one_postgres: VAULT_TEST_PG_URL is not set \
-             (eval \"$(bash tests/pg/start.sh)\")\n",
-        );
+    let Some(url) = pg_url_or_skip("three_daemons_one_postgres") else {
         return;
     };
     let schema = format!("cluster_{}", std::process::id());
@@ -640,7 +572,7 @@ fn three_daemons_one_postgres() {
         };
         let took_over_after = killed_at.elapsed();
         figure(&format!(
-            "FIGURE cluster_rewrap_takeover: killed at {} records; completed by another daemon \
+            "cluster_rewrap_takeover: killed at {} records; completed by another daemon \
              {} ms after the kill (lease {LEASE_MS} ms); total processed {}",
             at_kill.processed,
             took_over_after.as_millis(),
@@ -722,7 +654,7 @@ fn three_daemons_one_postgres() {
         );
         let hits = scan_for(&Path::new(&pg_dir).join("data"), &values);
         figure(&format!(
-            "FIGURE cluster_postgres_raw_scan: {} values searched in PostgreSQL's data directory \
+            "cluster_postgres_raw_scan: {} values searched in PostgreSQL's data directory \
              (heap, indexes, WAL): {hits} hits",
             values.len()
         ));

@@ -9,7 +9,8 @@ use std::process::{Child, Command};
 use assert_cmd::Command as Cmd;
 use predicates::prelude::*;
 use serde_json::Value;
-use support::{luhn, spawn_dev};
+use support::spawn_dev;
+use vault_test_support::with_luhn;
 
 /// A `vaultd serve --dev` child; SIGTERM on drop.
 struct Daemon {
@@ -265,7 +266,7 @@ fn offline_rewrap_resumes_and_audit_tamper_is_named() {
     let data = dir.path().join("vault-data");
     let d = Daemon::start(&data);
     let values: String = (0..23)
-        .map(|i| format!("{}\n", luhn(&format!("4111111{i:08}"))))
+        .map(|i| format!("{}\n", with_luhn(&format!("4111111{i:08}"))))
         .collect();
     d.ctl()
         .args(["tokenize", "pan_vault"])

@@ -7,12 +7,10 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use support::{spawn_dev, with_key};
+use support::{dev_command, listening, spawn_dev};
 use vault_proto::v1::tokenizer_client::TokenizerClient;
-use vault_proto::v1::{
-    DetokenizeItem, DetokenizeRequest, TokenizeItem, TokenizeRequest, detokenize_result,
-    tokenize_result,
-};
+use vault_proto::v1::{DetokenizeItem, DetokenizeRequest, detokenize_result, tokenize_result};
+use vault_test_support::{tokenize_request, with_key};
 
 #[test]
 fn vaultd_serve_dev() {
@@ -239,13 +237,9 @@ fn a_kill_at_any_moment_of_the_first_start_leaves_a_vault_that_starts() {
     let kills: u32 = if long { 200 } else { 30 };
     let root = tempfile::tempdir().unwrap();
     let start = |data: &std::path::Path| {
-        Command::new(env!("CARGO_BIN_EXE_vaultd"))
-            .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .env("VAULT_LOG", "warn")
+        dev_command(data, "127.0.0.1:0")
             .env_remove("VAULT_DATA_DIR")
             .env_remove("VAULT_ROOT_KEY_FILE")
-            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap()
@@ -294,17 +288,11 @@ fn a_kill_at_any_moment_of_the_first_start_leaves_a_vault_that_starts() {
 
 /// Starts `vaultd` on `data` once more and tokenizes and detokenizes a vaulted PAN.
 fn check_round_trip(data: &std::path::Path) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vaultd"))
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .env("VAULT_LOG", "warn")
-        .stdout(Stdio::piped())
+    let mut child = dev_command(data, "127.0.0.1:0")
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first.strip_prefix("listening on ").unwrap().to_owned();
+    let (addr, lines) = listening(&mut child);
     std::thread::spawn(move || for _ in lines {});
     let key = std::fs::read_to_string(data.join("dev-api-key"))
         .unwrap()
@@ -324,18 +312,7 @@ fn round_trip(addr: &str, key: &str, template: &str, value: &str) {
             .await
             .unwrap();
         let resp = c
-            .tokenize(with_key(
-                TokenizeRequest {
-                    request_id: None,
-                    template: template.into(),
-                    key_version: None,
-                    items: vec![TokenizeItem {
-                        value: value.into(),
-                        ..TokenizeItem::default()
-                    }],
-                },
-                key,
-            ))
+            .tokenize(with_key(tokenize_request(template, [value]), key))
             .await
             .unwrap()
             .into_inner();

@@ -175,7 +175,7 @@ impl Rng {
         let body: String = std::iter::once('4')
             .chain((0..14).map(|_| char::from(b'0' + (self.next() % 10) as u8)))
             .collect();
-        vault_tests::with_luhn(&body)
+        vault_test_support::with_luhn(&body)
     }
 }
 
@@ -188,11 +188,11 @@ fn authed<T>(msg: T, key: &str) -> Result<Request<T>> {
 }
 
 fn tokenize_request(template: &str, values: Vec<String>) -> TokenizeRequest {
-    vault_tests::tokenize_request(template, values)
+    vault_test_support::tokenize_request(template, values)
 }
 
 fn detokenize_request(template: &str, tokens: &[String]) -> DetokenizeRequest {
-    vault_tests::detokenize_request(template, tokens, "load test")
+    vault_test_support::detokenize_request(template, tokens, "load test")
 }
 
 /// Why a call did not fully succeed (counted, the first one printed).

@@ -324,7 +324,7 @@ pub(crate) fn req<T>(msg: T, key: Option<&str>) -> Request<T> {
 }
 
 pub(crate) fn tokenize_req(template: &str, values: &[&str]) -> TokenizeRequest {
-    vault_tests::tokenize_request(template, values.iter().copied())
+    vault_test_support::tokenize_request(template, values.iter().copied())
 }
 
 pub(crate) fn detokenize_req(
@@ -332,7 +332,7 @@ pub(crate) fn detokenize_req(
     tokens: &[String],
     purpose: &str,
 ) -> DetokenizeRequest {
-    vault_tests::detokenize_request(template, tokens, purpose)
+    vault_test_support::detokenize_request(template, tokens, purpose)
 }
 
 /// Tokenize values (every item must succeed) and return the tokens.
@@ -382,21 +382,6 @@ pub(crate) fn code<T>(r: &Result<T, tonic::Status>) -> Code {
     match r {
         Ok(_) => Code::Ok,
         Err(s) => s.code(),
-    }
-}
-
-/// Prints a figure and appends it to the file named by `VAULT_FIGURES` (CI prints that file,
-/// since `cargo test` hides a passing test's output).
-pub(crate) fn figure(line: &str) {
-    use std::io::Write as _;
-    eprintln!("FIGURE {line}");
-    if let Ok(path) = std::env::var("VAULT_FIGURES")
-        && let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-    {
-        let _ = writeln!(f, "FIGURE {line}");
     }
 }
 

@@ -198,9 +198,9 @@ async fn concurrent_calls_on_one_idempotency_key() {
                 let mut c =
                     vault_proto::v1::tokenizer_client::TokenizerClient::new(channel.clone());
                 let value = if same {
-                    vault_tests::luhn_pan(0)
+                    vault_test_support::luhn_pan(0)
                 } else {
-                    vault_tests::luhn_pan(i)
+                    vault_test_support::luhn_pan(i)
                 };
                 let key = key.clone();
                 tokio::spawn(async move {
@@ -453,7 +453,7 @@ async fn torn_audit_tail_of_every_length_is_recovered() {
         recovered += 1;
     }
     assert_eq!(recovered, last_len - 1);
-    crate::common::figure(&format!(
+    vault_test_support::figure(&format!(
         "torn audit tail: all {recovered} cut lengths of a {last_len}-byte last event recovered \
          (bytes set aside, recovery chained, log verifies after each)"
     ));

@@ -580,7 +580,7 @@ async fn hostile_corpus() {
         crate::common::detokenize(&mut all, None, "pan_vault", &t).await,
         ["4000056655665556"]
     );
-    crate::common::figure(&format!(
+    vault_test_support::figure(&format!(
         "hostile corpus: {n} cases, {} as expected ({by_code:?}), {messages} messages checked \
          for echoes, {} failures; daemon serving after the corpus",
         n - failures.len(),

@@ -96,7 +96,7 @@ async fn unknown_and_foreign_tokens_are_indistinguishable() {
     let p95 = all_times[all_times.len() * 95 / 100];
     let crop = |x: &[f64]| x.iter().copied().filter(|v| *v < p95).collect::<Vec<_>>();
     let (t, ca, cb) = welch(&crop(&times[0]), &crop(&times[1]));
-    crate::common::figure(&format!(
+    vault_test_support::figure(&format!(
         "timing: unknown vs other-owner token, {} + {} samples: same answer {:?}; \
          means {ma:.1} µs vs {mb:.1} µs (t = {t_raw:.2}); below p95 ({p95:.0} µs): \
          {ca:.1} µs vs {cb:.1} µs, Welch t = {t:.2} (|t| < 4.5 required)",

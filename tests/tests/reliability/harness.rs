@@ -35,18 +35,9 @@ pub(crate) fn long() -> bool {
     std::env::var("VAULT_LONG_TESTS").is_ok_and(|v| v == "1")
 }
 
-/// Print a figure on stderr and append it to `$VAULT_FIGURES` (CI prints that file).
+/// A figure named `name` ([`vault_test_support::figure`]).
 pub(crate) fn figure(name: &str, text: &str) {
-    let line = format!("FIGURE {name}: {text}");
-    eprintln!("{line}");
-    if let Ok(path) = std::env::var("VAULT_FIGURES")
-        && let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-    {
-        let _ = writeln!(f, "{line}");
-    }
+    vault_test_support::figure(&format!("{name}: {text}"));
 }
 
 /// xorshift64*: reproducible from the printed seed, no dependency.
@@ -87,7 +78,7 @@ impl Rng {
         let body: String = std::iter::once('4')
             .chain((0..14).map(|_| char::from(b'0' + (self.next() % 10) as u8)))
             .collect();
-        vault_tests::with_luhn(&body)
+        vault_test_support::with_luhn(&body)
     }
 }
 
@@ -297,11 +288,11 @@ pub(crate) fn req<T>(msg: T, key: &str, deadline: Duration) -> Request<T> {
 }
 
 pub(crate) fn tokenize_req(values: &[String]) -> TokenizeRequest {
-    vault_tests::tokenize_request(TEMPLATE, values.iter().cloned())
+    vault_test_support::tokenize_request(TEMPLATE, values.iter().cloned())
 }
 
 pub(crate) fn detokenize_req(tokens: &[String]) -> DetokenizeRequest {
-    vault_tests::detokenize_request(TEMPLATE, tokens, "reliability test")
+    vault_test_support::detokenize_request(TEMPLATE, tokens, "reliability test")
 }
 
 /// Tokenize: the tokens if the call and every item succeeded, else the status (an item error

@@ -120,7 +120,7 @@ pub(crate) fn meta_round_trip_and_insert_only<B: Backend>(b: &B) {
     let err = s
         .meta_insert_new(&[("fresh", b"y"), ("vault_id", b"z")])
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     assert_eq!(s.meta_get("vault_id").unwrap(), Some(b"x".to_vec()));
     assert_eq!(s.meta_get("fresh").unwrap(), None);
     s.probe_write().unwrap();
@@ -143,7 +143,7 @@ pub(crate) fn keys_create_rotate_and_generation<B: Backend>(b: &B) {
             &key_version("data/pan", 1, "active"),
         )
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     let g1 = other.keys_generation().unwrap();
     assert_ne!(
         g0, g1,
@@ -154,7 +154,7 @@ pub(crate) fn keys_create_rotate_and_generation<B: Backend>(b: &B) {
     let err = other
         .key_rotate(&key_version("data/pan", 2, "active"))
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     let g2 = other.keys_generation().unwrap();
     assert_ne!(g1, g2);
     // Nonce reservations are not key-table changes.
@@ -185,11 +185,11 @@ pub(crate) fn key_state_compare_and_set_and_retire<B: Backend>(b: &B) {
     let err = s
         .key_set_state("data/pan", 1, ks("active"), ks("decrypt_only"), false)
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     let err = s
         .key_set_state("data/pan", 9, ks("active"), ks("decrypt_only"), false)
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     // An unknown state cannot be asked for: states are typed (`State`), and the tables'
     // CHECKs still refuse any other name written behind the store's back.
     // Retire refused while a record (data key) or fingerprint (fp key) remains under it.
@@ -197,7 +197,10 @@ pub(crate) fn key_state_compare_and_set_and_retire<B: Backend>(b: &B) {
         let err = s
             .key_set_state(name, 1, ks("decrypt_only"), ks("retired"), false)
             .unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(_)), "{name}: {err:?}");
+        assert!(
+            matches!(err, StoreError::Conflict { .. }),
+            "{name}: {err:?}"
+        );
     }
     assert_eq!(
         s.keys_load().unwrap().versions[0].state.as_str(),
@@ -228,12 +231,12 @@ pub(crate) fn min_version_only_rises<B: Backend>(b: &B) {
     data_keys(&*s);
     s.key_raise_min_version("data/pan", 3).unwrap();
     let err = s.key_raise_min_version("data/pan", 2).unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     // Equal is not a rise either (admin.proto: "lower or equal fails").
     let err = s.key_raise_min_version("data/pan", 3).unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     let err = s.key_raise_min_version("ghost", 2).unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     let t = s.keys_load().unwrap();
     let n = t.names.iter().find(|n| n.name == "data/pan").unwrap();
     assert_eq!(n.min_decrypt_version, 3);
@@ -255,12 +258,12 @@ pub(crate) fn root_rewrap_must_cover_every_key<B: Backend>(b: &B) {
     let err = s
         .keys_rewrap_all(&[("token".into(), 1, vec![9; 48])], &[("check", b"new")])
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     assert_eq!(s.meta_get("check").unwrap(), Some(b"old".to_vec()));
     let err = s
         .keys_rewrap_all(&[("ghost".into(), 1, vec![9; 48])], &[])
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     s.keys_rewrap_all(
         &[
             ("token".into(), 1, vec![9; 48]),
@@ -285,9 +288,9 @@ pub(crate) fn nonce_reservation_accumulates<B: Backend>(b: &B) {
     let err = s
         .key_reserve_nonces("data/pan", 1, u64::MAX / 2)
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     let err = s.key_reserve_nonces("data/pan", 2, 1).unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 }
 
 pub(crate) fn ids_unique_across_handles<B: Backend>(b: &B) {
@@ -402,14 +405,14 @@ pub(crate) fn unallocated_id_fails_the_whole_call<B: Backend>(b: &B) {
     let err = s
         .insert_records(&[rec(ids.start), rec(ids.end + 10 * ID_BLOCK)])
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     assert_eq!(s.get_records(&[ids.start]).unwrap(), vec![None]);
     let err = s.insert_records(&[rec(0)]).unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     s.insert_records(&[rec(ids.start)]).unwrap();
     // The same id twice: refused as a whole.
     let err = s.insert_records(&[rec(ids.start)]).unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     assert_eq!(s.count_by_key_version("pan", 1).unwrap(), 1);
 }
 
@@ -521,7 +524,7 @@ pub(crate) fn rewrap_batches_and_replay_is_safe<B: Backend>(b: &B) {
     let mut back = j.clone();
     back.cursor = 0;
     let err = s.rewrap_commit(&[], &back).unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     assert_eq!(s.count_by_key_version("pan", 1).unwrap(), 2);
     assert_eq!(s.count_by_key_version("pan", 2).unwrap(), 3);
     assert_eq!(s.count_by_fp_version("pan", 2).unwrap(), 3);
@@ -564,7 +567,7 @@ pub(crate) fn rewrap_lease_is_exclusive_and_lapses<B: Backend>(b: &B) {
     intruder.owner = "intruder".into();
     intruder.state = js("running");
     let err = s.rewrap_job_update(&intruder, js("pending")).unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     let mut mine = j.clone();
     mine.owner = holder.clone();
     mine.state = js("running");
@@ -575,7 +578,7 @@ pub(crate) fn rewrap_lease_is_exclusive_and_lapses<B: Backend>(b: &B) {
     assert!(other.rewrap_job_claim(j.id, "heir", 60_000).unwrap());
     mine.cursor = 10;
     let err = s.rewrap_commit(&[], &mine).unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     let mut heir = mine.clone();
     heir.owner = "heir".into();
     s.rewrap_commit(&[], &heir).unwrap();
@@ -589,7 +592,7 @@ pub(crate) fn rewrap_lease_is_exclusive_and_lapses<B: Backend>(b: &B) {
     );
     assert!(!s.rewrap_job_claim(j.id, "late", 1000).unwrap());
     let err = s.rewrap_job_claim(j.id + 100, "x", 1000).unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 }
 
 pub(crate) fn concurrent_handles_store_one_record_per_fingerprint<B: Backend>(b: &B) {
@@ -623,7 +626,8 @@ pub(crate) fn concurrent_handles_store_one_record_per_fingerprint<B: Backend>(b:
                                 break;
                             }
                             // A deadlock or serialization failure between writers: retry.
-                            Err(StoreError::Conflict(_)) | Err(StoreError::Unavailable(_)) => {}
+                            Err(StoreError::Conflict { .. })
+                            | Err(StoreError::Unavailable { .. }) => {}
                             Err(e) => panic!("{e:?}"),
                         }
                     }
@@ -694,7 +698,7 @@ pub(crate) fn rewrap_jobs_crud<B: Backend>(b: &B) {
     j.state = js("paused");
     s.rewrap_job_update(&j, js("running")).unwrap();
     let err = s.rewrap_job_update(&j, js("running")).unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     assert_eq!(
         s.rewrap_job_get(a).unwrap().unwrap().state.as_str(),
         "paused"
@@ -703,5 +707,5 @@ pub(crate) fn rewrap_jobs_crud<B: Backend>(b: &B) {
     let err = s
         .rewrap_job_update(&RewrapJobRow { id: 999_999, ..j }, js("paused"))
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 }

@@ -12,12 +12,12 @@
 
 mod cases;
 
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use vault_core::store::{Options, SqliteStore, Store};
 use vault_daemon::pgstore::{PgOptions, PgStore};
+use vault_test_support::{pg_url, pg_url_or_skip, say};
 
 /// A fresh, empty store and a way to open more handles on the same data.
 pub(crate) trait Backend: Sized {
@@ -88,28 +88,10 @@ pub(crate) struct Postgres {
     schema: String,
 }
 
-/// The PostgreSQL server the tests use, if any.
-fn pg_url() -> Option<String> {
-    std::env::var("VAULT_TEST_PG_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-}
-
-/// Written straight to stderr: the test harness captures `eprintln!`, not this.
-fn say(text: &str) {
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
-}
-
 impl Backend for Postgres {
     fn new(case: &str) -> Option<Self> {
         static N: AtomicU64 = AtomicU64::new(0);
-        let Some(url) = pg_url() else {
-            say(&format!(
-                "SKIPPED {case} on PostgreSQL: VAULT_TEST_PG_URL is not set \
-                 (eval \"$(bash tests/pg/start.sh)\")\n"
-            ));
-            return None;
-        };
+        let url = pg_url_or_skip(&format!("{case} on PostgreSQL"))?;
         let schema = format!(
             "t_{}_{}_{}",
             case.chars()
@@ -313,7 +295,7 @@ fn pg_tls_is_verified_and_plaintext_is_loopback_only() {
     std::fs::write(&other, params.self_signed(&key).unwrap().pem()).unwrap();
     let err = PgStore::connect(&tls_url, &opts(Some(other))).unwrap_err();
     assert!(
-        matches!(err, vault_core::store::StoreError::Unavailable(_)),
+        matches!(err, vault_core::store::StoreError::Unavailable { .. }),
         "{err:?}"
     );
     let password = url

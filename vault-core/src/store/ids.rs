@@ -43,7 +43,7 @@ impl IdBlocks {
             .max(1)
             .div_ceil(ID_BLOCK)
             .checked_mul(ID_BLOCK)
-            .ok_or_else(|| StoreError::Conflict("record ids exhausted".into()))?;
+            .ok_or_else(|| StoreError::conflict("record ids exhausted".into()))?;
         let block = reserve(want)?;
         // A block that starts where the cached one ends joins it; otherwise the cached rest is
         // dropped (a gap, never a repeat).

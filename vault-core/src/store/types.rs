@@ -3,15 +3,38 @@
 
 use crate::keys::State;
 
+/// What lies under a [`StoreError`]: the I/O, SQLite or database-client error it came from, kept
+/// as its [`source`](std::error::Error::source) so a caller can inspect it (an `io::ErrorKind`, a
+/// SQLite result code) rather than parse a message. Never a stored value: the PostgreSQL backend
+/// keeps only the SQLSTATE and constraint of a server error, whose own words can quote stored
+/// bytes.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Errors from storage. Messages carry no stored bytes.
+///
+/// A message is complete by itself: where there is a [`Cause`], its words are already in
+/// `what` (as `what: cause`), as in the daemon's start-up errors, so a log line of `{}` says
+/// everything and `source()` is there for code that needs the cause's type.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be read or written (I/O error, disk full, read-only, locked).
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
+    #[error("storage unavailable: {what}")]
+    Unavailable {
+        /// What failed, in words that quote no stored bytes.
+        what: String,
+        /// The error underneath, if it came from one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// The database file is damaged (failed integrity check, truncated, not a database).
-    #[error("storage corrupt: {0}")]
-    Corrupt(String),
+    #[error("storage corrupt: {what}")]
+    Corrupt {
+        /// What is damaged.
+        what: String,
+        /// The error underneath, if it came from one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// The database was written by a newer version of this software.
     #[error("database schema version {found} is newer than this build supports ({supported})")]
     SchemaTooNew {
@@ -21,11 +44,21 @@ pub enum StoreError {
         supported: u32,
     },
     /// A compare-and-set or uniqueness condition failed (concurrent change, illegal state).
-    #[error("storage conflict: {0}")]
-    Conflict(String),
-    /// A row names something that does not exist.
-    #[error("not found: {0}")]
-    NotFound(String),
+    #[error("storage conflict: {what}")]
+    Conflict {
+        /// Which condition failed.
+        what: String,
+        /// The error underneath, if it came from one (a constraint violation).
+        #[source]
+        source: Option<Cause>,
+    },
+    /// A row names something that does not exist. Always the store's own finding: nothing
+    /// lies underneath.
+    #[error("not found: {what}")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
     /// A record was to be written under a key version that is no longer active (another
     /// process rotated the key): the writer reloads its key ring and retries.
     #[error("key {name} version {version} is no longer active")]
@@ -57,6 +90,71 @@ pub enum StoreError {
         /// Value found.
         found: String,
     },
+}
+
+impl StoreError {
+    /// [`StoreError::Unavailable`] with no cause (yet: see [`StoreError::because`]).
+    pub fn unavailable(what: String) -> StoreError {
+        StoreError::Unavailable { what, source: None }
+    }
+
+    /// [`StoreError::Corrupt`] with no cause (yet).
+    pub fn corrupt(what: String) -> StoreError {
+        StoreError::Corrupt { what, source: None }
+    }
+
+    /// [`StoreError::Conflict`] with no cause (yet).
+    pub fn conflict(what: String) -> StoreError {
+        StoreError::Conflict { what, source: None }
+    }
+
+    /// [`StoreError::NotFound`].
+    pub fn not_found(what: String) -> StoreError {
+        StoreError::NotFound { what }
+    }
+
+    /// The same error, caused by `cause`: its words are appended to the message (`what:
+    /// cause`) and it becomes the `source()`. Variants without a cause field are returned as
+    /// they are.
+    pub fn because(mut self, cause: impl Into<Cause>) -> StoreError {
+        let cause = cause.into();
+        if let StoreError::Unavailable { what, source }
+        | StoreError::Corrupt { what, source }
+        | StoreError::Conflict { what, source } = &mut self
+        {
+            what.push_str(": ");
+            what.push_str(&cause.to_string());
+            *source = Some(cause);
+        }
+        self
+    }
+
+    /// The same error, its message prefixed with the step it happened in (`place: what`),
+    /// its kind and source kept: a pool reporting a refused connection stays `Unavailable`
+    /// without saying "storage unavailable" twice.
+    pub fn within(mut self, place: &str) -> StoreError {
+        if let StoreError::Unavailable { what, .. }
+        | StoreError::Corrupt { what, .. }
+        | StoreError::Conflict { what, .. }
+        | StoreError::NotFound { what } = &mut self
+        {
+            what.insert_str(0, ": ");
+            what.insert_str(0, place);
+        }
+        self
+    }
+
+    /// The same error with `cause` as its `source()`, the message unchanged (for a message
+    /// that already is the cause's words).
+    pub fn caused_by(mut self, cause: impl Into<Cause>) -> StoreError {
+        if let StoreError::Unavailable { source, .. }
+        | StoreError::Corrupt { source, .. }
+        | StoreError::Conflict { source, .. } = &mut self
+        {
+            *source = Some(cause.into());
+        }
+        self
+    }
 }
 
 /// One key name and its settings.
@@ -326,4 +424,36 @@ pub struct RewrapJobRow {
     /// store's business (set by [`super::Store::rewrap_job_claim`], renewed by
     /// [`super::Store::rewrap_commit`], on the store's clock).
     pub owner: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+    use std::error::Error;
+
+    #[test]
+    fn because_appends_the_cause_and_keeps_it_as_source() {
+        let io = std::io::Error::other("disk on fire");
+        let e = StoreError::unavailable("opening the log".into()).because(io);
+        assert_eq!(
+            e.to_string(),
+            "storage unavailable: opening the log: disk on fire"
+        );
+        let source = e.source().expect("a source");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
+    }
+
+    #[test]
+    fn caused_by_keeps_the_message_and_within_prefixes_it() {
+        let io = std::io::Error::other("busy");
+        let e = StoreError::conflict("busy".into())
+            .caused_by(io)
+            .within("claiming a job");
+        assert!(matches!(e, StoreError::Conflict { .. }));
+        assert!(e.to_string().ends_with("claiming a job: busy"), "{e}");
+        assert!(e.source().is_some());
+        // NotFound has no cause to keep: it is returned as it is.
+        let nf = StoreError::not_found("token".into()).because(std::io::Error::other("x"));
+        assert!(nf.source().is_none());
+    }
 }

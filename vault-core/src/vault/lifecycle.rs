@@ -43,7 +43,7 @@ impl Vault {
         let entries: Vec<(&str, &[u8])> = meta.iter().map(|(k, v)| (*k, v.as_slice())).collect();
         // Insert-only: of two processes creating a vault on one empty store, one wins.
         store.meta_insert_new(&entries).map_err(|e| match e {
-            crate::store::StoreError::Conflict(_) => Error::AlreadyInitialised,
+            crate::store::StoreError::Conflict { .. } => Error::AlreadyInitialised,
             e => e.into(),
         })?;
         let vault = Vault::assemble(store, templates, vault_id, sealing)?;
@@ -336,7 +336,7 @@ impl Vault {
             match self.store.key_create(&name_row, &version_row) {
                 Ok(()) => ring.apply_new_key(&name_row, &version_row)?,
                 // Another process sharing the store created it first: take theirs.
-                Err(crate::store::StoreError::Conflict(_)) => {
+                Err(crate::store::StoreError::Conflict { .. }) => {
                     ring = ring.reload(&self.store.keys_load()?)?;
                     if ring.purpose(&name)? != purpose {
                         return Err(Error::Integrity);

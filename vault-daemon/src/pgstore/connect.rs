@@ -8,7 +8,7 @@ impl PgStore {
     /// lock. A plaintext connection is refused unless every host is loopback or a Unix socket.
     pub fn connect(url: &str, opts: &PgOptions) -> Result<PgStore, StoreError> {
         let mut config = tokio_postgres::Config::from_str(url)
-            .map_err(|_| StoreError::Unavailable("the database URL does not parse".into()))?;
+            .map_err(|_| StoreError::unavailable("the database URL does not parse".into()))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(POOL_TIMEOUT);
         }
@@ -27,7 +27,9 @@ impl PgStore {
             .thread_name("vault-pg")
             .enable_all()
             .build()
-            .map_err(|e| StoreError::Unavailable(format!("starting the database runtime: {e}")))?;
+            .map_err(|e| {
+                StoreError::unavailable("starting the database runtime".into()).because(e)
+            })?;
         let manager = match tls {
             Some(tls) => Manager::from_config(
                 config,
@@ -53,7 +55,7 @@ impl PgStore {
                 .create_timeout(Some(POOL_TIMEOUT))
                 .recycle_timeout(Some(POOL_TIMEOUT))
                 .build()
-                .map_err(|e| StoreError::Unavailable(format!("database pool: {e}")))?
+                .map_err(|e| StoreError::unavailable("database pool".into()).because(e))?
         };
         let store = PgStore {
             rt: Some(rt),
@@ -73,7 +75,7 @@ impl PgStore {
                 {
                     Ok(()) => {}
                     Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
-                    Err(e) => return Err(map_pg(&e)),
+                    Err(e) => return Err(map_pg(e)),
                 }
             }
             schema::migrate(&mut c, schema::current()).await?;
@@ -143,18 +145,18 @@ impl PgStore {
         let rt = self
             .rt
             .as_ref()
-            .ok_or_else(|| StoreError::Unavailable("store closed".into()))?;
+            .ok_or_else(|| StoreError::unavailable("store closed".into()))?;
         let fut = f(self.pool.clone());
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         rt.spawn(async move {
             let result = match tokio::time::timeout(CALL_TIMEOUT, fut).await {
                 Ok(r) => r,
-                Err(_) => Err(StoreError::Unavailable("database call timed out".into())),
+                Err(_) => Err(StoreError::unavailable("database call timed out".into())),
             };
             let _ = tx.send(result);
         });
         rx.recv()
-            .map_err(|_| StoreError::Unavailable("database task ended".into()))?
+            .map_err(|_| StoreError::unavailable("database task ended".into()))?
     }
 }
 
@@ -168,7 +170,7 @@ pub(super) fn check_identifier(s: &str) -> Result<(), StoreError> {
     if ok {
         Ok(())
     } else {
-        Err(StoreError::Unavailable(
+        Err(StoreError::unavailable(
             "schema name: lowercase letters, digits and _ only".into(),
         ))
     }
@@ -193,14 +195,14 @@ pub(super) fn tls_for(
     match config.get_ssl_mode() {
         SslMode::Require => {
             let ca = opts.ca_file.as_deref().ok_or_else(|| {
-                StoreError::Unavailable(
+                StoreError::unavailable(
                     "sslmode=require needs database_ca (the server's CA)".into(),
                 )
             })?;
             Ok(Some(rustls_connector(ca)?))
         }
         _ if local => Ok(None),
-        _ => Err(StoreError::Unavailable(
+        _ => Err(StoreError::unavailable(
             "refusing a plaintext connection to a non-loopback database: add sslmode=require \
              and database_ca"
                 .into(),
@@ -213,17 +215,18 @@ pub(super) fn rustls_connector(
 ) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let bad = |m: String| StoreError::Unavailable(format!("database_ca {}: {m}", ca.display()));
+    let bad =
+        |e: Cause| StoreError::unavailable(format!("database_ca {}", ca.display())).because(e);
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(e.to_string()))? {
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(e.into()))? {
         roots
-            .add(cert.map_err(|e| bad(e.to_string()))?)
-            .map_err(|e| bad(e.to_string()))?;
+            .add(cert.map_err(|e| bad(e.into()))?)
+            .map_err(|e| bad(e.into()))?;
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| bad(e.to_string()))?
+        .map_err(|e| bad(e.into()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
@@ -232,18 +235,17 @@ pub(super) fn rustls_connector(
 pub(super) type Client = deadpool_postgres::Client;
 
 pub(super) async fn get(pool: &Pool) -> Result<Client, StoreError> {
-    pool.get()
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("database connection: {}", pool_error(&e))))
-}
-
-/// A pool error without the server's words (which may quote a row).
-pub(super) fn pool_error(e: &deadpool_postgres::PoolError) -> String {
-    match e {
-        deadpool_postgres::PoolError::Backend(pg) => map_pg(pg).to_string(),
-        deadpool_postgres::PoolError::Timeout(_) => "timed out".into(),
-        _ => "unavailable".into(),
-    }
+    pool.get().await.map_err(|e| {
+        let what = "database connection".to_owned();
+        match e {
+            // Mapped as any server error: without the server's words (they may quote a row).
+            deadpool_postgres::PoolError::Backend(pg) => map_pg(pg).within(&what),
+            deadpool_postgres::PoolError::Timeout(_) => {
+                StoreError::unavailable(format!("{what}: timed out"))
+            }
+            _ => StoreError::unavailable(format!("{what}: unavailable")),
+        }
+    })
 }
 
 pub(super) async fn check_durability(c: &Client) -> Result<(), StoreError> {

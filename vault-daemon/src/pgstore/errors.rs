@@ -4,14 +4,14 @@ use super::*;
 
 /// Maps a PostgreSQL error to a store error naming only the SQLSTATE and the constraint: the
 /// server's message and detail can quote stored values (`Key (lookup)=(\x…) already exists`).
-pub(super) fn map_pg(e: &tokio_postgres::Error) -> StoreError {
+pub(super) fn map_pg(e: tokio_postgres::Error) -> StoreError {
     let Some(db) = e.as_db_error() else {
         // Not the server's words: a closed connection, an I/O error, or a client-side encoding
         // error (which names types, never values).
         if e.is_closed() {
-            return StoreError::Unavailable("database connection closed".into());
+            return StoreError::unavailable("database connection closed".into());
         }
-        return StoreError::Unavailable(format!("database client: {e}"));
+        return StoreError::unavailable("database client".into()).because(e);
     };
     let code = db.code();
     // Our own refusals from `vault_insert_guard` (schema.rs): their words are ours.
@@ -22,13 +22,14 @@ pub(super) fn map_pg(e: &tokio_postgres::Error) -> StoreError {
                 version: db.detail().and_then(|d| d.parse().ok()).unwrap_or(0),
             };
         }
-        "VK002" => return StoreError::Conflict("record id was not allocated".into()),
+        "VK002" => return StoreError::conflict("record id was not allocated".into()),
         _ => {}
     }
-    let what = match db.constraint() {
-        Some(c) => format!("SQLSTATE {} ({c})", code.code()),
-        None => format!("SQLSTATE {}", code.code()),
+    let cause = ServerRefusal {
+        sqlstate: code.code().to_owned(),
+        constraint: db.constraint().map(str::to_owned),
     };
+    let what = cause.to_string();
     let class = &code.code()[..2];
     if *code == SqlState::UNIQUE_VIOLATION
         || *code == SqlState::CHECK_VIOLATION
@@ -36,18 +37,29 @@ pub(super) fn map_pg(e: &tokio_postgres::Error) -> StoreError {
         || *code == SqlState::T_R_SERIALIZATION_FAILURE
         || *code == SqlState::T_R_DEADLOCK_DETECTED
     {
-        StoreError::Conflict(what)
+        StoreError::conflict(what).caused_by(cause)
     } else if class == "XX" {
-        StoreError::Corrupt(what)
+        StoreError::corrupt(what).caused_by(cause)
     } else {
         // 08 connection, 53 insufficient resources (disk full), 57 operator intervention
         // (shutdown), 25 read-only transaction, and the rest: the database cannot serve now.
-        StoreError::Unavailable(what)
+        StoreError::unavailable(what).caused_by(cause)
     }
+}
+
+/// What a [`StoreError`] keeps as its source from a PostgreSQL server error: the SQLSTATE and
+/// the constraint, never the server's message or detail (they can quote stored values).
+#[derive(Debug, thiserror::Error)]
+#[error("SQLSTATE {sqlstate}{}", constraint.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+pub(crate) struct ServerRefusal {
+    /// The five-character SQLSTATE (`23505`, `53100`, …).
+    pub(crate) sqlstate: String,
+    /// The constraint the server named, if any.
+    pub(crate) constraint: Option<String>,
 }
 
 impl<T> PgResult<T> for Result<T, tokio_postgres::Error> {
     fn pg(self) -> Result<T, StoreError> {
-        self.map_err(|e| map_pg(&e))
+        self.map_err(map_pg)
     }
 }

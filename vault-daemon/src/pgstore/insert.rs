@@ -78,7 +78,7 @@ pub(super) async fn insert_plain(
         .pg()?
         .get(0);
     if n != rows.len() as i64 {
-        return Err(StoreError::Corrupt(format!(
+        return Err(StoreError::corrupt(format!(
             "{n} of {} records inserted",
             rows.len()
         )));
@@ -399,5 +399,5 @@ pub(super) async fn resolve_lost(
     {
         return Ok(InsertOutcome::LookupCollision);
     }
-    Err(StoreError::Conflict("record id exists".into()))
+    Err(StoreError::conflict("record id exists".into()))
 }

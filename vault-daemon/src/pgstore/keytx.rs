@@ -39,9 +39,9 @@ pub(super) async fn not_found_or_conflict(
     what: &str,
 ) -> StoreError {
     match tx.query_opt(exists_sql, params).await {
-        Ok(Some(_)) => StoreError::Conflict(format!("{what}: current state differs")),
-        Ok(None) => StoreError::NotFound(what.to_owned()),
-        Err(e) => map_pg(&e),
+        Ok(Some(_)) => StoreError::conflict(format!("{what}: current state differs")),
+        Ok(None) => StoreError::not_found(what.to_owned()),
+        Err(e) => map_pg(e),
     }
 }
 

@@ -70,7 +70,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use vault_core::store::{
-    IdBlocks, IdempotencyHit, InsertOutcome, KeyNameRow, KeyTable, KeyVersionRow, NewRecord,
+    Cause, IdBlocks, IdempotencyHit, InsertOutcome, KeyNameRow, KeyTable, KeyVersionRow, NewRecord,
     Record, RecordUpdate, RewrapJobRow, Store, StoreError,
 };
 

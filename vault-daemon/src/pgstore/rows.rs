@@ -9,15 +9,15 @@ pub(super) use vault_core::store::columns::{JOB_COLUMNS, RECORD_COLUMNS};
 pub(super) const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::int8";
 
 pub(super) fn i64_of(v: u64) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError::Conflict("value out of range".into()))
+    i64::try_from(v).map_err(|_| StoreError::conflict("value out of range".into()))
 }
 
 pub(super) fn u64_of(v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt("negative value stored".into()))
+    u64::try_from(v).map_err(|_| StoreError::corrupt("negative value stored".into()))
 }
 
 pub(super) fn u32_of(v: i64) -> Result<u32, StoreError> {
-    u32::try_from(v).map_err(|_| StoreError::Corrupt("value out of range stored".into()))
+    u32::try_from(v).map_err(|_| StoreError::corrupt("value out of range stored".into()))
 }
 
 pub(super) fn record_from(r: &tokio_postgres::Row) -> Result<Record, StoreError> {
@@ -60,11 +60,11 @@ pub(super) fn job_from(r: &tokio_postgres::Row) -> Result<RewrapJobRow, StoreErr
 /// A key version state read back by name.
 pub(super) fn key_state_of(name: &str) -> Result<State, StoreError> {
     name.parse()
-        .map_err(|_| StoreError::Corrupt(format!("unknown key version state {name:?}")))
+        .map_err(|_| StoreError::corrupt(format!("unknown key version state {name:?}")))
 }
 
 /// A rewrap job state read back by name.
 pub(super) fn job_state_of(name: &str) -> Result<JobState, StoreError> {
     JobState::from_name(name)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown rewrap job state {name:?}")))
+        .ok_or_else(|| StoreError::corrupt(format!("unknown rewrap job state {name:?}")))
 }

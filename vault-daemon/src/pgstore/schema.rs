@@ -166,14 +166,14 @@ pub(super) async fn migrate(
          INSERT INTO vault_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM vault_schema)",
     )
     .await
-    .map_err(|e| map_pg(&e))?;
+    .map_err(map_pg)?;
     let found: i32 = tx
         .query_one("SELECT version FROM vault_schema", &[])
         .await
         .pg()?
         .get(0);
     let found = u32::try_from(found)
-        .map_err(|_| StoreError::Corrupt(format!("schema version {found} is out of range")))?;
+        .map_err(|_| StoreError::corrupt(format!("schema version {found} is out of range")))?;
     if found > current() {
         return Err(StoreError::SchemaTooNew {
             found,

@@ -41,7 +41,7 @@ impl Store for PgStore {
                     .await
                     .pg()?;
                 if n == 0 {
-                    return Err(StoreError::Conflict(format!("metadata {k} exists")));
+                    return Err(StoreError::conflict(format!("metadata {k} exists")));
                 }
             }
             tx.commit().await.pg()
@@ -117,7 +117,7 @@ impl Store for PgStore {
 
     fn key_create(&self, name: &KeyNameRow, first: &KeyVersionRow) -> Result<(), StoreError> {
         if first.name != name.name {
-            return Err(StoreError::Conflict(
+            return Err(StoreError::conflict(
                 "first version belongs to another key name".into(),
             ));
         }
@@ -139,7 +139,7 @@ impl Store for PgStore {
                 .await
                 .pg()?;
             if inserted == 0 {
-                return Err(StoreError::Conflict(format!("key {} exists", name.name)));
+                return Err(StoreError::conflict(format!("key {} exists", name.name)));
             }
             bump_key_generation(&tx).await?;
             insert_version(&tx, &first).await?;
@@ -149,7 +149,7 @@ impl Store for PgStore {
 
     fn key_rotate(&self, new: &KeyVersionRow) -> Result<(), StoreError> {
         if new.state != State::Active || new.version < 2 {
-            return Err(StoreError::Conflict(
+            return Err(StoreError::conflict(
                 "a rotation inserts an active version above 1".into(),
             ));
         }
@@ -161,9 +161,15 @@ impl Store for PgStore {
             lock_key_version(&tx, &new.name, prev).await?;
             let moved = tx
                 .execute(
-                    "UPDATE key_versions SET state = 'decrypt_only', updated_at = $3 \
-                     WHERE name = $1 AND version = $2 AND state = 'active'",
-                    &[&new.name, &prev, &new.created_at],
+                    "UPDATE key_versions SET state = $4, updated_at = $3 \
+                     WHERE name = $1 AND version = $2 AND state = $5",
+                    &[
+                        &new.name,
+                        &prev,
+                        &new.created_at,
+                        &State::DecryptOnly.as_str(),
+                        &State::Active.as_str(),
+                    ],
                 )
                 .await
                 .pg()?;
@@ -232,7 +238,7 @@ impl Store for PgStore {
                     _ => 0,
                 };
                 if left > 0 {
-                    return Err(StoreError::Conflict(format!(
+                    return Err(StoreError::conflict(format!(
                         "{left} records are still stored under this version"
                     )));
                 }
@@ -294,7 +300,7 @@ impl Store for PgStore {
                     .await
                     .pg()?;
                 if n == 0 {
-                    return Err(StoreError::NotFound(format!(
+                    return Err(StoreError::not_found(format!(
                         "key {name} version {version} with material"
                     )));
                 }
@@ -308,7 +314,7 @@ impl Store for PgStore {
                 .pg()?
                 .get(0);
             if held != wraps.len() as i64 {
-                return Err(StoreError::Conflict(format!(
+                return Err(StoreError::conflict(format!(
                     "{held} wrapped keys stored, {} rewrapped",
                     wraps.len()
                 )));
@@ -366,7 +372,7 @@ impl Store for PgStore {
                     .await
                     .pg()?;
                 let row = c.query_opt(&stmt, &[&want_i, &i64::MAX]).await.pg()?;
-                let row = row.ok_or_else(|| StoreError::Conflict("record ids exhausted".into()))?;
+                let row = row.ok_or_else(|| StoreError::conflict("record ids exhausted".into()))?;
                 u64_of(row.get(0))
             })?;
             Ok(end - want..end)
@@ -683,8 +689,8 @@ impl Store for PgStore {
                 .execute(
                     "UPDATE rewrap_jobs SET state = $3, cursor = $4, processed = $5, \
                      updated_at = $6, \
-                     owner = CASE WHEN $3 = 'running' THEN owner ELSE '' END, \
-                     lease_until_ms = CASE WHEN $3 = 'running' THEN lease_until_ms ELSE 0 END \
+                     owner = CASE WHEN $3 = $8 THEN owner ELSE '' END, \
+                     lease_until_ms = CASE WHEN $3 = $8 THEN lease_until_ms ELSE 0 END \
                      WHERE id = $1 AND state = $2 AND owner IN ('', $7)",
                     &[
                         &id,
@@ -694,6 +700,7 @@ impl Store for PgStore {
                         &i64_of(job.processed)?,
                         &job.updated_at,
                         &job.owner,
+                        &JobState::Running.as_str(),
                     ],
                 )
                 .await
@@ -722,10 +729,10 @@ impl Store for PgStore {
                     &format!(
                         "UPDATE rewrap_jobs SET owner = $2, lease_ms = $3, \
                          lease_until_ms = {NOW_MS} + $3 \
-                         WHERE id = $1 AND state <> 'completed' \
+                         WHERE id = $1 AND state <> $4 \
                            AND (owner IN ('', $2) OR lease_until_ms < {NOW_MS})"
                     ),
-                    &[&id, &owner, &lease],
+                    &[&id, &owner, &lease, &JobState::Completed.as_str()],
                 )
                 .await
                 .pg()?;
@@ -735,7 +742,7 @@ impl Store for PgStore {
                     .pg()?
                     .is_none()
             {
-                return Err(StoreError::NotFound("rewrap job".into()));
+                return Err(StoreError::not_found("rewrap job".into()));
             }
             Ok(granted == 1)
         })

@@ -377,18 +377,18 @@ const STORAGE_UNAVAILABLE: &str = "storage unavailable";
 fn map_store(s: &StoreError) -> Mapped {
     tracing::error!(error = %s, "storage error");
     let (code, reason, message) = match s {
-        StoreError::Unavailable(_) => (
+        StoreError::Unavailable { .. } => (
             Code::Unavailable,
             "STORAGE_UNAVAILABLE",
             STORAGE_UNAVAILABLE,
         ),
-        StoreError::Corrupt(_) => (Code::DataLoss, "STORAGE_CORRUPT", "storage corrupt"),
-        StoreError::Conflict(_) => (
+        StoreError::Corrupt { .. } => (Code::DataLoss, "STORAGE_CORRUPT", "storage corrupt"),
+        StoreError::Conflict { .. } => (
             Code::Aborted,
             "STORAGE_CONFLICT",
             "concurrent change; retry",
         ),
-        StoreError::NotFound(_) => (Code::NotFound, "NOT_FOUND", "not found"),
+        StoreError::NotFound { .. } => (Code::NotFound, "NOT_FOUND", "not found"),
         // Only left after the vault's own retry: another rotation raced it.
         StoreError::KeyNotActive { .. } => (
             Code::Aborted,
@@ -494,7 +494,7 @@ mod tests {
         };
         assert_eq!(item_denied(&denied), item(&Error::NotFound));
         assert_eq!(
-            map(&Error::Store(StoreError::Unavailable(
+            map(&Error::Store(StoreError::unavailable(
                 "/secret/path".into()
             ))),
             Mapped {
@@ -507,7 +507,7 @@ mod tests {
             map(&Error::Key(KeyError::WrongRootKey)).code,
             Code::PermissionDenied
         );
-        let s = vault(&Error::Store(StoreError::Unavailable("disk full".into())));
+        let s = vault(&Error::Store(StoreError::unavailable("disk full".into())));
         assert_eq!(s, CallError::StorageUnavailable);
         for (i, code) in Code::ALL.into_iter().enumerate() {
             assert_eq!(code as usize, i);

@@ -190,7 +190,7 @@ fn open_vault(config: &Config) -> Result<Vault, StartError> {
         })
     };
     let opened = crate::storage::open(config, config.create_if_missing).map_err(|e| match e {
-        StoreError::NotFound(_) => storage(StoreError::NotFound(
+        StoreError::NotFound { .. } => storage(StoreError::not_found(
             "no vault database; set create_if_missing = true with a root key file to create one"
                 .into(),
         )),
@@ -198,7 +198,7 @@ fn open_vault(config: &Config) -> Result<Vault, StartError> {
     })?;
     if !opened.has_vault {
         if !config.create_if_missing {
-            return Err(storage(StoreError::NotFound(
+            return Err(storage(StoreError::not_found(
                 "no vault in the database; set create_if_missing = true with a root key file \
                  (or run `vaultctl init`)"
                     .into(),

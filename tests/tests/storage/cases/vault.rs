@@ -71,9 +71,9 @@ pub(crate) fn vaults_race_on_one_idempotency_key<B: Backend>(b: &B) {
                 let vault = Arc::clone(&vaults[(i % 2) as usize]);
                 let (barrier, idem) = (Arc::clone(&barrier), idem.clone());
                 let value = if same_value {
-                    vault_tests::luhn_pan(0)
+                    vault_test_support::luhn_pan(0)
                 } else {
-                    vault_tests::luhn_pan(i)
+                    vault_test_support::luhn_pan(i)
                 };
                 std::thread::spawn(move || {
                     barrier.wait();
@@ -197,7 +197,7 @@ pub(crate) fn a_restored_backup_never_resolves_a_token_to_another_value<B: Backe
         let mut out = Vec::new();
         for t in names {
             let values: Vec<String> = (from..from + 20)
-                .map(|i| vault_tests::luhn_pan(i * 7_919 + 3))
+                .map(|i| vault_test_support::luhn_pan(i * 7_919 + 3))
                 .collect();
             let keys: Vec<String> = (from..from + 20).map(|i| format!("order-{i}")).collect();
             let items: Vec<TokenizeItem<'_>> = values

@@ -34,25 +34,26 @@ impl From<StoreError> for Failure {
 impl From<Failure> for StoreError {
     fn from(f: Failure) -> Self {
         match f {
-            Failure::Sql(e) => map_sql(&e),
+            Failure::Sql(e) => map_sql(e),
             Failure::Store(e) => e,
         }
     }
 }
 
-/// Maps a SQLite error to a [`StoreError`]. SQLite's messages name tables, columns and
-/// constraints, never bound values, so they are safe to carry.
-pub(crate) fn map_sql(e: &rusqlite::Error) -> StoreError {
+/// Maps a SQLite error to a [`StoreError`], kept as its source. SQLite's messages name tables,
+/// columns and constraints, never bound values, so they are safe to carry.
+pub(crate) fn map_sql(e: rusqlite::Error) -> StoreError {
     let msg = e.to_string();
-    match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt(msg),
-        Some(ErrorCode::ConstraintViolation) => StoreError::Conflict(msg),
+    let kind = match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::corrupt(msg),
+        Some(ErrorCode::ConstraintViolation) => StoreError::conflict(msg),
         // SQLITE_FULL, READONLY, IOERR, BUSY, LOCKED, CANTOPEN, PERM, NOMEM, …: the file may be
         // fine; the operator has to fix the environment.
-        Some(_) => StoreError::Unavailable(msg),
+        Some(_) => StoreError::unavailable(msg),
         // Not a SQLite result code: a type conversion or API misuse on our side.
-        None => StoreError::Unavailable(msg),
-    }
+        None => StoreError::unavailable(msg),
+    };
+    kind.caused_by(e)
 }
 
 /// The role a connection plays; readers are opened read-only and `query_only`.
@@ -79,7 +80,7 @@ pub(crate) fn connect(path: &Path, role: Role) -> Result<Connection, StoreError>
         Role::Reader => OpenFlags::SQLITE_OPEN_READ_ONLY,
     } | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_EXRESCODE;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| map_sql(&e))?;
+    let conn = Connection::open_with_flags(path, flags).map_err(map_sql)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
 }
@@ -92,18 +93,18 @@ const MAGIC: &[u8; 16] = b"SQLite format 3\0";
 pub(crate) fn check_header(path: &Path) -> Result<(), StoreError> {
     use std::io::Read;
     let mut head = [0u8; 16];
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| StoreError::Unavailable(format!("cannot read {}: {e}", path.display())))?;
+    let mut f = std::fs::File::open(path).map_err(|e| {
+        StoreError::unavailable(format!("cannot read {}", path.display())).because(e)
+    })?;
     match f.read_exact(&mut head) {
         Ok(()) if &head == MAGIC => Ok(()),
-        Ok(()) => Err(StoreError::Corrupt("not a SQLite database".into())),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(StoreError::Corrupt(
+        Ok(()) => Err(StoreError::corrupt("not a SQLite database".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(StoreError::corrupt(
             "file too short for a database header".into(),
         )),
-        Err(e) => Err(StoreError::Unavailable(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
+        Err(e) => {
+            Err(StoreError::unavailable(format!("cannot read {}", path.display())).because(e))
+        }
     }
 }
 
@@ -177,7 +178,7 @@ mod tests {
     use super::*;
 
     fn code(c: i32) -> StoreError {
-        map_sql(&rusqlite::Error::SqliteFailure(ffi::Error::new(c), None))
+        map_sql(rusqlite::Error::SqliteFailure(ffi::Error::new(c), None))
     }
 
     #[test]
@@ -190,14 +191,14 @@ mod tests {
             ffi::SQLITE_BUSY,
             ffi::SQLITE_CANTOPEN,
         ] {
-            assert!(matches!(code(c), StoreError::Unavailable(_)), "{c}");
+            assert!(matches!(code(c), StoreError::Unavailable { .. }), "{c}");
         }
         for c in [ffi::SQLITE_CORRUPT, ffi::SQLITE_NOTADB] {
-            assert!(matches!(code(c), StoreError::Corrupt(_)), "{c}");
+            assert!(matches!(code(c), StoreError::Corrupt { .. }), "{c}");
         }
         assert!(matches!(
             code(ffi::SQLITE_CONSTRAINT_UNIQUE),
-            StoreError::Conflict(_)
+            StoreError::Conflict { .. }
         ));
     }
 }

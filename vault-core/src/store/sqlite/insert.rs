@@ -117,7 +117,7 @@ pub(super) fn insert_records(
     for row in rows {
         if row.id == 0 || row.id >= next {
             // An id the counter never handed out could be handed out again later.
-            return Err(StoreError::Conflict("record id was not allocated".into()).into());
+            return Err(StoreError::conflict("record id was not allocated".into()).into());
         }
         if let Some(k) = &row.idempotency
             && let Some(hit) = find_idempotency(c, &k.key)?

@@ -57,7 +57,7 @@ pub(super) fn reserve_ids(c: &Connection, n: u64) -> Result<Range<u64>, Failure>
         )?
         .query_row(params![n, i64::MAX], |r| r.get(0))
         .optional()?;
-    let end = end.ok_or_else(|| StoreError::Conflict("record ids exhausted".into()))?;
+    let end = end.ok_or_else(|| StoreError::conflict("record ids exhausted".into()))?;
     Ok(end - n..end)
 }
 
@@ -68,8 +68,8 @@ pub(super) fn not_found_or_conflict(
     what: &str,
 ) -> Failure {
     match c.query_row(exists_sql, p, |_| Ok(())).optional() {
-        Ok(Some(())) => StoreError::Conflict(format!("{what}: current state differs")).into(),
-        Ok(None) => StoreError::NotFound(what.to_owned()).into(),
+        Ok(Some(())) => StoreError::conflict(format!("{what}: current state differs")).into(),
+        Ok(None) => StoreError::not_found(what.to_owned()).into(),
         Err(e) => e.into(),
     }
 }
@@ -115,7 +115,7 @@ pub(super) fn refuse_retire_with_data(
         _ => 0,
     };
     if left > 0 {
-        return Err(StoreError::Conflict(format!(
+        return Err(StoreError::conflict(format!(
             "{left} records are still stored under this version"
         ))
         .into());

@@ -175,16 +175,15 @@ impl SqliteStore {
         {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StoreError::Conflict(format!(
+                return Err(StoreError::conflict(format!(
                     "{} already exists",
                     path.display()
                 )));
             }
             Err(e) => {
-                return Err(StoreError::Unavailable(format!(
-                    "cannot create {}: {e}",
-                    path.display()
-                )));
+                return Err(
+                    StoreError::unavailable(format!("cannot create {}", path.display())).because(e),
+                );
             }
         }
         Self::start(path, opts, true)
@@ -205,7 +204,7 @@ impl SqliteStore {
     pub fn remove_unfinished(path: impl AsRef<Path>) -> Result<(), StoreError> {
         let path = path.as_ref();
         if !unfinished::holds_nothing(path)? {
-            return Err(StoreError::Conflict(format!(
+            return Err(StoreError::conflict(format!(
                 "{} holds vault data; not removing it",
                 path.display()
             )));
@@ -215,10 +214,10 @@ impl SqliteStore {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "cannot remove {}: {e}",
-                        f.display()
-                    )));
+                    return Err(
+                        StoreError::unavailable(format!("cannot remove {}", f.display()))
+                            .because(e),
+                    );
                 }
             }
         }
@@ -228,14 +227,16 @@ impl SqliteStore {
             .unwrap_or(Path::new("."));
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| StoreError::Unavailable(format!("cannot sync {}: {e}", dir.display())))
+            .map_err(|e| {
+                StoreError::unavailable(format!("cannot sync {}", dir.display())).because(e)
+            })
     }
 
     /// Opens an existing vault database, upgrading its schema if it is older than this build.
     pub fn open(path: impl AsRef<Path>, opts: &Options) -> Result<Self, StoreError> {
         let path = path.as_ref();
         if !path.is_file() {
-            return Err(StoreError::NotFound(format!(
+            return Err(StoreError::not_found(format!(
                 "no database file at {}",
                 path.display()
             )));
@@ -252,7 +253,7 @@ impl SqliteStore {
         let found = schema::version(&wconn)?;
         if found == 0 && !new {
             // An empty or foreign SQLite file: initializing it would hide a lost vault.
-            return Err(StoreError::Corrupt(
+            return Err(StoreError::corrupt(
                 "not an initialized vault database".into(),
             ));
         }
@@ -299,7 +300,7 @@ impl SqliteStore {
             if lines.len() == 1 && lines[0] == "ok" {
                 Ok(())
             } else {
-                Err(StoreError::Corrupt(lines.join("; ")).into())
+                Err(StoreError::corrupt(lines.join("; ")).into())
             }
         })
     }
@@ -323,7 +324,7 @@ fn check_counter(conn: &Connection) -> Result<(), StoreError> {
         let max: Option<u64> = conn.query_row("SELECT max(id) FROM records", [], |r| r.get(0))?;
         if max.is_some_and(|m| m >= next) {
             return Err(
-                StoreError::Corrupt("record id counter is behind the records".into()).into(),
+                StoreError::corrupt("record id counter is behind the records".into()).into(),
             );
         }
         Ok(())

@@ -45,7 +45,7 @@ impl Readers {
         };
         match lease.conn.as_ref() {
             Some(c) => f(c).map_err(StoreError::from),
-            None => Err(StoreError::Unavailable("read connection lost".into())),
+            None => Err(StoreError::unavailable("read connection lost".into())),
         }
     }
 

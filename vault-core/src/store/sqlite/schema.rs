@@ -134,7 +134,7 @@ pub(crate) fn current() -> u32 {
 pub(crate) fn version(conn: &Connection) -> Result<u32, Failure> {
     let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     u32::try_from(v).map_err(|_| {
-        Failure::Store(StoreError::Corrupt(format!(
+        Failure::Store(StoreError::corrupt(format!(
             "schema version {v} is out of range"
         )))
     })
@@ -155,7 +155,7 @@ pub(crate) fn migrate(conn: &mut Connection, target: u32) -> Result<u32, StoreEr
     }
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(|e| super::conn::map_sql(&e))?;
+        .map_err(super::conn::map_sql)?;
     // Re-read under the write lock: another process may have upgraded meanwhile.
     let locked = version(&tx)?;
     if locked > current() {
@@ -175,7 +175,7 @@ pub(crate) fn migrate(conn: &mut Connection, target: u32) -> Result<u32, StoreEr
         Ok(())
     };
     run()?;
-    tx.commit().map_err(|e| super::conn::map_sql(&e))?;
+    tx.commit().map_err(super::conn::map_sql)?;
     Ok(found)
 }
 

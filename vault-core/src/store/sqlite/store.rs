@@ -26,7 +26,7 @@ impl Store for SqliteStore {
             )?;
             for (k, v) in &entries {
                 if stmt.execute(params![k, v])? == 0 {
-                    return Err(StoreError::Conflict(format!("metadata {k} exists")).into());
+                    return Err(StoreError::conflict(format!("metadata {k} exists")).into());
                 }
             }
             Ok(())
@@ -49,7 +49,7 @@ impl Store for SqliteStore {
                 pragma("freelist_count")?,
             );
             if max.saturating_sub(used) + free < PROBE_HEADROOM_PAGES {
-                return Err(StoreError::Unavailable("the database cannot grow".into()).into());
+                return Err(StoreError::unavailable("the database cannot grow".into()).into());
             }
             Ok(())
         })
@@ -93,7 +93,7 @@ impl Store for SqliteStore {
 
     fn key_create(&self, name: &KeyNameRow, first: &KeyVersionRow) -> Result<(), StoreError> {
         if first.name != name.name {
-            return Err(StoreError::Conflict(
+            return Err(StoreError::conflict(
                 "first version belongs to another key name".into(),
             ));
         }
@@ -111,7 +111,7 @@ impl Store for SqliteStore {
                     name.created_at
                 ])?;
             if inserted == 0 {
-                return Err(StoreError::Conflict(format!("key {} exists", name.name)).into());
+                return Err(StoreError::conflict(format!("key {} exists", name.name)).into());
             }
             bump_key_generation(c)?;
             insert_version(c, &first)
@@ -120,7 +120,7 @@ impl Store for SqliteStore {
 
     fn key_rotate(&self, new: &KeyVersionRow) -> Result<(), StoreError> {
         if new.state != State::Active || new.version < 2 {
-            return Err(StoreError::Conflict(
+            return Err(StoreError::conflict(
                 "a rotation inserts an active version above 1".into(),
             ));
         }
@@ -128,10 +128,16 @@ impl Store for SqliteStore {
         self.writer.submit(move |c| {
             let moved = c
                 .prepare_cached(
-                    "UPDATE key_versions SET state = 'decrypt_only', updated_at = ?3 \
-                     WHERE name = ?1 AND version = ?2 AND state = 'active'",
+                    "UPDATE key_versions SET state = ?4, updated_at = ?3 \
+                     WHERE name = ?1 AND version = ?2 AND state = ?5",
                 )?
-                .execute(params![new.name, new.version - 1, new.created_at])?;
+                .execute(params![
+                    new.name,
+                    new.version - 1,
+                    new.created_at,
+                    State::DecryptOnly,
+                    State::Active
+                ])?;
             if moved == 0 {
                 return Err(not_found_or_conflict(
                     c,
@@ -212,7 +218,7 @@ impl Store for SqliteStore {
             )?;
             for (name, version, wrapped) in &wraps {
                 if stmt.execute(params![name, version, wrapped])? == 0 {
-                    return Err(StoreError::NotFound(format!(
+                    return Err(StoreError::not_found(format!(
                         "key {name} version {version} with material"
                     ))
                     .into());
@@ -226,7 +232,7 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )?;
             if held != wraps.len() as u64 {
-                return Err(StoreError::Conflict(format!(
+                return Err(StoreError::conflict(format!(
                     "{held} wrapped keys stored, {} rewrapped",
                     wraps.len()
                 ))
@@ -512,8 +518,8 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "UPDATE rewrap_jobs SET state = ?3, cursor = ?4, processed = ?5, \
                      updated_at = ?6, \
-                     owner = CASE WHEN ?3 = 'running' THEN owner ELSE '' END, \
-                     lease_until_ms = CASE WHEN ?3 = 'running' THEN lease_until_ms ELSE 0 END \
+                     owner = CASE WHEN ?3 = ?8 THEN owner ELSE '' END, \
+                     lease_until_ms = CASE WHEN ?3 = ?8 THEN lease_until_ms ELSE 0 END \
                      WHERE id = ?1 AND state = ?2 AND owner IN ('', ?7)",
                 )?
                 .execute(params![
@@ -523,7 +529,8 @@ impl Store for SqliteStore {
                     job.cursor,
                     job.processed,
                     job.updated_at,
-                    job.owner
+                    job.owner,
+                    JobState::Running
                 ])?;
             if changed == 0 {
                 return Err(not_found_or_conflict(
@@ -545,15 +552,15 @@ impl Store for SqliteStore {
             let granted = c
                 .prepare_cached(
                     "UPDATE rewrap_jobs SET owner = ?2, lease_ms = ?3, lease_until_ms = ?4 + ?3 \
-                     WHERE id = ?1 AND state <> 'completed' \
+                     WHERE id = ?1 AND state <> ?5 \
                        AND (owner IN ('', ?2) OR lease_until_ms < ?4)",
                 )?
-                .execute(params![id, owner, lease, now])?;
+                .execute(params![id, owner, lease, now, JobState::Completed])?;
             if granted == 0 {
                 c.prepare_cached("SELECT 1 FROM rewrap_jobs WHERE id = ?1")?
                     .query_row([id], |_| Ok(()))
                     .optional()?
-                    .ok_or_else(|| StoreError::NotFound("rewrap job".into()))?;
+                    .ok_or_else(|| StoreError::not_found("rewrap job".into()))?;
             }
             Ok(granted == 1)
         })

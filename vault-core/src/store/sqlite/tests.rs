@@ -156,7 +156,7 @@ fn failing_job_does_not_fail_its_group() {
     release.send(()).unwrap();
     blocker.join().unwrap();
     let bad = bad.join().unwrap().unwrap_err();
-    assert!(matches!(bad, StoreError::Conflict(_)), "{bad:?}");
+    assert!(matches!(bad, StoreError::Conflict { .. }), "{bad:?}");
     // The failed job's first row was rolled back with its savepoint, so `good` is free.
     assert_eq!(ok.join().unwrap().unwrap(), vec![InsertOutcome::Inserted]);
     assert_eq!(s.writer_stats().transactions - before.transactions, 2);
@@ -255,14 +255,17 @@ fn full_disk_is_unavailable_writes_nothing_and_recovers() {
         }
     }
     let err = full.expect("a limited database fills up");
-    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     // Nothing half-written: exactly the acknowledged batches are there.
     assert_eq!(s.count_by_key_version("pan", 1).unwrap(), stored as u64);
     let present = s.get_records(&ids[..stored + 10]).unwrap();
     assert_eq!(present.iter().flatten().count(), stored);
     s.integrity_check().unwrap();
     // The probe sees no room, though a small write may still fit in a page.
-    assert!(matches!(s.probe_write(), Err(StoreError::Unavailable(_))));
+    assert!(matches!(
+        s.probe_write(),
+        Err(StoreError::Unavailable { .. })
+    ));
     // Space comes back: writes work again without reopening.
     limit.set(0);
     s.probe_write().unwrap();
@@ -295,12 +298,12 @@ fn create_refuses_existing_and_open_refuses_missing_or_empty() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vault.db");
     let err = SqliteStore::open(&path, &Options::default()).unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     std::fs::write(&path, b"").unwrap();
     let err = SqliteStore::create(&path, &Options::default()).unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     let err = SqliteStore::open(&path, &Options::default()).unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     // Never recreated: the file is still there, still empty.
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
     // A foreign SQLite database (schema version 0) is refused and left as it was.
@@ -311,7 +314,7 @@ fn create_refuses_existing_and_open_refuses_missing_or_empty() {
     drop(c);
     let bytes = std::fs::read(&foreign).unwrap();
     let err = SqliteStore::open(&foreign, &Options::default()).unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     assert_eq!(std::fs::read(&foreign).unwrap(), bytes);
 }
 
@@ -346,7 +349,7 @@ fn truncated_or_garbage_file_is_corrupt() {
         // the right edge of the records tree), before any caller sees the store.
         let err = SqliteStore::open(&p, &Options::default()).unwrap_err();
         assert!(
-            matches!(err, StoreError::Corrupt(_)),
+            matches!(err, StoreError::Corrupt { .. }),
             "cut at {cut}: {err:?}"
         );
         assert_eq!(
@@ -358,7 +361,7 @@ fn truncated_or_garbage_file_is_corrupt() {
     let p = dir.path().join("garbage.db");
     std::fs::write(&p, vec![0x5a; 8192]).unwrap();
     let err = SqliteStore::open(&p, &Options::default()).unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     // The intact file still opens and checks clean.
     let s = SqliteStore::open(&path, &Options::default()).unwrap();
     s.integrity_check().unwrap();
@@ -393,4 +396,27 @@ fn files_lists_db_wal_shm() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), files.len());
     s.integrity_check().unwrap();
     assert_eq!(s.path(), dir.path().join("vault.db"));
+}
+
+#[test]
+fn a_sqlite_failure_keeps_its_cause_and_kind() {
+    let corrupt = rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+        None,
+    );
+    let e = conn::map_sql(corrupt);
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+    let source = std::error::Error::source(&e).expect("the SQLite error is the source");
+    assert!(source.downcast_ref::<rusqlite::Error>().is_some());
+
+    let full =
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None);
+    let e = conn::map_sql(full).within("appending a record");
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .starts_with("storage unavailable: appending a record: "),
+        "{e}"
+    );
+    assert!(std::error::Error::source(&e).is_some());
 }

@@ -31,7 +31,7 @@ const WRITTEN_BY_A_VAULT: [&str; 5] = [
 /// what the file really holds.
 pub(crate) fn holds_nothing(path: &Path) -> Result<bool, StoreError> {
     let len = std::fs::metadata(path)
-        .map_err(|e| StoreError::Unavailable(format!("cannot read {}: {e}", path.display())))?
+        .map_err(|e| StoreError::unavailable(format!("cannot read {}", path.display())).because(e))?
         .len();
     if len > 0 && super::conn::check_header(path).is_err() {
         return Ok(false);

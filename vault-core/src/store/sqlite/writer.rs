@@ -123,7 +123,7 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("vault-store-writer".into())
             .spawn(move || run(conn, receiver, &c, limit.as_ref()))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
+            .map_err(|e| StoreError::unavailable("cannot start writer thread".into()).because(e))?;
         Ok(Self {
             sender: Some(sender),
             thread: Some(thread),
@@ -138,7 +138,7 @@ impl Writer {
         T: Send + 'static,
     {
         let (reply, answer) = mpsc::sync_channel(1);
-        let stopped = || StoreError::Unavailable("writer thread stopped".into());
+        let stopped = || StoreError::unavailable("writer thread stopped".into());
         let sender = self.sender.as_ref().ok_or_else(stopped)?;
         if sender.send(Box::new(Task { work, reply })).is_err() {
             return Err(stopped());
@@ -215,8 +215,9 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn Job>>, counters: &Counters
     // that ran in it are failed and the rest get a fresh transaction.
     loop {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let e = map_sql(e);
             for job in pending {
-                job.abort(map_sql(&e));
+                job.abort(copy_of(&e, sql_words(&e)));
             }
             return;
         }
@@ -224,8 +225,9 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn Job>>, counters: &Counters
         let mut broken = None;
         for job in pending.by_ref() {
             if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-                job.abort(map_sql(&e));
-                broken = Some(map_sql(&e));
+                let e = map_sql(e);
+                job.abort(copy_of(&e, sql_words(&e)));
+                broken = Some(e);
                 break;
             }
             let outcome = job.run(conn);
@@ -237,11 +239,11 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn Job>>, counters: &Counters
             let lost = conn.is_autocommit();
             done.push(outcome);
             if let Err(e) = end {
-                broken = Some(map_sql(&e));
+                broken = Some(map_sql(e));
                 break;
             }
             if lost {
-                broken = Some(StoreError::Unavailable(
+                broken = Some(StoreError::unavailable(
                     "transaction aborted by a storage error".into(),
                 ));
                 break;
@@ -249,7 +251,7 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn Job>>, counters: &Counters
         }
         let result = match broken {
             Some(e) => Err(e),
-            None => conn.execute_batch("COMMIT").map_err(|e| map_sql(&e)),
+            None => conn.execute_batch("COMMIT").map_err(map_sql),
         };
         match result {
             Ok(()) => {
@@ -278,11 +280,25 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn Job>>, counters: &Counters
 
 /// A copy of a group's failure for each of its jobs (`StoreError` is not `Clone`).
 fn same_kind(e: &StoreError) -> StoreError {
-    let msg = format!("group transaction failed: {e}");
+    copy_of(e, format!("group transaction failed: {e}"))
+}
+
+/// The message of a [`map_sql`] error (SQLite's own words).
+fn sql_words(e: &StoreError) -> String {
     match e {
-        StoreError::Corrupt(_) => StoreError::Corrupt(msg),
-        StoreError::Conflict(_) => StoreError::Conflict(msg),
-        _ => StoreError::Unavailable(msg),
+        StoreError::Unavailable { what, .. }
+        | StoreError::Corrupt { what, .. }
+        | StoreError::Conflict { what, .. } => what.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `e`'s kind with message `what` and no source (the one source stays with the original).
+fn copy_of(e: &StoreError, what: String) -> StoreError {
+    match e {
+        StoreError::Corrupt { .. } => StoreError::corrupt(what),
+        StoreError::Conflict { .. } => StoreError::conflict(what),
+        _ => StoreError::unavailable(what),
     }
 }
 
@@ -304,7 +320,7 @@ mod tests {
                 Ok(c.execute("INSERT INTO t VALUES (1)", [])?)
             })
             .unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
         let n: i64 = w
             .submit(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
             .unwrap();

@@ -50,7 +50,7 @@ fn vault_error(e: vault_core::vault::Error) -> Failure {
 /// directory's node id so a rewrap this command resumes is the daemon's own job.
 fn open_vault(cfg: &Config) -> Result<Vault, Failure> {
     let opened = vault_daemon::storage::open(cfg, false).map_err(|e| match e {
-        vault_core::store::StoreError::NotFound(_) => Failure::other(format!(
+        vault_core::store::StoreError::NotFound { .. } => Failure::other(format!(
             "no vault at {}: create one with `vaultctl init --data-dir {}`",
             vault_daemon::storage::location(cfg),
             cfg.data_dir.display()
