@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::dev_api_key;
+
 use vault_proto::v1::tokenizer_client::TokenizerClient;
 use vault_proto::v1::{
     DeleteTokensItem, DeleteTokensRequest, DetokenizeItem, DetokenizeRequest, RevealItem,
@@ -100,10 +102,7 @@ fn no_canary_survives_anywhere() {
         assert!(Instant::now() < deadline, "vaultd did not start: {text}");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let key = std::fs::read_to_string(data.join("dev-api-key"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let key = dev_api_key(&data);
 
     // Hardening of the running process.
     #[cfg(target_os = "linux")]

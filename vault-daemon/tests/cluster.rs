@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{dev_command, listening};
+use support::{dev_api_key, dev_command, listening};
 use tonic::transport::Channel;
 use vault_proto::v1::admin_client::AdminClient;
 use vault_proto::v1::tokenizer_client::TokenizerClient;
@@ -55,10 +55,7 @@ impl Daemon {
         let (addr, lines) = listening(&mut child);
         // Keep reading stdout in the background so the daemon never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let key = std::fs::read_to_string(data.join("dev-api-key"))
-            .unwrap()
-            .trim()
-            .to_owned();
+        let key = dev_api_key(data);
         Daemon {
             child,
             addr,

@@ -7,7 +7,7 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use support::{dev_command, listening, spawn_dev};
+use support::{dev_api_key, dev_command, listening, spawn_dev};
 use vault_proto::v1::tokenizer_client::TokenizerClient;
 use vault_proto::v1::{DetokenizeItem, DetokenizeRequest, detokenize_result, tokenize_result};
 use vault_test_support::{tokenize_request, with_key};
@@ -18,10 +18,7 @@ fn vaultd_serve_dev() {
     let data = dir.path().join("vault-data");
     let (mut child, addr, mut lines) = spawn_dev(&data, "127.0.0.1:0");
     let rest: Vec<String> = lines.by_ref().take(3).map(Result::unwrap).collect();
-    let key = std::fs::read_to_string(data.join("dev-api-key"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let key = dev_api_key(&data);
     assert!(rest.iter().any(|l| l.contains(&key)), "{rest:?}");
 
     round_trip(&addr, &key, "pan", "4111 1111 1111 1111");
@@ -294,10 +291,7 @@ fn check_round_trip(data: &std::path::Path) {
         .unwrap();
     let (addr, lines) = listening(&mut child);
     std::thread::spawn(move || for _ in lines {});
-    let key = std::fs::read_to_string(data.join("dev-api-key"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let key = dev_api_key(&data);
     round_trip(&addr, &key, "pan_vault", "4111111111111111");
     child.kill().unwrap();
     child.wait().unwrap();

@@ -42,3 +42,11 @@ pub(crate) fn spawn_dev(
     let (addr, lines) = listening(&mut child);
     (child, addr, lines)
 }
+
+/// The API key `vaultd serve --dev` wrote for itself in data directory `data`.
+pub(crate) fn dev_api_key(data: &Path) -> String {
+    std::fs::read_to_string(data.join("dev-api-key"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
