@@ -24,11 +24,12 @@ use tonic::transport::Channel;
 use vault_proto::v1::admin_client::AdminClient;
 use vault_proto::v1::tokenizer_client::TokenizerClient;
 use vault_proto::v1::{
-    DetokenizeItem, DetokenizeRequest, GetRewrapRequest, RewrapState, RotateKeyRequest,
-    StartRewrapRequest, TokenizeItem, TokenizeRequest, detokenize_result, rotate_key_request,
-    tokenize_result,
+    GetRewrapRequest, RewrapState, RotateKeyRequest, StartRewrapRequest, TokenizeItem,
+    TokenizeRequest, detokenize_result, rotate_key_request, tokenize_result,
 };
-use vault_test_support::{figure, pg_url_or_skip, say, tokenize_request, with_key, with_luhn};
+use vault_test_support::{
+    detokenize_request, figure, pg_url_or_skip, say, tokenize_request, with_key, with_luhn,
+};
 
 const LEASE_MS: u64 = 1500;
 const REFRESH_MS: u64 = 300;
@@ -121,16 +122,7 @@ async fn detokenize(d: &Daemon, template: &str, tokens: &[String]) -> Vec<String
     let mut c = d.tokenizer().await;
     let resp = c
         .detokenize(with_key(
-            DetokenizeRequest {
-                request_id: None,
-                template: template.into(),
-                key_version: None,
-                purpose: "cluster test".into(),
-                items: tokens
-                    .iter()
-                    .map(|t| DetokenizeItem { token: t.clone() })
-                    .collect(),
-            },
+            detokenize_request(template, tokens, "cluster test"),
             &d.key,
         ))
         .await

@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 
 use support::{dev_api_key, dev_command, listening, spawn_dev};
 use vault_proto::v1::tokenizer_client::TokenizerClient;
-use vault_proto::v1::{DetokenizeItem, DetokenizeRequest, detokenize_result, tokenize_result};
-use vault_test_support::{tokenize_request, with_key};
+use vault_proto::v1::{detokenize_result, tokenize_result};
+use vault_test_support::{detokenize_request, tokenize_request, with_key};
 
 #[test]
 fn vaultd_serve_dev() {
@@ -315,15 +315,7 @@ fn round_trip(addr: &str, key: &str, template: &str, value: &str) {
         };
         let resp = c
             .detokenize(with_key(
-                DetokenizeRequest {
-                    request_id: None,
-                    template: template.into(),
-                    key_version: None,
-                    purpose: "binary test".into(),
-                    items: vec![DetokenizeItem {
-                        token: t.token.clone(),
-                    }],
-                },
+                detokenize_request(template, &[t.token.clone()], "binary test"),
                 key,
             ))
             .await
