@@ -291,7 +291,7 @@ fn check_round_trip(data: &std::path::Path) {
         .unwrap();
     let (addr, lines) = listening(&mut child);
     std::thread::spawn(move || for _ in lines {});
-    let key = dev_api_key(&data);
+    let key = dev_api_key(data);
     round_trip(&addr, &key, "pan_vault", "4111111111111111");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -315,7 +315,7 @@ fn round_trip(addr: &str, key: &str, template: &str, value: &str) {
         };
         let resp = c
             .detokenize(with_key(
-                detokenize_request(template, &[t.token.clone()], "binary test"),
+                detokenize_request(template, std::slice::from_ref(&t.token), "binary test"),
                 key,
             ))
             .await
