@@ -1,11 +1,12 @@
-//! The tokenization daemon: the gRPC server (`vaultd`), and the transport-independent parts it
+//! The tokenization daemon: the gRPC, gRPC-Web and Connect server (`vaultd`), and the transport-independent parts it
 //! is built on (the audit log, the policy evaluator, the caller registry).
 //!
 //! The request path (see ARCHITECTURE.md, "The daemon"), written once in domain types
 //! (`request/`): authentication ([`auth`]) → load shedding → validation → authorization
 //! ([`policy`] + [`callers`]) → the vault (on a blocking thread, under the deadline) → the audit
 //! event ([`audit`], durable before the response) → the response. The rpcs (`rpc/`) run on it;
-//! gRPC (`grpc/`) is a thin adapter with its own status table. Failures map to canonical codes
+//! gRPC (`grpc/`) and Connect (`connect/`) are thin adapters, each with its own status table,
+//! on one listener (`listen.rs`). Failures map to canonical codes
 //! in one domain table (`request/error.rs`).
 #![forbid(unsafe_code)]
 // House rules as lints: a panic on `None`/`Err` outside tests needs a stated reason at its
@@ -17,11 +18,13 @@ pub mod audit;
 pub mod auth;
 pub mod callers;
 pub mod config;
+mod connect;
 mod durable;
 pub mod error;
 mod grpc;
 pub mod hardening;
 mod jobs;
+mod listen;
 pub mod pgstore;
 pub mod policy;
 mod request;

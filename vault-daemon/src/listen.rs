@@ -1,14 +1,22 @@
-//! The transport under the services: TCP, TLS (rustls), HTTP/2 (hyper), and graceful shutdown.
+//! The transport under every protocol: TCP, TLS (rustls), HTTP/1.1 and HTTP/2 on one port
+//! (hyper-util's `auto` connection: ALPN or the HTTP/2 preface decides), graceful shutdown, and
+//! the choice of protocol per request: `application/grpc…` goes to the gRPC services (tonic's,
+//! with tonic-web in front for gRPC-Web), anything else to the Connect protocol (`connect/`).
 //!
 //! Why not tonic's `Server`: it enforces the client's `grpc-timeout` itself, outside the
 //! services, by dropping the call and answering `CANCELLED` when the deadline passes. That races
 //! the request path, which must answer `DEADLINE_EXCEEDED` and write an audit event saying what
 //! the caller was sent (`request/mod.rs`): with tonic's timer, a call could be audited `OK` while the
-//! client was told `CANCELLED`. Here the deadline is the request path's alone. The services
+//! client was told `CANCELLED`. Here the deadline is the request path's alone. The gRPC services
 //! themselves are still tonic's (`Routes`: codecs, message limits, health, reflection).
 //!
+//! Slow clients: HTTP/1.1 request headers must arrive within `limits.http_read_timeout_ms`
+//! (hyper closes the connection otherwise), and the Connect adapter reads a body under the same
+//! limit, so a trickled request costs a timer, not a stuck task.
+//!
 //! Each request carries, as extensions, the connection's [`Peer`] (source address, verified
-//! client certificate chain) and the instant it [`Arrived`], from which its deadline counts.
+//! client certificate chain), the instant it [`Arrived`], from which its deadline counts, and
+//! the [`Protocol`] it came in.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -25,10 +34,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tonic::service::Routes;
-use tower::ServiceExt as _;
+use tower::{Layer as _, ServiceExt as _};
 use zeroize::Zeroizing;
 
+use crate::auth::Credentials;
 use crate::error::StartError;
+use crate::request::{self, Protocol};
 
 /// How long a client may take to finish the TLS handshake before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,14 +53,75 @@ pub(crate) struct Peer {
     pub(crate) certs: Option<Arc<Vec<CertificateDer<'static>>>>,
 }
 
-/// When the request's headers were read: its `grpc-timeout` counts from here.
+/// When the request's headers were read: its timeout counts from here.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Arrived(pub(crate) Instant);
 
+/// Metadata header carrying a forwarded end-user JWT (gRPC and Connect alike).
+pub(crate) const END_USER_HEADER: &str = "x-end-user-token";
+
+/// What the request path needs of an HTTP request, read from its headers and extensions, with
+/// the client's timeout as its protocol spells it.
+pub(crate) fn incoming(
+    headers: &http::HeaderMap,
+    extensions: &http::Extensions,
+    timeout: Option<Duration>,
+) -> request::Incoming {
+    let peer = extensions.get::<Peer>();
+    let arrived = extensions
+        .get::<Arrived>()
+        .map_or_else(Instant::now, |a| a.0);
+    request::Incoming {
+        credentials: Credentials {
+            certs: peer.and_then(|p| p.certs.clone()),
+            authorization: headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| Zeroizing::new(v.as_bytes().to_vec())),
+        },
+        source: peer.map(|p| p.addr.ip()),
+        // A timeout past what `Instant` can hold is no deadline at all.
+        deadline: timeout.and_then(|d| arrived.checked_add(d)),
+        end_user_token: headers
+            .get(END_USER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        protocol: extensions
+            .get::<Protocol>()
+            .copied()
+            .unwrap_or(Protocol::Grpc),
+    }
+}
+
+/// What the listener serves: the gRPC services behind tonic-web, and the Connect protocol.
+#[derive(Clone)]
+pub(crate) struct Services {
+    /// Health, Tokenizer, Admin, reflection; gRPC-Web translated in front.
+    pub(crate) grpc: tonic_web::GrpcWebService<Routes>,
+    /// Every Tokenizer and Admin rpc over the Connect protocol.
+    pub(crate) connect: Arc<crate::connect::Connect>,
+    /// `limits.http_read_timeout_ms`.
+    pub(crate) read_timeout: Duration,
+}
+
+impl Services {
+    /// The services over `routes`.
+    pub(crate) fn new(
+        routes: Routes,
+        connect: crate::connect::Connect,
+        read_timeout: Duration,
+    ) -> Services {
+        Services {
+            grpc: tonic_web::GrpcWebLayer::new().layer(routes),
+            connect: Arc::new(connect),
+            read_timeout,
+        }
+    }
+}
+
 /// The rustls server configuration of `[tls]`: the server's certificate and key, and, with a
 /// client CA, optional client authentication (callers without a certificate use API keys over
-/// TLS; a certificate that is presented must chain to the CA or the handshake fails). HTTP/2
-/// only (ALPN `h2`).
+/// TLS; a certificate that is presented must chain to the CA or the handshake fails). ALPN
+/// offers `h2` first, then `http/1.1` (Connect and gRPC-Web clients, `curl`).
 pub(crate) fn tls_acceptor(tls: &crate::config::Tls) -> Result<TlsAcceptor, StartError> {
     let read = |p: &Path| {
         std::fs::read(p).map_err(|source| StartError::Io {
@@ -91,7 +163,7 @@ pub(crate) fn tls_acceptor(tls: &crate::config::Tls) -> Result<TlsAcceptor, Star
     let mut cfg = builder
         .with_single_cert(certs, key)
         .map_err(|e| StartError::Tls(e.to_string()))?;
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
@@ -100,7 +172,7 @@ pub(crate) fn tls_acceptor(tls: &crate::config::Tls) -> Result<TlsAcceptor, Star
 pub(crate) fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    routes: Routes,
+    services: Services,
     stop: oneshot::Receiver<()>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -127,17 +199,18 @@ pub(crate) fn serve(
                     // KiB, such as a batch of 100 tokens (BENCHMARKS.md, "Daemon").
                     let _ = tcp.set_nodelay(true);
                     let watcher = graceful.watcher();
-                    let (tls, routes) = (tls.clone(), routes.clone());
+                    let (tls, services) = (tls.clone(), services.clone());
                     conns.spawn(async move {
-                        let builder = {
-                            let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-                            b.timer(TokioTimer::new());
-                            b
-                        };
+                        let mut builder = auto::Builder::new(TokioExecutor::new());
+                        builder
+                            .http1()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(services.read_timeout);
+                        builder.http2().timer(TokioTimer::new());
                         match tls {
                             None => {
                                 let peer = Peer { addr, certs: None };
-                                let conn = builder.serve_connection(TokioIo::new(tcp), service(routes, peer));
+                                let conn = builder.serve_connection(TokioIo::new(tcp), service(services, peer));
                                 let _ = watcher.watch(conn).await;
                             }
                             Some(acceptor) => {
@@ -160,7 +233,7 @@ pub(crate) fn serve(
                                     .peer_certificates()
                                     .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
                                 let peer = Peer { addr, certs };
-                                let conn = builder.serve_connection(TokioIo::new(stream), service(routes, peer));
+                                let conn = builder.serve_connection(TokioIo::new(stream), service(services, peer));
                                 let _ = watcher.watch(conn).await;
                             }
                         }
@@ -173,9 +246,10 @@ pub(crate) fn serve(
     })
 }
 
-/// The services, with the connection's [`Peer`] and the request's [`Arrived`] as extensions.
+/// The services, with the connection's [`Peer`], the request's [`Arrived`] and its
+/// [`Protocol`] as extensions.
 fn service(
-    routes: Routes,
+    services: Services,
     peer: Peer,
 ) -> impl hyper::service::Service<
     http::Request<Incoming>,
@@ -187,6 +261,23 @@ fn service(
     hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
         req.extensions_mut().insert(Arrived(Instant::now()));
         req.extensions_mut().insert(peer.clone());
-        routes.clone().oneshot(req)
+        let services = services.clone();
+        async move {
+            let content_type = req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if content_type.starts_with("application/grpc-web") {
+                req.extensions_mut().insert(Protocol::GrpcWeb);
+                services.grpc.oneshot(req).await
+            } else if content_type.starts_with("application/grpc") {
+                req.extensions_mut().insert(Protocol::Grpc);
+                services.grpc.oneshot(req).await
+            } else {
+                req.extensions_mut().insert(Protocol::Connect);
+                Ok(services.connect.serve(req).await)
+            }
+        }
     })
 }

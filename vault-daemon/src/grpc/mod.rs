@@ -1,16 +1,16 @@
-//! gRPC, the first transport: tonic's services over our own listener ([`listen`]), each rpc a
-//! thin adapter that reads the call's [`Incoming`] from the HTTP/2 request (peer certificate,
-//! source address, `authorization`, `x-end-user-token`, `grpc-timeout`), calls the rpc in
-//! `rpc/`, and maps its error with the table in [`status`]. The request path itself
-//! (`request/`) has no gRPC in it.
+//! gRPC, the first transport (and gRPC-Web, which tonic-web turns into gRPC in front of these
+//! services): tonic's services over our own listener (`listen.rs`), each rpc a thin adapter
+//! that reads the call's [`Incoming`] from the HTTP/2 request (peer certificate, source
+//! address, `authorization`, `x-end-user-token`, `grpc-timeout`), calls the rpc in `rpc/`, and
+//! maps its error with the table in [`status`]. The request path itself (`request/`) has no
+//! gRPC in it.
 
-pub(crate) mod listen;
 pub(crate) mod status;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
@@ -19,44 +19,29 @@ use tonic_health::server::HealthReporter;
 use vault_proto::v1 as pb;
 use vault_proto::v1::admin_server::AdminServer;
 use vault_proto::v1::tokenizer_server::TokenizerServer;
-use zeroize::Zeroizing;
 
-use crate::auth::Credentials;
 use crate::error::StartError;
 use crate::request::Incoming;
 use crate::request::shared::{Health, HealthSink};
 use crate::rpc::admin::Admin;
 use crate::rpc::tokenizer::Tokenizer;
 
-/// Metadata header carrying a forwarded end-user JWT.
-pub(crate) const END_USER_HEADER: &str = "x-end-user-token";
-
 const TOKENIZER_SERVICE: &str = "vault.v1.Tokenizer";
 const ADMIN_SERVICE: &str = "vault.v1.Admin";
 
-/// What the request path needs of a gRPC request, read before its message is taken.
-fn incoming<T>(req: &Request<T>) -> Incoming {
-    let peer = req.extensions().get::<listen::Peer>();
-    let arrived = req
-        .extensions()
-        .get::<listen::Arrived>()
-        .map_or_else(Instant::now, |a| a.0);
-    let header = |name: &str| req.metadata().get(name);
-    Incoming {
-        credentials: Credentials {
-            certs: peer.and_then(|p| p.certs.clone()),
-            authorization: header("authorization").map(|v| Zeroizing::new(v.as_bytes().to_vec())),
-        },
-        source: peer.map(|p| p.addr.ip()),
-        deadline: header("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_timeout)
-            // A timeout past what `Instant` can hold is no deadline at all.
-            .and_then(|d| arrived.checked_add(d)),
-        end_user_token: header(END_USER_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    }
+/// What the request path needs of a gRPC request (its `grpc-timeout` the deadline), and the
+/// message.
+fn incoming<T>(req: Request<T>) -> (Incoming, T) {
+    let (metadata, extensions, message) = req.into_parts();
+    let headers = metadata.into_headers();
+    let timeout = headers
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_timeout);
+    (
+        crate::listen::incoming(&headers, &extensions, timeout),
+        message,
+    )
 }
 
 /// `grpc-timeout`: up to 8 digits and a unit (gRPC over HTTP/2 spec).
@@ -89,9 +74,9 @@ macro_rules! adapter {
         impl $service for $wrapper {
             $(
                 async fn $name(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
-                    let incoming = incoming(&request);
+                    let (incoming, message) = incoming(request);
                     self.0
-                        .$name(incoming, request.into_inner())
+                        .$name(incoming, message)
                         .await
                         .map(Response::new)
                         .map_err(|e| status::status(&e))

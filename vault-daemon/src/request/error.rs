@@ -143,6 +143,9 @@ pub(crate) enum CallError {
     Unavailable(String),
     /// Stored data failed an integrity check.
     DataLoss(String),
+    /// The transport does not support what the request asks of it (a compression, an HTTP
+    /// version).
+    Unimplemented(String),
     /// Anything else (detail logged, never sent).
     Internal(String),
 }
@@ -164,6 +167,7 @@ impl CallError {
             | CallError::AuditUnavailable
             | CallError::Unavailable(_) => Code::Unavailable,
             CallError::DataLoss(_) => Code::DataLoss,
+            CallError::Unimplemented(_) => Code::Unimplemented,
             CallError::Internal(_) => Code::Internal,
         }
     }
@@ -181,6 +185,7 @@ impl CallError {
             | CallError::Aborted(m)
             | CallError::Unavailable(m)
             | CallError::DataLoss(m)
+            | CallError::Unimplemented(m)
             | CallError::Internal(m) => m,
             CallError::DeadlineExceeded => "deadline exceeded",
             CallError::StorageUnavailable => STORAGE_UNAVAILABLE,
@@ -211,6 +216,11 @@ impl CallError {
     /// `RESOURCE_EXHAUSTED`.
     pub(crate) fn resource_exhausted(m: impl Into<String>) -> CallError {
         CallError::ResourceExhausted(m.into())
+    }
+
+    /// `UNIMPLEMENTED`.
+    pub(crate) fn unimplemented(m: impl Into<String>) -> CallError {
+        CallError::Unimplemented(m.into())
     }
 
     /// `INTERNAL`.

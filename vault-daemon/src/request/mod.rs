@@ -41,7 +41,7 @@ pub(crate) use self::shared::Shared;
 use crate::audit::{Event, Outcome};
 use crate::auth::{self, Credentials, Identity};
 use crate::callers::StoredScope;
-use crate::policy::{Context, Grant, Operation, Registered, Scope};
+use crate::policy::{AdminOp, Context, Grant, Operation, Registered, Scope};
 
 /// Template recorded for a request naming a template that is not configured.
 pub(crate) const UNKNOWN_TEMPLATE: &str = "(unknown)";
@@ -58,6 +58,41 @@ pub(crate) struct Incoming {
     pub(crate) deadline: Option<Instant>,
     /// A forwarded end-user JWT (`x-end-user-token`).
     pub(crate) end_user_token: Option<String>,
+    /// The protocol it came in (metrics only: every protocol takes the same path).
+    pub(crate) protocol: Protocol,
+}
+
+/// The wire protocol of a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Protocol {
+    /// gRPC over HTTP/2.
+    Grpc,
+    /// gRPC-Web (HTTP/1.1 or HTTP/2), translated by tonic-web.
+    GrpcWeb,
+    /// The Connect protocol, unary, JSON or binary.
+    Connect,
+}
+
+impl Protocol {
+    /// The name in metrics.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcWeb => "grpc_web",
+            Protocol::Connect => "connect",
+        }
+    }
+}
+
+/// What a call whose message could not be read (a body that does not decode, a content type or
+/// protocol version the transport refuses) is recorded as: its rpc's operation, with no
+/// template and no items.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Unreadable {
+    /// A Tokenizer rpc.
+    Tokenizer(Operation),
+    /// An Admin rpc.
+    Admin(AdminOp),
 }
 
 /// What the audit event says about a call, filled in as the call goes.
@@ -68,6 +103,8 @@ pub(crate) struct Spec {
     pub(crate) items: u32,
     pub(crate) purpose: Option<String>,
     pub(crate) request_id: String,
+    /// Set from the `Incoming` at admission.
+    pub(crate) protocol: Protocol,
 }
 
 impl Spec {
@@ -87,6 +124,7 @@ impl Spec {
             request_id: request_id
                 .filter(|r| !r.is_empty())
                 .map_or_else(new_request_id, str::to_owned),
+            protocol: Protocol::Grpc,
         }
     }
 
@@ -98,6 +136,7 @@ impl Spec {
             items: 1,
             purpose: None,
             request_id: new_request_id(),
+            protocol: Protocol::Grpc,
         }
     }
 }
@@ -239,6 +278,7 @@ impl Shared {
             action = spec.action,
             template = spec.template.as_deref(),
             request_id = %spec.request_id,
+            protocol = spec.protocol.name(),
             code = code.name(),
             "refused"
         );
@@ -280,6 +320,7 @@ impl Shared {
         needs_unsealed: bool,
     ) -> Result<Admitted, CallError> {
         let mut spec = spec;
+        spec.protocol = meta.protocol;
         // Only configured template names reach the audit log and the server log: a caller that
         // swapped fields may have put a card number in the template field.
         if let Some(t) = &spec.template
@@ -358,6 +399,29 @@ impl Shared {
             shared: Arc::clone(self),
             _permit: permit,
         })
+    }
+
+    /// Refuse a call whose message could not be read, after authenticating it like any other
+    /// (an anonymous caller learns nothing about request validity): one audit event, and the
+    /// error to send.
+    pub(crate) async fn refuse_unreadable(
+        self: &Arc<Self>,
+        meta: &Incoming,
+        what: Unreadable,
+        why: CallError,
+    ) -> CallError {
+        let (spec, scope) = match what {
+            Unreadable::Tokenizer(op) => (
+                Spec::tokenizer(op, UNKNOWN_TEMPLATE, 0, None, None),
+                Scope::new(op, UNKNOWN_TEMPLATE),
+            ),
+            Unreadable::Admin(op) => (Spec::admin(op.action()), op.scope()),
+        };
+        match self.admit(meta, spec, scope, Err(why.clone()), false).await {
+            Err(e) => e,
+            // Not reached: `admit` refuses a call whose validation failed.
+            Ok(call) => self.fail(&call, why).await,
+        }
     }
 
     /// Run blocking vault work on a blocking thread, under the client's deadline. On a failure
@@ -440,6 +504,7 @@ impl Shared {
             items = call.spec.items,
             failed = done.failed,
             request_id = %call.spec.request_id,
+            protocol = call.spec.protocol.name(),
             "ok"
         );
         let caller = call.identity.id.as_str();

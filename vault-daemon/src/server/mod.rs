@@ -36,8 +36,8 @@ use crate::audit::{self, AuditLog};
 use crate::callers::Registry;
 use crate::config::{Config, ConfigError};
 pub use crate::error::StartError;
-use crate::grpc::listen;
 use crate::jobs;
+use crate::listen;
 use crate::policy::{PolicyError, PolicyStore, Warning};
 use crate::request::Shared;
 /// Database file name in the data directory.
@@ -360,7 +360,12 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         .map_err(io(format!("binding {}", config.listen)))?;
     let addr = listener.local_addr().map_err(io("local address"))?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = listen::serve(listener, tls, routes.prepare(), stopped);
+    let services = listen::Services::new(
+        routes.prepare(),
+        crate::connect::Connect::new(&shared)?,
+        Duration::from_millis(config.limits.http_read_timeout_ms.max(1)),
+    );
+    let server = listen::serve(listener, tls, services, stopped);
     tokio::spawn(jobs::probe_storage(
         Arc::downgrade(&shared),
         Duration::from_millis(config.limits.health_probe_interval_ms.max(10)),
