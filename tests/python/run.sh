@@ -37,6 +37,8 @@ vaultd=$target/debug/vaultd
 echo "== python: starting vaultd serve --dev"
 data=$tmp/data
 mkfifo "$tmp/out"
+# A short HTTP read timeout, so the trickled-request cases end in seconds.
+export VAULT_HTTP_READ_TIMEOUT_MS=1000
 VAULT_LOG=${VAULT_LOG:-warn} "$vaultd" serve --dev --data-dir "$data" --listen 127.0.0.1:0 \
     >"$tmp/out" 2>"$tmp/vaultd.log" &
 daemon_pid=$!

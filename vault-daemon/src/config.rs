@@ -20,6 +20,7 @@
 //! | `VAULT_NODE_ID` | `cluster.node_id` |
 //! | `VAULT_KEY_REFRESH_MS`, `VAULT_REWRAP_LEASE_MS` | `cluster.key_refresh_ms`, `cluster.rewrap_lease_ms` |
 //! | `VAULT_MAX_CONCURRENT_CALLS` | `limits.max_concurrent_calls` |
+//! | `VAULT_HTTP_READ_TIMEOUT_MS` | `limits.http_read_timeout_ms` |
 //! | `VAULT_REFLECTION` | `reflection` (`true`/`false`) |
 //! | `VAULT_LOG` | log filter (`info`, `vault_daemon=debug`), read by `vaultd` |
 
@@ -522,6 +523,11 @@ impl Config {
             self.limits.max_concurrent_calls = v
                 .parse()
                 .map_err(|_| invalid("VAULT_MAX_CONCURRENT_CALLS", "not a number"))?;
+        }
+        if let Some(v) = get("VAULT_HTTP_READ_TIMEOUT_MS") {
+            self.limits.http_read_timeout_ms = v
+                .parse()
+                .map_err(|_| invalid("VAULT_HTTP_READ_TIMEOUT_MS", "not a number"))?;
         }
         if let Some(v) = get("VAULT_DATABASE_URL") {
             self.database.url = Some(DatabaseUrl(v));
