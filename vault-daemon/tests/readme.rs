@@ -109,6 +109,17 @@ fn readme_walkthrough() {
         "5500000000000004"
     );
     assert!(find("vaultctl keys rewrap").contains("complete"));
+    // curl over Connect JSON: the token it got back detokenizes to the card it sent.
+    assert!(
+        std::fs::read_to_string(cwd.join("curl-token.txt"))
+            .unwrap()
+            .starts_with("tok_")
+    );
+    let detokenized = find("/vault.v1.Tokenizer/Detokenize");
+    assert!(
+        detokenized.contains(r#""value":"4000056655665556""#),
+        "{detokenized}"
+    );
     assert!(find("vaultctl keys list").contains("v2 active"));
     assert!(find("vaultctl audit verify").contains("audit log OK"));
 }
