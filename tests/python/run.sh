@@ -10,16 +10,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-tmp=$(mktemp -d)
-daemon_pid=
-cleanup() {
-    if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
-        kill -TERM "$daemon_pid" 2>/dev/null || true
-        wait "$daemon_pid" 2>/dev/null || true
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+# shellcheck source=../dev-daemon.sh
+source "$repo/tests/dev-daemon.sh"
 
 echo "== python: venv and pinned packages"
 venv=${VAULT_PY_VENV:-$tmp/venv}
@@ -29,44 +21,17 @@ fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     -r "$here/requirements.txt"
 
-echo "== python: building vaultd"
-(cd "$repo" && cargo build --locked -p vault-daemon --bin vaultd)
-target=${CARGO_TARGET_DIR:-$repo/target}
-vaultd=$target/debug/vaultd
-
-echo "== python: starting vaultd serve --dev"
-data=$tmp/data
-mkfifo "$tmp/out"
 # A short HTTP read timeout, so the trickled-request cases end in seconds.
 export VAULT_HTTP_READ_TIMEOUT_MS=1000
-VAULT_LOG=${VAULT_LOG:-warn} "$vaultd" serve --dev --data-dir "$data" --listen 127.0.0.1:0 \
-    >"$tmp/out" 2>"$tmp/vaultd.log" &
-daemon_pid=$!
-# The first stdout line is `listening on <addr>`; the rest is drained so vaultd never blocks.
-exec 3<"$tmp/out"
-if ! IFS= read -r -t 60 first <&3; then
-    echo "vaultd did not start; its log:" >&2
-    cat "$tmp/vaultd.log" >&2
-    exit 1
-fi
-cat <&3 >/dev/null &
-addr=${first#listening on }
-if [ "$addr" = "$first" ]; then
-    echo "unexpected first line from vaultd: $first" >&2
-    exit 1
-fi
-echo "vaultd listening on $addr"
+# The metrics listener on a free loopback port (test_metrics.py scrapes it).
+metrics_port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export VAULT_METRICS_LISTEN=127.0.0.1:$metrics_port
+start_dev_daemon
 
 echo "== python: tests"
 status=0
-VAULT_ADDR=$addr VAULT_API_KEY_FILE=$data/dev-api-key \
+VAULT_ADDR=$addr VAULT_API_KEY_FILE=$data/dev-api-key VAULT_METRICS_ADDR=$VAULT_METRICS_LISTEN \
     "$venv/bin/python" "$here/test_client.py" || status=$?
 
-kill -TERM "$daemon_pid"
-if ! wait "$daemon_pid"; then
-    echo "vaultd did not stop cleanly; its log:" >&2
-    cat "$tmp/vaultd.log" >&2
-    status=1
-fi
-daemon_pid=
+stop_dev_daemon || status=1
 exit "$status"

@@ -48,6 +48,7 @@ from vault.v1 import admin_pb2, admin_pb2_grpc, common_pb2  # noqa: E402
 from vault.v1 import tokenizer_pb2, tokenizer_pb2_grpc  # noqa: E402
 
 import test_connect  # noqa: E402  (Connect, gRPC-Web and hostile HTTP, on the same stubs)
+import test_metrics  # noqa: E402  (/metrics through the Prometheus parser)
 
 
 def _api_key():
@@ -339,7 +340,7 @@ class Contract(Connected):
 
 def main():
     suite = unittest.TestSuite()
-    for case in (Client, Contract) + test_connect.CASES:
+    for case in (Client, Contract) + test_connect.CASES + test_metrics.CASES:
         suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(case))
     result = unittest.TextTestRunner(verbosity=2).run(suite)
     failed = len(result.failures) + len(result.errors)

@@ -21,6 +21,7 @@
 //! | `VAULT_KEY_REFRESH_MS`, `VAULT_REWRAP_LEASE_MS` | `cluster.key_refresh_ms`, `cluster.rewrap_lease_ms` |
 //! | `VAULT_MAX_CONCURRENT_CALLS` | `limits.max_concurrent_calls` |
 //! | `VAULT_HTTP_READ_TIMEOUT_MS` | `limits.http_read_timeout_ms` |
+//! | `VAULT_METRICS_LISTEN` | `metrics.listen` (also with `--dev`) |
 //! | `VAULT_REFLECTION` | `reflection` (`true`/`false`) |
 //! | `VAULT_LOG` | log filter (`info`, `vault_daemon=debug`), read by `vaultd` |
 
@@ -254,6 +255,16 @@ impl Default for Cluster {
     }
 }
 
+/// `[metrics]`: Prometheus text at `/metrics`, and `/livez`, `/readyz` for orchestrators, on
+/// a listener of their own (plaintext: bind it to loopback or a private interface; it carries
+/// no value, token or key, only counts and names of configured templates).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Where to listen (`127.0.0.1:9464`); unset, no metrics listener.
+    pub listen: Option<SocketAddr>,
+}
+
 /// Test-only knobs. Never set by `vaultd`; hidden from the docs so nobody mistakes them for
 /// features.
 #[doc(hidden)]
@@ -318,6 +329,9 @@ pub struct Config {
     /// Several daemons on one store.
     #[serde(default)]
     pub cluster: Cluster,
+    /// The metrics and probes listener (off unless `listen` is set).
+    #[serde(default)]
+    pub metrics: Metrics,
     /// Test-only knobs.
     #[doc(hidden)]
     #[serde(skip)]
@@ -374,6 +388,7 @@ impl Config {
             audit: Audit::default(),
             database: Database::default(),
             cluster: Cluster::default(),
+            metrics: Metrics::default(),
             testing: TestHooks::default(),
         }
     }
@@ -523,6 +538,12 @@ impl Config {
             self.limits.max_concurrent_calls = v
                 .parse()
                 .map_err(|_| invalid("VAULT_MAX_CONCURRENT_CALLS", "not a number"))?;
+        }
+        if let Some(v) = get("VAULT_METRICS_LISTEN") {
+            let addr = v
+                .parse()
+                .map_err(|_| invalid("VAULT_METRICS_LISTEN", "not an address:port"))?;
+            self.metrics.listen = Some(addr);
         }
         if let Some(v) = get("VAULT_HTTP_READ_TIMEOUT_MS") {
             self.limits.http_read_timeout_ms = v

@@ -18,7 +18,6 @@
 //! client certificate chain), the instant it [`Arrived`], from which its deadline counts, and
 //! the [`Protocol`] it came in.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,60 +36,12 @@ use tonic::service::Routes;
 use tower::{Layer as _, ServiceExt as _};
 use zeroize::Zeroizing;
 
-use crate::auth::Credentials;
 use crate::error::StartError;
-use crate::request::{self, Protocol};
+use crate::peer::{Arrived, Peer};
+use crate::request::Protocol;
 
 /// How long a client may take to finish the TLS handshake before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The connection a request came on.
-#[derive(Clone, Debug)]
-pub(crate) struct Peer {
-    /// The client's address.
-    pub(crate) addr: SocketAddr,
-    /// The client certificate chain rustls verified against the client CA, if one was sent.
-    pub(crate) certs: Option<Arc<Vec<CertificateDer<'static>>>>,
-}
-
-/// When the request's headers were read: its timeout counts from here.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Arrived(pub(crate) Instant);
-
-/// Metadata header carrying a forwarded end-user JWT (gRPC and Connect alike).
-pub(crate) const END_USER_HEADER: &str = "x-end-user-token";
-
-/// What the request path needs of an HTTP request, read from its headers and extensions, with
-/// the client's timeout as its protocol spells it.
-pub(crate) fn incoming(
-    headers: &http::HeaderMap,
-    extensions: &http::Extensions,
-    timeout: Option<Duration>,
-) -> request::Incoming {
-    let peer = extensions.get::<Peer>();
-    let arrived = extensions
-        .get::<Arrived>()
-        .map_or_else(Instant::now, |a| a.0);
-    request::Incoming {
-        credentials: Credentials {
-            certs: peer.and_then(|p| p.certs.clone()),
-            authorization: headers
-                .get(http::header::AUTHORIZATION)
-                .map(|v| Zeroizing::new(v.as_bytes().to_vec())),
-        },
-        source: peer.map(|p| p.addr.ip()),
-        // A timeout past what `Instant` can hold is no deadline at all.
-        deadline: timeout.and_then(|d| arrived.checked_add(d)),
-        end_user_token: headers
-            .get(END_USER_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        protocol: extensions
-            .get::<Protocol>()
-            .copied()
-            .unwrap_or(Protocol::Grpc),
-    }
-}
 
 /// What the listener serves: the gRPC services behind tonic-web, and the Connect protocol.
 #[derive(Clone)]

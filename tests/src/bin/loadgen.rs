@@ -25,6 +25,10 @@
 //! them round-robin, so tokens made through one daemon are detokenized through the others.
 //! They must accept the same API key (tests/bench/cluster.sh copies one registry to all).
 //!
+//! The Connect protocol is measured the same way: `Connect GetSealStatus` is the empty Connect
+//! call (JSON over HTTP/1.1 keep-alive, the whole request path) and `Connect Tokenize` a
+//! single-item tokenize in Connect JSON, next to their gRPC twins in the same round.
+//!
 //! The result is a Markdown table on stdout; progress goes to stderr.
 
 use std::fmt::Write as _;
@@ -115,6 +119,8 @@ struct Cli {
 enum Scenario {
     Check,
     SealStatus,
+    ConnectSealStatus,
+    ConnectTokenize { template: String },
     Tokenize { template: String, batch: usize },
     Detokenize { template: String, batch: usize },
 }
@@ -124,6 +130,8 @@ impl Scenario {
         match self {
             Scenario::Check => "check",
             Scenario::SealStatus => "seal-status",
+            Scenario::ConnectSealStatus => "connect-seal-status",
+            Scenario::ConnectTokenize { .. } => "connect-tokenize",
             Scenario::Tokenize { batch: 1, .. } => "tokenize",
             Scenario::Tokenize { .. } => "tokenize-batch",
             Scenario::Detokenize { batch: 1, .. } => "detokenize",
@@ -135,6 +143,10 @@ impl Scenario {
         match self {
             Scenario::Check => "Health/Check (no auth, no audit)".into(),
             Scenario::SealStatus => "Admin/GetSealStatus (auth + audit)".into(),
+            Scenario::ConnectSealStatus => "Connect JSON Admin/GetSealStatus".into(),
+            Scenario::ConnectTokenize { template } => {
+                format!("Connect JSON Tokenize `{template}` ×1")
+            }
             Scenario::Tokenize { template, batch } => format!("Tokenize `{template}` ×{batch}"),
             Scenario::Detokenize { template, batch } => {
                 format!("Detokenize `{template}` ×{batch}")
@@ -144,7 +156,10 @@ impl Scenario {
 
     fn items(&self) -> usize {
         match self {
-            Scenario::Check | Scenario::SealStatus => 1,
+            Scenario::Check
+            | Scenario::SealStatus
+            | Scenario::ConnectSealStatus
+            | Scenario::ConnectTokenize { .. } => 1,
             Scenario::Tokenize { batch, .. } | Scenario::Detokenize { batch, .. } => *batch,
         }
     }
@@ -156,6 +171,71 @@ struct Clients {
     tokenizer: TokenizerClient<Channel>,
     admin: AdminClient<Channel>,
     health: HealthClient<Channel>,
+    connect: ConnectClient,
+}
+
+/// A Connect JSON client: one HTTP/1.1 keep-alive connection per caller, opened on first use
+/// (a clone starts without one, so every caller task has its own).
+struct ConnectClient {
+    addr: String,
+    conn: Option<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>>,
+}
+
+impl Clone for ConnectClient {
+    fn clone(&self) -> Self {
+        ConnectClient {
+            addr: self.addr.clone(),
+            conn: None,
+        }
+    }
+}
+
+impl ConnectClient {
+    /// POST `body` (JSON) to `path`; the response's JSON, or why not.
+    async fn call(
+        &mut self,
+        path: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<serde_json::Value, String> {
+        if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
+            let tcp = tokio::net::TcpStream::connect(&self.addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let _ = tcp.set_nodelay(true);
+            let (send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                    .await
+                    .map_err(|e| format!("handshake: {e}"))?;
+            tokio::spawn(conn);
+            self.conn = Some(send);
+        }
+        let send = self.conn.as_mut().ok_or("no connection")?;
+        send.ready().await.map_err(|e| format!("connection: {e}"))?;
+        let req = http::Request::post(path)
+            .header(http::header::HOST, &self.addr)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::AUTHORIZATION, format!("Bearer {key}"))
+            .header("connect-protocol-version", "1")
+            .header("connect-timeout-ms", CALL_TIMEOUT.as_millis().to_string())
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = resp.status();
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        let json: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("response JSON: {e}"))?;
+        if status != http::StatusCode::OK {
+            return Err(format!("HTTP {status}: {json}"));
+        }
+        Ok(json)
+    }
 }
 
 /// A small PRNG (SplitMix64) for test card numbers: no cryptographic need here.
@@ -223,6 +303,26 @@ async fn call(
                 .get_seal_status(r)
                 .await
                 .map_err(|s| call_error(&s))?;
+        }
+        Scenario::ConnectSealStatus => {
+            c.connect
+                .call("/vault.v1.Admin/GetSealStatus", key, b"{}".to_vec())
+                .await?;
+        }
+        Scenario::ConnectTokenize { template } => {
+            let body =
+                serde_json::json!({ "template": template, "items": [{ "value": rng.pan() }] });
+            let resp = c
+                .connect
+                .call(
+                    "/vault.v1.Tokenizer/Tokenize",
+                    key,
+                    body.to_string().into_bytes(),
+                )
+                .await?;
+            if resp["results"][0]["token"]["token"].as_str().is_none() {
+                return Err(format!("item: {}", resp["results"][0]));
+            }
         }
         Scenario::Tokenize { template, batch } => {
             let values = (0..*batch).map(|_| rng.pan()).collect();
@@ -414,18 +514,31 @@ async fn connect(endpoints: &[String], n: usize) -> Result<Vec<Clients>> {
             .connect()
             .await
             .with_context(|| format!("connecting to {endpoint}"))?;
+        let addr = endpoint
+            .strip_prefix("http://")
+            .unwrap_or(endpoint)
+            .trim_end_matches('/')
+            .to_owned();
         out.push(Clients {
             tokenizer: TokenizerClient::new(channel.clone()),
             admin: AdminClient::new(channel.clone()),
             health: HealthClient::new(channel),
+            connect: ConnectClient { addr, conn: None },
         });
     }
     Ok(out)
 }
 
 fn scenarios(cli: &Cli) -> Vec<Scenario> {
-    let mut all = vec![Scenario::Check, Scenario::SealStatus];
+    let mut all = vec![
+        Scenario::Check,
+        Scenario::SealStatus,
+        Scenario::ConnectSealStatus,
+    ];
     for t in &cli.templates {
+        all.push(Scenario::ConnectTokenize {
+            template: t.clone(),
+        });
         for batch in [1, cli.batch] {
             all.push(Scenario::Tokenize {
                 template: t.clone(),
@@ -454,11 +567,11 @@ fn table(results: &[Measured]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| callers | rpc | calls | errors | calls/s | items/s | p50 ms | p99 ms | max ms | ÷ Check | ÷ GetSealStatus |"
+        "| callers | rpc | calls | errors | calls/s | items/s | p50 ms | p99 ms | max ms | ÷ Check | ÷ GetSealStatus | ÷ gRPC twin |"
     );
     let _ = writeln!(
         out,
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for m in results {
         let base = |kind: &str| {
@@ -471,9 +584,21 @@ fn table(results: &[Measured]) -> String {
             Some(b) if b > 0.0 => format!("{:.0}%", 100.0 * m.calls_per_sec() / b),
             _ => "–".into(),
         };
+        // A Connect scenario against the same call over gRPC, in the same round.
+        let twin = match &m.scenario {
+            Scenario::ConnectSealStatus => base("seal-status"),
+            Scenario::ConnectTokenize { template } => results
+                .iter()
+                .find(|b| {
+                    b.concurrency == m.concurrency
+                        && matches!(&b.scenario, Scenario::Tokenize { template: t, batch: 1 } if t == template)
+                })
+                .map(Measured::calls_per_sec),
+            _ => None,
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {} | {} | {} |",
             m.concurrency,
             m.scenario.label(),
             m.calls,
@@ -485,6 +610,7 @@ fn table(results: &[Measured]) -> String {
             m.hist.max() as f64 / 1000.0,
             ratio(base("check")),
             ratio(base("seal-status")),
+            ratio(twin),
         );
     }
     out

@@ -148,6 +148,39 @@ async fn unwritable_audit_log_fails_closed() {
         Code::Unavailable
     );
 
+    // The same over Connect: every call, a refusal included, UNAVAILABLE (503), no value in
+    // the body.
+    let mut cc = d.connect(Some("all")).await;
+    for (template, toks) in [("pan_vault", &tokens), ("pan", &fpe)] {
+        let a = cc
+            .call(
+                "/vault.v1.Tokenizer/Detokenize",
+                &detokenize_req(template, toks, "p"),
+                None,
+            )
+            .await;
+        assert_eq!(a.code, Code::Unavailable, "{template} over Connect");
+        assert!(!String::from_utf8_lossy(&a.body).contains(PAN));
+        assert!(a.message.contains("audit"), "{}", a.message);
+    }
+    let a = cc
+        .call(
+            "/vault.v1.Tokenizer/Tokenize",
+            &tokenize_req("pan_vault", &[PAN]),
+            None,
+        )
+        .await;
+    assert_eq!(a.code, Code::Unavailable);
+    let mut anon_connect = d.connect(None).await;
+    let a = anon_connect
+        .call(
+            "/vault.v1.Tokenizer/Tokenize",
+            &tokenize_req("pan", &[PAN]),
+            None,
+        )
+        .await;
+    assert_eq!(a.code, Code::Unavailable);
+
     // The log recovers when the fault clears (the failed appends were rolled back).
     switch.set(false);
     let back = detokenize(&mut c, None, "pan_vault", &tokens).await;

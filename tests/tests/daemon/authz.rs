@@ -1,5 +1,6 @@
 //! Who may do what: the authorization matrix (callers × operations × templates, every cell
-//! asserted), and the authentication failures.
+//! asserted, over gRPC and again over Connect with the same answer), and the authentication
+//! failures.
 
 use tonic::Code;
 use vault_proto::v1::{
@@ -7,7 +8,12 @@ use vault_proto::v1::{
     RevealItem, RevealRequest, RevokeCallerRequest, Scope, SetCallerScopesRequest,
 };
 
+use tonic::transport::Channel;
+use vault_proto::v1::tokenizer_client::TokenizerClient;
+use vault_proto::v1::{DetokenizeRequest, TokenizeRequest};
+
 use crate::common::{Daemon, code, detokenize_req, pki, req, tokenize, tokenize_req};
+use crate::connect::ConnectClient;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Op {
@@ -43,6 +49,59 @@ fn expected(caller: &str, op: Op, template: &str) -> Code {
         // FPE tokens store nothing: delete is refused for the template, once allowed.
         (true, Op::Delete, "pan" | "email") => Code::FailedPrecondition,
         (true, _, _) => Code::Ok,
+    }
+}
+
+/// One cell's request, sent over either protocol.
+enum Cell {
+    Tokenize(TokenizeRequest),
+    Detokenize(DetokenizeRequest),
+    Reveal(RevealRequest),
+    Delete(DeleteTokensRequest),
+}
+
+impl Cell {
+    fn new(op: Op, t: &str, tokens: &[String]) -> Cell {
+        match op {
+            Op::Tokenize => Cell::Tokenize(tokenize_req(t, &[value(t)])),
+            Op::Detokenize => Cell::Detokenize(detokenize_req(t, tokens, "matrix")),
+            Op::Reveal => Cell::Reveal(RevealRequest {
+                request_id: None,
+                template: t.into(),
+                key_version: None,
+                purpose: "matrix".into(),
+                mask: None,
+                items: vec![RevealItem {
+                    token: tokens[0].clone(),
+                }],
+            }),
+            Op::Delete => Cell::Delete(DeleteTokensRequest {
+                request_id: None,
+                template: t.into(),
+                items: vec![DeleteTokensItem {
+                    token: tokens[0].clone(),
+                }],
+            }),
+        }
+    }
+
+    async fn grpc(&self, c: &mut TokenizerClient<Channel>, key: Option<&str>) -> Code {
+        match self {
+            Cell::Tokenize(m) => code(&c.tokenize(req(m.clone(), key)).await),
+            Cell::Detokenize(m) => code(&c.detokenize(req(m.clone(), key)).await),
+            Cell::Reveal(m) => code(&c.reveal(req(m.clone(), key)).await),
+            Cell::Delete(m) => code(&c.delete_tokens(req(m.clone(), key)).await),
+        }
+    }
+
+    async fn connect(&self, c: &mut ConnectClient, key: Option<&str>) -> Code {
+        let answer = match self {
+            Cell::Tokenize(m) => c.call("/vault.v1.Tokenizer/Tokenize", m, key).await,
+            Cell::Detokenize(m) => c.call("/vault.v1.Tokenizer/Detokenize", m, key).await,
+            Cell::Reveal(m) => c.call("/vault.v1.Tokenizer/Reveal", m, key).await,
+            Cell::Delete(m) => c.call("/vault.v1.Tokenizer/DeleteTokens", m, key).await,
+        };
+        answer.code
     }
 }
 
@@ -105,6 +164,7 @@ async fn authorization_matrix() {
     let mut cells = 0;
     for (name, cert, key) in &callers {
         let mut c = d.tokenizer(*cert).await;
+        let mut cc = d.connect(*cert).await;
         let key = key.as_deref();
         for op in [Op::Tokenize, Op::Detokenize, Op::Reveal, Op::Delete] {
             for t in TEMPLATES {
@@ -114,43 +174,11 @@ async fn authorization_matrix() {
                 } else {
                     existing[t].clone()
                 };
-                let got = match op {
-                    Op::Tokenize => code(&c.tokenize(req(tokenize_req(t, &[value(t)]), key)).await),
-                    Op::Detokenize => code(
-                        &c.detokenize(req(detokenize_req(t, &tokens, "matrix"), key))
-                            .await,
-                    ),
-                    Op::Reveal => code(
-                        &c.reveal(req(
-                            RevealRequest {
-                                request_id: None,
-                                template: t.into(),
-                                key_version: None,
-                                purpose: "matrix".into(),
-                                mask: None,
-                                items: vec![RevealItem {
-                                    token: tokens[0].clone(),
-                                }],
-                            },
-                            key,
-                        ))
-                        .await,
-                    ),
-                    Op::Delete => code(
-                        &c.delete_tokens(req(
-                            DeleteTokensRequest {
-                                request_id: None,
-                                template: t.into(),
-                                items: vec![DeleteTokensItem {
-                                    token: tokens[0].clone(),
-                                }],
-                            },
-                            key,
-                        ))
-                        .await,
-                    ),
-                };
+                let cell = Cell::new(op, t, &tokens);
+                let got = cell.grpc(&mut c, key).await;
                 assert_eq!(got, expected(name, op, t), "{name} {op:?} {t}");
+                let over_connect = cell.connect(&mut cc, key).await;
+                assert_eq!(over_connect, got, "over Connect: {name} {op:?} {t}");
                 cells += 1;
             }
         }
@@ -305,7 +333,7 @@ async fn unauthenticated_requests() {
     match d.try_channel(Some("other-ca")).await {
         Err(_) => {}
         Ok(ch) => {
-            let mut c = vault_proto::v1::tokenizer_client::TokenizerClient::new(ch);
+            let mut c = TokenizerClient::new(ch);
             let r = c.tokenize(req(t(), None)).await;
             assert!(r.is_err(), "a certificate from another CA was accepted");
             assert_ne!(r.unwrap_err().code(), Code::Ok);

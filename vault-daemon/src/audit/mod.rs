@@ -57,6 +57,7 @@ pub use self::read::{
 };
 pub use crate::policy::Operation;
 
+pub use self::writer::Commit;
 use self::writer::{Counters, FileSink, Job, Sink};
 
 /// File names inside the data directory.
@@ -479,6 +480,12 @@ impl AuditLog {
     /// The path of `audit.log`.
     pub fn path(&self) -> &Path {
         &self.log_path
+    }
+
+    /// Call `observe` after every group commit that reached the disk (once; later calls are
+    /// ignored).
+    pub fn observe_commits(&self, observe: Arc<dyn Fn(Commit) + Send + Sync>) {
+        let _ = self.counters.observer.set(observe);
     }
 
     /// Writer counters.

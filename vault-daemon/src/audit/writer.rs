@@ -107,6 +107,19 @@ pub(crate) struct Counters {
     events: AtomicU64,
     fsyncs: AtomicU64,
     checkpoints: AtomicU64,
+    /// Told of every group commit that reached the disk (metrics).
+    pub(crate) observer: std::sync::OnceLock<Arc<dyn Fn(Commit) + Send + Sync>>,
+}
+
+/// One group commit, as the writer saw it.
+#[derive(Clone, Copy, Debug)]
+pub struct Commit {
+    /// Events in the batch.
+    pub events: usize,
+    /// The append (`write`) of the batch.
+    pub append: Duration,
+    /// Its fsync.
+    pub fsync: Duration,
 }
 
 impl Counters {
@@ -250,13 +263,25 @@ impl Writer {
         if buf.is_empty() {
             return;
         }
+        let started = Instant::now();
+        let mut appended = started;
         let written = match self.sink.append(&buf) {
-            Ok(()) => self.sink.sync().map_err(|_| true),
+            Ok(()) => {
+                appended = Instant::now();
+                self.sink.sync().map_err(|_| true)
+            }
             Err(_) => Err(false),
         };
         match written {
             Ok(()) => {
                 self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+                if let Some(observe) = self.counters.observer.get() {
+                    observe(Commit {
+                        events: receipts.len(),
+                        append: appended - started,
+                        fsync: appended.elapsed(),
+                    });
+                }
                 // The batch is durable and the log is consistent. If the checkpoint file cannot
                 // be replaced, truncation protection is weakened: stop (fail closed) without
                 // touching the log, whose content the checkpoint file may already describe.

@@ -129,6 +129,12 @@ async fn serve(cfg: Config) -> Result<()> {
             key_file.display(),
         )?;
     }
+    if let Some(metrics) = running.metrics_addr() {
+        writeln!(
+            out,
+            "metrics on http://{metrics}/metrics (also /livez, /readyz)"
+        )?;
+    }
     out.flush()?;
     drop(out);
 

@@ -190,7 +190,7 @@ impl Connect {
             return r;
         }
         let timeout = header(&parts, "connect-timeout-ms").map(parse_timeout);
-        let incoming = crate::listen::incoming(
+        let incoming = crate::peer::incoming(
             &parts.headers,
             &parts.extensions,
             timeout.clone().and_then(Result::ok),

@@ -39,7 +39,7 @@ fn incoming<T>(req: Request<T>) -> (Incoming, T) {
         .and_then(|v| v.to_str().ok())
         .and_then(parse_timeout);
     (
-        crate::listen::incoming(&headers, &extensions, timeout),
+        crate::peer::incoming(&headers, &extensions, timeout),
         message,
     )
 }

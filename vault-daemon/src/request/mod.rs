@@ -11,12 +11,12 @@
 //! event the call fails with `UNAVAILABLE` and its result (plaintext included) is dropped here.
 //!
 //! It speaks domain types only: an [`Incoming`] call (credentials, source address, deadline,
-//! end-user token) in, a result or a [`CallError`] out. A transport (`grpc/`) reads its wire
+//! end-user token) in, a result or a [`CallError`] out. A transport (`grpc/`, `connect/`) reads its wire
 //! format into an `Incoming`, calls an rpc (`rpc/`), and maps the error with its own table.
 //!
 //! Deadlines (the client's timeout counted from the request's arrival, less
 //! `limits.deadline_margin_ms` so the answer still reaches the client in time) are this path's
-//! alone (the transport has no timer of its own, see `grpc/listen.rs`), and the event always
+//! alone (the transport has no timer of its own, see `listen.rs`), and the event always
 //! says what the caller is sent:
 //! - past the deadline before the work starts: `DEADLINE_EXCEEDED`, no work done;
 //! - past it during the work or before the event is written: `DEADLINE_EXCEEDED`, the result
@@ -60,6 +60,8 @@ pub(crate) struct Incoming {
     pub(crate) end_user_token: Option<String>,
     /// The protocol it came in (metrics only: every protocol takes the same path).
     pub(crate) protocol: Protocol,
+    /// When its headers were read (latency metrics count from here).
+    pub(crate) arrived: Instant,
 }
 
 /// The wire protocol of a call.
@@ -105,6 +107,8 @@ pub(crate) struct Spec {
     pub(crate) request_id: String,
     /// Set from the `Incoming` at admission.
     pub(crate) protocol: Protocol,
+    /// Set from the `Incoming` at admission.
+    pub(crate) arrived: Instant,
 }
 
 impl Spec {
@@ -125,6 +129,7 @@ impl Spec {
                 .filter(|r| !r.is_empty())
                 .map_or_else(new_request_id, str::to_owned),
             protocol: Protocol::Grpc,
+            arrived: Instant::now(),
         }
     }
 
@@ -137,7 +142,28 @@ impl Spec {
             purpose: None,
             request_id: new_request_id(),
             protocol: Protocol::Grpc,
+            arrived: Instant::now(),
         }
+    }
+}
+
+impl Spec {
+    /// The rpc's name in metrics: the operation, or the admin action.
+    fn rpc(&self) -> &'static str {
+        self.action.unwrap_or(self.operation.as_str())
+    }
+
+    /// Count the call in the metrics, ended with `code`.
+    fn observe(&self, shared: &Shared, code: Code) {
+        shared.metrics.call(
+            crate::metrics::CallLabels {
+                rpc: self.rpc(),
+                template: self.template.clone().unwrap_or_default(),
+                protocol: self.protocol.name(),
+                code: code.name(),
+            },
+            self.arrived.elapsed(),
+        );
     }
 }
 
@@ -193,6 +219,7 @@ impl Drop for Admitted {
             );
             e.detail = Some("the caller went away before the call was answered".into());
             tracing::info!(request_id = %self.spec.request_id, "call cancelled by the caller");
+            self.spec.observe(&self.shared, Code::Cancelled);
             drop(self.shared.audit.submit(e));
         }
     }
@@ -283,10 +310,12 @@ impl Shared {
             "refused"
         );
         let event = self.event(spec, caller, subject, outcome);
-        match self.record(spec, caller, subject, event).await {
+        let sent = match self.record(spec, caller, subject, event).await {
             Ok(()) => s,
             Err(e) => e,
-        }
+        };
+        spec.observe(self, sent.code());
+        sent
     }
 
     /// Write an event durably, with a [`Delivery`] guard over the wait.
@@ -321,6 +350,7 @@ impl Shared {
     ) -> Result<Admitted, CallError> {
         let mut spec = spec;
         spec.protocol = meta.protocol;
+        spec.arrived = meta.arrived;
         // Only configured template names reach the audit log and the server log: a caller that
         // swapped fields may have put a card number in the template field.
         if let Some(t) = &spec.template
@@ -340,6 +370,7 @@ impl Shared {
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
+                self.metrics.shed();
                 let s = CallError::resource_exhausted("server busy: too many calls in flight");
                 return Err(self.refuse(&spec, &caller, None, s).await);
             }
@@ -439,6 +470,7 @@ impl Shared {
         }
         let delay = self.hooks.call_delay;
         let give_up_at = call.give_up_at;
+        let (metrics, rpc) = (self.metrics.clone(), call.spec.rpc());
         let fut = async move {
             if let Some(d) = delay {
                 tokio::time::sleep(d).await;
@@ -447,7 +479,10 @@ impl Shared {
                 if give_up_at.is_some_and(|t| Instant::now() >= t) {
                     return Err(CallError::DeadlineExceeded);
                 }
-                work()
+                let started = Instant::now();
+                let out = work();
+                metrics.work(rpc, started.elapsed());
+                out
             })
             .await
             .unwrap_or_else(|_| Err(CallError::internal("internal error")))
@@ -480,6 +515,15 @@ impl Shared {
     /// anything sensitive; an error means the response must not be sent (and is the status to
     /// send instead: `DEADLINE_EXCEEDED` past the deadline, `UNAVAILABLE` if the log failed).
     pub(crate) async fn finish(&self, call: &Admitted, done: Done) -> Result<(), CallError> {
+        let result = self.finish_recorded(call, done).await;
+        // Failures are counted where they are decided (`fail`, or below).
+        if result.is_ok() {
+            call.spec.observe(self, Code::Ok);
+        }
+        result
+    }
+
+    async fn finish_recorded(&self, call: &Admitted, done: Done) -> Result<(), CallError> {
         if call.expired() {
             return Err(self.fail(call, CallError::DeadlineExceeded).await);
         }
@@ -510,7 +554,13 @@ impl Shared {
         let caller = call.identity.id.as_str();
         let subject = call.grant.subject();
         call.recorded.store(true, Ordering::SeqCst);
-        self.record(&call.spec, caller, subject, event).await?;
+        let counted = |e: CallError| {
+            call.spec.observe(self, e.code());
+            e
+        };
+        self.record(&call.spec, caller, subject, event)
+            .await
+            .map_err(counted)?;
         if call.expired() {
             // The deadline passed while the event was being written: the result is not sent,
             // and the log says so after the event that recorded it.
@@ -525,8 +575,10 @@ impl Shared {
             e.detail = Some(format!(
                 "{FOLLOW_UP}: the deadline passed while it was written; its result was not sent"
             ));
-            self.record(&call.spec, caller, subject, e).await?;
-            return Err(CallError::DeadlineExceeded);
+            self.record(&call.spec, caller, subject, e)
+                .await
+                .map_err(counted)?;
+            return Err(counted(CallError::DeadlineExceeded));
         }
         Ok(())
     }

@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub(crate) hooks: TestHooks,
     pub(crate) storage_ok: AtomicBool,
     pub(crate) stopping: AtomicBool,
+    /// What `/metrics` reports of the calls (`metrics/`).
+    pub(crate) metrics: crate::metrics::Metrics,
     /// Rewrap jobs running in this process (the fleet loop does not start them twice).
     pub(crate) rewraps: std::sync::Mutex<std::collections::HashSet<u64>>,
 }

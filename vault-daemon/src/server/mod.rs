@@ -68,6 +68,8 @@ pub struct Running {
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
+    /// The metrics listener's address and task, when configured.
+    metrics: Option<(SocketAddr, JoinHandle<()>)>,
     drain: Duration,
     dev_api_key: Option<Zeroizing<String>>,
     warnings: Vec<Warning>,
@@ -115,6 +117,11 @@ impl Running {
         Ok(warnings)
     }
 
+    /// The metrics listener's address, when `[metrics] listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(a, _)| *a)
+    }
+
     /// Tokenizer and Admin calls in flight now (past authentication).
     pub fn in_flight(&self) -> usize {
         self.shared.limits.max_concurrent_calls - self.shared.permits.available_permits()
@@ -131,6 +138,9 @@ impl Running {
     pub async fn shutdown(mut self) -> bool {
         tracing::info!("shutting down: draining calls in flight");
         self.shared.stopping.store(true, Ordering::SeqCst);
+        if let Some((_, task)) = self.metrics.take() {
+            task.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -344,7 +354,18 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         storage_ok: AtomicBool::new(true),
         stopping: AtomicBool::new(false),
         rewraps: std::sync::Mutex::new(std::collections::HashSet::new()),
+        metrics: crate::metrics::Metrics::default(),
     });
+    {
+        let metrics = shared.metrics.clone();
+        shared
+            .audit
+            .observe_commits(Arc::new(move |c| metrics.audit_commit(c)));
+    }
+    let metrics = match config.metrics.listen {
+        Some(addr) => Some(crate::exporter::bind(addr, &shared).await?),
+        None => None,
+    };
     shared.update_health().await;
 
     let tls = config.tls.as_ref().map(listen::tls_acceptor).transpose()?;
@@ -400,6 +421,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         shared,
         stop: Some(stop),
         server: Some(server),
+        metrics,
         drain: Duration::from_secs(config.limits.drain_timeout_secs),
         dev_api_key,
         warnings,
