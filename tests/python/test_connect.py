@@ -112,8 +112,8 @@ class ConnectJson(unittest.TestCase):
         self.assertEqual(status, 200, body)
         self.assertEqual(body["results"][0]["error"]["code"], "ERROR_CODE_NOT_FOUND", body)
 
-    def test_fpe_over_http2_is_not_required(self):
-        # HTTP/1.1 keep-alive: two calls on one connection.
+    def test_keep_alive_and_fpe(self):
+        # HTTP/1.1 keep-alive: two FPE calls on one connection.
         conn = http.client.HTTPConnection(HOST, PORT, timeout=30)
         for _ in range(2):
             conn.request(

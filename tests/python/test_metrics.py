@@ -100,5 +100,16 @@ class Metrics(unittest.TestCase):
         protocols = {s.labels.get("protocol") for s in families["vault_calls"].samples}
         self.assertLessEqual(protocols, {"grpc", "grpc_web", "connect"})
 
+    def test_zz_sealed_is_not_ready(self):
+        # Last of the whole run (unittest orders by name, and this case comes last): the dev
+        # daemon cannot be unsealed again by rpc, so it stops sealed.
+        status, _, body = test_connect.connect("/vault.v1.Admin/Seal", {})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(get("/readyz")[0], 503)
+        self.assertEqual(get("/livez")[0], 200)
+        families, _ = scrape()
+        self.assertEqual([s.value for s in families["vault_sealed"].samples], [1.0])
+        self.assertEqual([s.value for s in families["vault_ready"].samples], [0.0])
+
 
 CASES = (Metrics,)
