@@ -7,6 +7,7 @@ Loaded by test_client.py; VAULT_METRICS_ADDR is where run.sh told vaultd to list
 
 import http.client
 import os
+import random
 import unittest
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -33,6 +34,16 @@ def scrape():
     return {f.name: f for f in text_string_to_metric_families(body)}, body
 
 
+def fresh_pan():
+    """A random 16-digit number with a valid Luhn check digit (a new record each time)."""
+    digits = [4] + [random.randrange(10) for _ in range(14)]
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        d = d * 2 if i % 2 == 0 else d
+        total += d - 9 if d > 9 else d
+    return "".join(map(str, digits)) + str((10 - total % 10) % 10)
+
+
 def calls(families, **labels):
     return sum(
         s.value for s in families["vault_calls"].samples
@@ -57,14 +68,15 @@ class Metrics(unittest.TestCase):
             "vault_audit_fsync_duration_seconds", "vault_audit_group_commit_events",
             "vault_calls_in_flight", "vault_sealed", "vault_storage_healthy", "vault_ready",
             "vault_key_versions", "vault_key_version_records",
+            "vault_store_commit_duration_seconds", "vault_store_read_duration_seconds",
         ]:
-            self.assertIn(name, before, sorted(before))
+            self.assertIn(name, before, sorted(before)[:40])
         ok = dict(rpc="tokenize", template="pan_vault", protocol="connect", code="OK")
         denied = dict(rpc="tokenize", template="pan_vault", protocol="connect",
                       code="UNAUTHENTICATED")
         for _ in range(3):
             status, _, body = test_connect.connect(
-                "/vault.v1.Tokenizer/Tokenize", test_connect.tokenize_body(["4111111111111111"])
+                "/vault.v1.Tokenizer/Tokenize", test_connect.tokenize_body([fresh_pan()])
             )
             self.assertEqual(status, 200, body)
         status, _, _ = test_connect.connect(
@@ -82,6 +94,14 @@ class Metrics(unittest.TestCase):
         fsyncs = [s.value for s in after["vault_audit_fsync_duration_seconds"].samples
                   if s.name.endswith("_count")]
         self.assertGreater(fsyncs[0], 0)
+        # Three vaulted tokenizes: three (or, grouped, fewer but at least one) record commits.
+        def inserts(families):
+            return sum(s.value for s in families["vault_store_commit_duration_seconds"].samples
+                       if s.name.endswith("_count") and s.labels.get("op") == "insert_records")
+        self.assertGreater(inserts(after) - inserts(before), 0)
+        ops = {s.labels.get("op")
+               for s in after["vault_store_commit_duration_seconds"].samples}
+        self.assertTrue(all(op.replace("_", "").isalpha() for op in ops), ops)
 
     def test_labels_are_bounded(self):
         # A value in the template field is recorded as (unknown), never as itself.

@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::error::StartError;
+use crate::pgstore::PoolProbe;
 use crate::request::Shared;
 
 /// How often the key snapshot is refreshed.
@@ -62,6 +63,8 @@ struct Snapshot {
 struct Live {
     shared: Weak<Shared>,
     snapshot: Arc<Mutex<Snapshot>>,
+    /// The PostgreSQL pool, read at scrape time (no query); `None` on SQLite.
+    pool: Option<PoolProbe>,
 }
 
 fn gauge(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: i64) -> std::fmt::Result {
@@ -106,6 +109,33 @@ impl Collector for Live {
             "1 while data calls can be served (health SERVING)",
             i64::from(ready(&s)),
         )?;
+        if let Some(pool) = &self.pool {
+            let p = pool.state();
+            gauge(
+                &mut enc,
+                "vault_pg_pool_max_connections",
+                "PostgreSQL pool: [database] pool_size",
+                p.max as i64,
+            )?;
+            gauge(
+                &mut enc,
+                "vault_pg_pool_open_connections",
+                "PostgreSQL pool: connections open (idle or in use)",
+                p.open as i64,
+            )?;
+            gauge(
+                &mut enc,
+                "vault_pg_pool_idle_connections",
+                "PostgreSQL pool: open connections not in use",
+                p.idle as i64,
+            )?;
+            gauge(
+                &mut enc,
+                "vault_pg_pool_waiting",
+                "PostgreSQL pool: store calls waiting for a connection",
+                p.waiting as i64,
+            )?;
+        }
         let snapshot = self
             .snapshot
             .lock()
@@ -222,6 +252,7 @@ async fn refresh(shared: Weak<Shared>, snapshot: Arc<Mutex<Snapshot>>) {
 pub(crate) async fn bind(
     addr: SocketAddr,
     shared: &Arc<Shared>,
+    pool: Option<PoolProbe>,
 ) -> Result<(SocketAddr, JoinHandle<()>), StartError> {
     let listener = TcpListener::bind(addr)
         .await
@@ -239,6 +270,7 @@ pub(crate) async fn bind(
     registry.register_collector(Box::new(Live {
         shared: Arc::downgrade(shared),
         snapshot: Arc::clone(&snapshot),
+        pool,
     }));
     let registry = Arc::new(registry);
     let weak = Arc::downgrade(shared);

@@ -43,6 +43,12 @@ use crate::request::Protocol;
 /// How long a client may take to finish the TLS handshake before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The most a request's head may take, on either HTTP version: HTTP/2's header list (hyper's
+/// default, set here so both are ours) and HTTP/1.1's read buffer, which must hold the request
+/// line and headers (hyper answers 431 past it). Enough for an API key and an end-user JWT;
+/// a client sending more is refused before any handler, as over HTTP/2.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
 /// What the listener serves: the gRPC services behind tonic-web, and the Connect protocol.
 #[derive(Clone)]
 pub(crate) struct Services {
@@ -156,8 +162,12 @@ pub(crate) fn serve(
                         builder
                             .http1()
                             .timer(TokioTimer::new())
-                            .header_read_timeout(services.read_timeout);
-                        builder.http2().timer(TokioTimer::new());
+                            .header_read_timeout(services.read_timeout)
+                            .max_buf_size(MAX_HEAD_BYTES);
+                        builder
+                            .http2()
+                            .timer(TokioTimer::new())
+                            .max_header_list_size(MAX_HEAD_BYTES as u32);
                         match tls {
                             None => {
                                 let peer = Peer { addr, certs: None };

@@ -11,7 +11,7 @@ use vault_core::store::{Options, SqliteStore, Store, StoreError};
 use vault_core::vault::{RootInit, TemplateConfig, Vault};
 
 use crate::config::{Config, ConfigError};
-use crate::pgstore::{PgOptions, PgStore};
+use crate::pgstore::{PgOptions, PgStore, PoolProbe};
 
 /// Database file name in the data directory.
 pub const DB_FILE: &str = "vault.db";
@@ -27,6 +27,8 @@ pub struct Opened {
     pub has_vault: bool,
     /// Where it is, for messages: the SQLite path, or the PostgreSQL URL without password.
     pub location: String,
+    /// The PostgreSQL pool's probe (metrics); `None` for SQLite.
+    pub pool: Option<PoolProbe>,
 }
 
 impl std::fmt::Debug for Opened {
@@ -71,10 +73,12 @@ pub fn open(config: &Config, create: bool) -> Result<Opened, StoreError> {
         };
         let store = PgStore::connect(url.expose(), &opts)?;
         let has_vault = store.meta_get("vault_id")?.is_some();
+        let pool = Some(store.pool_probe());
         return Ok(Opened {
             store: Arc::new(store),
             has_vault,
             location,
+            pool,
         });
     }
     let db = config.data_dir.join(DB_FILE);
@@ -94,6 +98,7 @@ pub fn open(config: &Config, create: bool) -> Result<Opened, StoreError> {
                 store: Arc::new(SqliteStore::open(&db, &opts)?),
                 has_vault: true,
                 location,
+                pool: None,
             });
         }
     }
@@ -106,6 +111,7 @@ pub fn open(config: &Config, create: bool) -> Result<Opened, StoreError> {
         store: Arc::new(SqliteStore::create(&db, &opts)?),
         has_vault: false,
         location,
+        pool: None,
     })
 }
 

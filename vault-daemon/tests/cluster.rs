@@ -39,12 +39,19 @@ struct Daemon {
     addr: String,
     key: String,
     data: PathBuf,
+    /// The metrics listener's address, when started with one.
+    metrics: Option<String>,
 }
 
 impl Daemon {
-    fn start(data: &Path, url: &str, schema: &str) -> Child {
-        dev_command(data, "127.0.0.1:0")
-            .env("VAULT_DATABASE_URL", url)
+    /// Starts a dev daemon on the shared schema; `metrics` adds a metrics listener on a free
+    /// loopback port.
+    fn start(data: &Path, url: &str, schema: &str, metrics: bool) -> Child {
+        let mut cmd = dev_command(data, "127.0.0.1:0");
+        if metrics {
+            cmd.env("VAULT_METRICS_LISTEN", "127.0.0.1:0");
+        }
+        cmd.env("VAULT_DATABASE_URL", url)
             .env("VAULT_DATABASE_SCHEMA", schema)
             .env("VAULT_REWRAP_LEASE_MS", LEASE_MS.to_string())
             .env("VAULT_KEY_REFRESH_MS", REFRESH_MS.to_string())
@@ -52,17 +59,47 @@ impl Daemon {
             .unwrap()
     }
 
-    fn ready(mut child: Child, data: &Path) -> Daemon {
+    fn ready(mut child: Child, data: &Path, metrics: bool) -> Daemon {
         let (addr, lines) = listening(&mut child);
-        // Keep reading stdout in the background so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep reading stdout in the background so the daemon never blocks on a full pipe;
+        // the metrics line (after the dev-mode banner) is passed back.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("metrics on http://") {
+                    let _ = tx.send(rest.split('/').next().unwrap_or_default().to_owned());
+                }
+            }
+        });
+        let metrics = metrics.then(|| {
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("the metrics line")
+        });
         let key = dev_api_key(data);
         Daemon {
             child,
             addr,
             key,
             data: data.to_owned(),
+            metrics,
         }
+    }
+
+    /// `GET /metrics` from the metrics listener (HTTP/1.1, one request).
+    fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let addr = self.metrics.as_deref().expect("started with metrics");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        out
     }
 
     async fn tokenizer(&self) -> TokenizerClient<Channel> {
@@ -88,6 +125,33 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Daemon 0's metrics after the load: the PostgreSQL pool's state and the store's commits.
+fn pool_metrics(d: &Daemon) {
+    let text = d.scrape();
+    let value = |name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    // Dev mode's pool size (`[database] pool_size`, default 16); the load opened connections.
+    let max = value("vault_pg_pool_max_connections");
+    let open = value("vault_pg_pool_open_connections");
+    let idle = value("vault_pg_pool_idle_connections");
+    assert!(
+        max >= 1.0 && open >= 1.0 && open <= max,
+        "max {max}, open {open}"
+    );
+    assert!(idle <= open, "idle {idle}, open {open}");
+    assert_eq!(value("vault_pg_pool_waiting"), 0.0, "nothing in flight");
+    let inserts = value("vault_store_commit_duration_seconds_count{op=\"insert_records\"}");
+    assert!(inserts >= 1.0, "record commits counted: {inserts}");
+    say(&format!(
+        "metrics: pool max {max}, open {open}, idle {idle}; {inserts} record commits on daemon 0\n"
+    ));
 }
 
 /// Luhn-valid 16-digit PAN number `i`.
@@ -417,12 +481,14 @@ fn three_daemons_one_postgres() {
     // All three start at once on the empty schema.
     let children: Vec<Child> = datas
         .iter()
-        .map(|d| Daemon::start(d, &url, &schema))
+        .enumerate()
+        .map(|(i, d)| Daemon::start(d, &url, &schema, i == 0))
         .collect();
     let mut daemons: Vec<Daemon> = children
         .into_iter()
         .zip(&datas)
-        .map(|(c, d)| Daemon::ready(c, d))
+        .enumerate()
+        .map(|(i, (c, d))| Daemon::ready(c, d, i == 0))
         .collect();
 
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -455,6 +521,7 @@ fn three_daemons_one_postgres() {
         assert_eq!(made.len(), 1200);
         let tokens: HashSet<&String> = made.iter().map(|(_, t, _)| t).collect();
         assert_eq!(tokens.len(), made.len(), "no token handed out twice");
+        pool_metrics(&daemons[0]);
 
         idempotency_race(&daemons).await;
 

@@ -1,11 +1,12 @@
-//! A plain HTTP/1.1 client of the Connect protocol (hyper, no Connect library) over the suite's
+//! A plain HTTP/1.1 (or HTTP/2) client of the Connect protocol (hyper, no Connect library) over the suite's
 //! real TLS and client certificates, so tests can put the same request to the daemon over gRPC
 //! and over Connect and compare the answers. Bodies are binary protobuf (`application/proto`,
 //! the same prost messages the gRPC calls send); the Python and Node suites cover JSON.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -16,12 +17,27 @@ use crate::common::{Daemon, pki};
 
 /// One keep-alive Connect connection, optionally with a client certificate.
 pub(crate) struct ConnectClient {
-    send: SendRequest<Full<Bytes>>,
+    send: Sender,
+    /// `scheme://authority` for HTTP/2's pseudo-headers.
+    origin: String,
+}
+
+/// The connection's HTTP version.
+enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+/// Which HTTP version a connection speaks (ALPN over TLS, prior knowledge without).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Http {
+    H1,
+    H2,
 }
 
 /// A Connect error code's gRPC twin (written from the Connect specification, not from the
 /// daemon's table, so the two are checked against each other).
-fn code_of(name: &str) -> Code {
+pub(crate) fn code_of(name: &str) -> Code {
     match name {
         "canceled" => Code::Cancelled,
         "invalid_argument" => Code::InvalidArgument,
@@ -60,6 +76,26 @@ fn http_status_of(c: Code) -> u16 {
     }
 }
 
+/// The code the Connect specification gives an HTTP error without a Connect error body (a
+/// proxy's or the HTTP stack's answer: the gRPC HTTP-to-status mapping).
+pub(crate) fn code_of_http(status: u16) -> Code {
+    match status {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    }
+}
+
+/// One HTTP exchange as it came back.
+pub(crate) struct Exchange {
+    pub(crate) status: u16,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: Bytes,
+}
+
 /// What a Connect call answered.
 pub(crate) struct Answer {
     pub(crate) code: Code,
@@ -70,7 +106,23 @@ pub(crate) struct Answer {
 impl Daemon {
     /// A Connect connection, authenticated by the named client certificate (`None`: none).
     pub(crate) async fn connect(&self, cert: Option<&str>) -> ConnectClient {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        self.try_connect(cert).await.unwrap()
+    }
+
+    /// [`Daemon::connect`], with a refused handshake as an error.
+    pub(crate) async fn try_connect(&self, cert: Option<&str>) -> Result<ConnectClient, String> {
+        self.try_connect_over(cert, Http::H1).await
+    }
+
+    /// An HTTP/1.1 or HTTP/2 connection, authenticated by the named client certificate.
+    pub(crate) async fn try_connect_over(
+        &self,
+        cert: Option<&str>,
+        http: Http,
+    ) -> Result<ConnectClient, String> {
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| e.to_string())?;
         let send = if self.tls {
             let pki = pki();
             let mut roots = rustls::RootCertStore::empty();
@@ -93,28 +145,83 @@ impl Daemon {
                 }
                 None => builder.with_no_client_auth(),
             };
-            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            cfg.alpn_protocols = vec![match http {
+                Http::H1 => b"http/1.1".to_vec(),
+                Http::H2 => b"h2".to_vec(),
+            }];
             let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
                 .connect(ServerName::try_from("localhost").unwrap(), tcp)
                 .await
-                .unwrap();
-            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            send
+                .map_err(|e| e.to_string())?;
+            handshake(TokioIo::new(tls), http).await?
         } else {
-            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            send
+            handshake(TokioIo::new(tcp), http).await?
         };
-        ConnectClient { send }
+        let origin = match self.tls {
+            true => "https://localhost".to_owned(),
+            false => format!("http://{}", self.addr),
+        };
+        Ok(ConnectClient { send, origin })
     }
 }
 
+async fn handshake<T>(io: TokioIo<T>, http: Http) -> Result<Sender, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    Ok(match http {
+        Http::H1 => {
+            let (send, conn) = http1::handshake(io).await.map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Sender::H1(send)
+        }
+        Http::H2 => {
+            let (send, conn) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Sender::H2(send)
+        }
+    })
+}
+
 impl ConnectClient {
+    /// `POST path` with `body` and the given headers (`Host` is set); a connection the server
+    /// dropped is an error.
+    pub(crate) async fn post(
+        &mut self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Result<Exchange, String> {
+        let mut req = match &self.send {
+            Sender::H1(_) => http::Request::post(path).header(http::header::HOST, "localhost"),
+            Sender::H2(_) => http::Request::post(format!("{}{path}", self.origin)),
+        };
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let req = req.body(Full::new(Bytes::from(body))).unwrap();
+        let e = |e: hyper::Error| e.to_string();
+        let resp = match &mut self.send {
+            Sender::H1(s) => {
+                s.ready().await.map_err(e)?;
+                s.send_request(req).await.map_err(e)?
+            }
+            Sender::H2(s) => {
+                s.ready().await.map_err(e)?;
+                s.send_request(req).await.map_err(e)?
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Exchange {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+
     /// `POST /<service>/<method>` with `msg` as binary protobuf and `key` as the bearer key.
     /// Checks that an error's HTTP status is the one the specification gives its code.
     pub(crate) async fn call(
@@ -123,20 +230,33 @@ impl ConnectClient {
         msg: &impl prost::Message,
         key: Option<&str>,
     ) -> Answer {
-        self.send.ready().await.unwrap();
-        let mut req = http::Request::post(path)
-            .header(http::header::HOST, "localhost")
-            .header(http::header::CONTENT_TYPE, "application/proto")
-            .header("connect-protocol-version", "1");
+        let mut headers = connect_headers();
         if let Some(k) = key {
-            req = req.header(http::header::AUTHORIZATION, format!("Bearer {k}"));
+            headers.push(("authorization", format!("Bearer {k}")));
         }
-        let req = req
-            .body(Full::new(Bytes::from(msg.encode_to_vec())))
+        let ex = self
+            .post(path, &headers, msg.encode_to_vec())
+            .await
             .unwrap();
-        let resp = self.send.send_request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Answer::of(ex)
+    }
+}
+
+/// A binary Connect unary request's headers.
+pub(crate) fn connect_headers() -> Vec<(&'static str, String)> {
+    vec![
+        ("content-type", "application/proto".into()),
+        ("connect-protocol-version", "1".into()),
+    ]
+}
+
+impl Answer {
+    /// Reads a Connect answer. A Connect error must come with the HTTP status the specification
+    /// gives its code, except routing refusals (404 for an unknown procedure, 405 for a method
+    /// other than POST, both `unimplemented`); an HTTP error without a Connect body (the HTTP
+    /// stack's, such as 431 for over-size headers) reads as the specification's HTTP mapping.
+    pub(crate) fn of(ex: Exchange) -> Answer {
+        let Exchange { status, body, .. } = ex;
         if status == 200 {
             return Answer {
                 code: Code::Ok,
@@ -144,9 +264,16 @@ impl ConnectClient {
                 body,
             };
         }
-        let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let Ok(err) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return Answer {
+                code: code_of_http(status),
+                message: String::from_utf8_lossy(&body).into_owned(),
+                body,
+            };
+        };
         let code = code_of(err["code"].as_str().unwrap_or_default());
-        assert_eq!(status, http_status_of(code), "{err}");
+        let routing = matches!(status, 404 | 405) && code == Code::Unimplemented;
+        assert!(routing || status == http_status_of(code), "{status}: {err}");
         Answer {
             code,
             message: err["message"].as_str().unwrap_or_default().to_owned(),

@@ -23,6 +23,10 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::audit::Commit;
 
+mod store;
+
+pub(crate) use store::StoreMetrics;
+
 /// Labels of a finished call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CallLabels {
@@ -65,6 +69,8 @@ pub(crate) struct Metrics {
     audit_append_seconds: Histogram,
     audit_fsync_seconds: Histogram,
     audit_batch_events: Histogram,
+    /// Store calls by operation (the store is wrapped with [`StoreMetrics::wrap`]).
+    pub(crate) store: StoreMetrics,
 }
 
 impl Default for Metrics {
@@ -77,6 +83,7 @@ impl Default for Metrics {
             audit_append_seconds: latency(),
             audit_fsync_seconds: latency(),
             audit_batch_events: batch_sizes(),
+            store: StoreMetrics::default(),
         }
     }
 }
@@ -150,5 +157,6 @@ impl Metrics {
             "Events written by one audit log group commit (one fsync)",
             self.audit_batch_events.clone(),
         );
+        self.store.register(registry);
     }
 }

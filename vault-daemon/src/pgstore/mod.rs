@@ -109,6 +109,50 @@ pub struct PgStore {
     ids: IdBlocks,
 }
 
+/// Reads the connection pool's state without a query (for metrics): a clone of the pool's
+/// handle, so it outlives nothing and holds no connection.
+#[derive(Clone)]
+pub struct PoolProbe(Pool);
+
+impl std::fmt::Debug for PoolProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PoolProbe").field(&self.state()).finish()
+    }
+}
+
+/// The connection pool at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    /// `[database] pool_size`.
+    pub max: usize,
+    /// Connections open (idle or lent out).
+    pub open: usize,
+    /// Open connections waiting to be lent.
+    pub idle: usize,
+    /// Calls waiting for a connection.
+    pub waiting: usize,
+}
+
+impl PoolProbe {
+    /// The pool now.
+    pub fn state(&self) -> PoolState {
+        let s = self.0.status();
+        PoolState {
+            max: s.max_size,
+            open: s.size,
+            idle: s.available,
+            waiting: s.waiting,
+        }
+    }
+}
+
+impl PgStore {
+    /// A probe of this store's pool.
+    pub fn pool_probe(&self) -> PoolProbe {
+        PoolProbe(self.pool.clone())
+    }
+}
+
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may carry a password: never printed.

@@ -177,7 +177,10 @@ fn generate_root_key_file(path: &Path) -> Result<(), StartError> {
 /// Opens the configured vault, or creates it (`create_if_missing`, with a root key file that
 /// is generated if absent), and unseals it with the root key file if one is given. Opening and
 /// creating themselves are `storage`'s, shared with `vaultctl`.
-fn open_vault(config: &Config) -> Result<Vault, StartError> {
+fn open_vault(
+    config: &Config,
+    metrics: &crate::metrics::StoreMetrics,
+) -> Result<(Vault, Option<crate::pgstore::PoolProbe>), StartError> {
     let location = crate::storage::location(config);
     let storage = |source| StartError::Storage {
         path: PathBuf::from(&location),
@@ -206,6 +209,8 @@ fn open_vault(config: &Config) -> Result<Vault, StartError> {
         )),
         e => storage(e),
     })?;
+    let pool = opened.pool.clone();
+    let store = metrics.wrap(Arc::clone(&opened.store));
     if !opened.has_vault {
         if !config.create_if_missing {
             return Err(storage(StoreError::not_found(
@@ -227,14 +232,14 @@ fn open_vault(config: &Config) -> Result<Vault, StartError> {
         let key = root_key(key_path)?;
         match crate::storage::create_vault(
             config,
-            Arc::clone(&opened.store),
+            Arc::clone(&store),
             templates.clone(),
             RootInit::Key(key),
         ) {
             Ok((vault, _)) => {
                 tracing::info!(store = %location, vault_id = %vault.vault_id(),
                     "created a new vault");
-                return Ok(vault);
+                return Ok((vault, pool));
             }
             // Another daemon on the same database created it first: open theirs.
             Err(crate::storage::VaultError::Vault(
@@ -245,14 +250,14 @@ fn open_vault(config: &Config) -> Result<Vault, StartError> {
             Err(e) => return Err(vault_error(e)),
         }
     }
-    let vault = crate::storage::open_vault(config, opened.store, templates).map_err(vault_error)?;
+    let vault = crate::storage::open_vault(config, store, templates).map_err(vault_error)?;
     if let Some(key_path) = &config.root_key_file {
         vault.unseal_key(root_key(key_path)?)?;
         tracing::info!(store = %location, "unsealed with the root key file");
     } else {
         tracing::warn!("no root key file: starting sealed (Admin.Unseal to unseal)");
     }
-    Ok(vault)
+    Ok((vault, pool))
 }
 
 /// Dev mode: reuse the dev key if it still authenticates, else create a new dev caller.
@@ -306,8 +311,10 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         );
     }
 
+    let metrics = crate::metrics::Metrics::default();
     let cfg = config.clone();
-    let vault = tokio::task::spawn_blocking(move || open_vault(&cfg))
+    let store_metrics = metrics.store.clone();
+    let (vault, pool) = tokio::task::spawn_blocking(move || open_vault(&cfg, &store_metrics))
         .await
         .map_err(|e| StartError::Io {
             what: "opening the vault".into(),
@@ -354,7 +361,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         storage_ok: AtomicBool::new(true),
         stopping: AtomicBool::new(false),
         rewraps: std::sync::Mutex::new(std::collections::HashSet::new()),
-        metrics: crate::metrics::Metrics::default(),
+        metrics,
     });
     {
         let metrics = shared.metrics.clone();
@@ -363,7 +370,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
             .observe_commits(Arc::new(move |c| metrics.audit_commit(c)));
     }
     let metrics = match config.metrics.listen {
-        Some(addr) => Some(crate::exporter::bind(addr, &shared).await?),
+        Some(addr) => Some(crate::exporter::bind(addr, &shared, pool).await?),
         None => None,
     };
     shared.update_health().await;
