@@ -34,6 +34,7 @@ use vault_core::store::Synchronous;
 
 use crate::audit::FaultSwitch;
 
+pub mod proxy;
 mod templates;
 pub use self::templates::{TemplateSpec, builtin_templates};
 
@@ -332,6 +333,9 @@ pub struct Config {
     /// The metrics and probes listener (off unless `listen` is set).
     #[serde(default)]
     pub metrics: Metrics,
+    /// The HTTP proxy's routes (`[[proxy.inbound]]`, `[[proxy.outbound]]`).
+    #[serde(default)]
+    pub proxy: proxy::Proxy,
     /// Test-only knobs.
     #[doc(hidden)]
     #[serde(skip)]
@@ -389,6 +393,7 @@ impl Config {
             database: Database::default(),
             cluster: Cluster::default(),
             metrics: Metrics::default(),
+            proxy: proxy::Proxy::default(),
             testing: TestHooks::default(),
         }
     }
@@ -655,6 +660,8 @@ impl Config {
                 return Err(invalid("templates", format!("`{}` defined twice", t.name)));
             }
         }
+        let names: Vec<String> = names.into_iter().collect();
+        self.proxy.validate(&names)?;
         Ok(())
     }
 }

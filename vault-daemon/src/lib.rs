@@ -7,7 +7,8 @@
 //! event ([`audit`], durable before the response) → the response. The rpcs (`rpc/`) run on it;
 //! gRPC (`grpc/`) and Connect (`connect/`) are thin adapters, each with its own status table,
 //! on one listener (`listen.rs`). Failures map to canonical codes
-//! in one domain table (`request/error.rs`).
+//! in one domain table (`request/error.rs`). The HTTP proxy's routes (`proxy/`) listen on
+//! addresses of their own and call the vault through the same request path.
 #![forbid(unsafe_code)]
 // House rules as lints: a panic on `None`/`Err` outside tests needs a stated reason at its
 // site (`#[expect(clippy::expect_used, reason = …)]`).
@@ -30,6 +31,7 @@ mod metrics;
 mod peer;
 pub mod pgstore;
 pub mod policy;
+mod proxy;
 mod request;
 mod rpc;
 pub mod server;

@@ -126,10 +126,10 @@ pub(crate) fn tls_acceptor(tls: &crate::config::Tls) -> Result<TlsAcceptor, Star
 
 /// Accepts connections until `stop` fires, then stops accepting and lets every connection
 /// finish its calls (HTTP/2 GOAWAY). Aborting the returned task drops every connection.
-pub(crate) fn serve(
+pub(crate) fn serve<H: Handler>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    services: Services,
+    services: H,
     stop: oneshot::Receiver<()>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -162,7 +162,7 @@ pub(crate) fn serve(
                         builder
                             .http1()
                             .timer(TokioTimer::new())
-                            .header_read_timeout(services.read_timeout)
+                            .header_read_timeout(services.read_timeout())
                             .max_buf_size(MAX_HEAD_BYTES);
                         builder
                             .http2()
@@ -207,10 +207,50 @@ pub(crate) fn serve(
     })
 }
 
-/// The services, with the connection's [`Peer`], the request's [`Arrived`] and its
-/// [`Protocol`] as extensions.
-fn service(
-    services: Services,
+/// What a listener serves: the daemon's protocols ([`Services`]) or a proxy route
+/// (`proxy/`). Requests carry the connection's [`Peer`] and their [`Arrived`] instant as
+/// extensions.
+pub(crate) trait Handler: Clone + Send + Sync + 'static {
+    /// Answer one request.
+    fn handle(
+        &self,
+        req: http::Request<Incoming>,
+    ) -> impl Future<Output = http::Response<tonic::body::Body>> + Send;
+    /// How long request headers may take to arrive (HTTP/1.1).
+    fn read_timeout(&self) -> Duration;
+}
+
+impl Handler for Services {
+    async fn handle(&self, mut req: http::Request<Incoming>) -> http::Response<tonic::body::Body> {
+        let content_type = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let answer = if content_type.starts_with("application/grpc-web") {
+            req.extensions_mut().insert(Protocol::GrpcWeb);
+            self.grpc.clone().oneshot(req).await
+        } else if content_type.starts_with("application/grpc") {
+            req.extensions_mut().insert(Protocol::Grpc);
+            self.grpc.clone().oneshot(req).await
+        } else {
+            req.extensions_mut().insert(Protocol::Connect);
+            Ok(self.connect.serve(req).await)
+        };
+        match answer {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    }
+
+    fn read_timeout(&self) -> Duration {
+        self.read_timeout
+    }
+}
+
+/// The handler, with the connection's [`Peer`] and the request's [`Arrived`] as extensions.
+fn service<H: Handler>(
+    handler: H,
     peer: Peer,
 ) -> impl hyper::service::Service<
     http::Request<Incoming>,
@@ -222,23 +262,7 @@ fn service(
     hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
         req.extensions_mut().insert(Arrived(Instant::now()));
         req.extensions_mut().insert(peer.clone());
-        let services = services.clone();
-        async move {
-            let content_type = req
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            if content_type.starts_with("application/grpc-web") {
-                req.extensions_mut().insert(Protocol::GrpcWeb);
-                services.grpc.oneshot(req).await
-            } else if content_type.starts_with("application/grpc") {
-                req.extensions_mut().insert(Protocol::Grpc);
-                services.grpc.oneshot(req).await
-            } else {
-                req.extensions_mut().insert(Protocol::Connect);
-                Ok(services.connect.serve(req).await)
-            }
-        }
+        let handler = handler.clone();
+        async move { Ok(handler.handle(req).await) }
     })
 }

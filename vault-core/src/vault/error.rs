@@ -47,6 +47,9 @@ pub enum Error {
     /// No record for this token: never issued, deleted or expired.
     #[error("token not found")]
     NotFound,
+    /// A volatile token that no longer reveals, and why ([`super::Gone`]).
+    #[error("volatile token gone: {}", .0.as_str())]
+    Gone(super::Gone),
     /// The idempotency key was used before, by this caller on this template, with another
     /// value, metadata or TTL. Which of them differs is not said (only keyed hashes are
     /// compared), and nothing was stored.
@@ -142,6 +145,7 @@ impl Error {
             Error::Template(_)
                 | Error::InvalidToken(_)
                 | Error::NotFound
+                | Error::Gone(_)
                 | Error::KeyVersionRequired(_)
                 | Error::Integrity
                 | Error::InvalidMetadata(_)

@@ -107,6 +107,7 @@ impl Vault {
             refresh_ms: KEY_REFRESH_INTERVAL.as_millis() as u64,
             node_id,
             lease: REWRAP_LEASE,
+            volatile: volatile::Volatile::new()?,
         })
     }
 
@@ -352,9 +353,15 @@ impl Vault {
         Ok(())
     }
 
-    /// Seals: drops (and wipes) every key in memory.
+    /// Volatile values held now, and the window keys held for them ([`super::volatile`]).
+    pub fn volatile_counts(&self) -> (usize, usize) {
+        self.volatile.counts(self.now())
+    }
+
+    /// Seals: drops (and wipes) every key in memory, and every volatile value.
     pub fn seal(&self) {
         *self.write_state() = None;
+        self.volatile.seal(self.now());
         lock(&self.pending_shares).clear();
         lock(&self.nonces).clear();
     }

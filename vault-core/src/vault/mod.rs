@@ -12,6 +12,9 @@
 //!   [`TokenShape::Formatted`] (random, in the template's format, collision-checked through a
 //!   keyed lookup hash). `deterministic: true` returns the same token for the same value, found
 //!   through an HMAC fingerprint under `fp/<template>`.
+//! - [`Mode::Volatile`]: nothing stored; the value is held in memory under a key per minute
+//!   that is dropped when its minute ends, for a limited time and number of reveals
+//!   ([`volatile`]). For card verification codes.
 //!
 //! # Keys
 //!
@@ -42,6 +45,7 @@ mod lifecycle;
 mod opaque;
 mod rewrap;
 mod tokens;
+pub mod volatile;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -51,6 +55,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use error::Error;
 pub use rewrap::{JobState, RewrapJob};
+pub use volatile::Gone;
 pub use tokens::{Batch, Detokenized, MAX_METADATA_LEN, TokenizeItem, Tokenized};
 
 use crate::envelope::DataKey;
@@ -83,6 +88,9 @@ pub enum Mode {
         /// What the token looks like.
         shape: TokenShape,
     },
+    /// Held in this process's memory only, under a key per time window, for a limited time
+    /// and number of reveals ([`volatile`]): card verification codes.
+    Volatile(volatile::Limits),
 }
 
 impl Mode {
@@ -90,6 +98,7 @@ impl Mode {
         match self {
             Mode::Fpe => "fpe",
             Mode::Vaulted { .. } => "vaulted",
+            Mode::Volatile(_) => "volatile",
         }
     }
 }
@@ -136,6 +145,8 @@ impl TemplateConfig {
                 }
                 keys
             }
+            // Window keys are made in memory and never stored.
+            Mode::Volatile(_) => Vec::new(),
         }
     }
 }
@@ -283,6 +294,7 @@ pub struct Vault {
     refresh_ms: u64,
     node_id: String,
     lease: Duration,
+    volatile: volatile::Volatile,
 }
 
 /// Default key-table check interval ([`Vault::with_key_refresh_interval`]).

@@ -159,12 +159,52 @@ impl Vault {
                 deterministic,
                 shape,
             } => self.vaulted_tokenize(u, caller, cfg, deterministic, shape, items)?,
+            Mode::Volatile(limits) => (self.volatile_tokenize(cfg, limits, items), None),
         };
         drop(state);
         if let Some((name, version)) = worn {
             self.rotate_if_worn(&name, version)?;
         }
         Ok(results)
+    }
+
+    fn volatile_tokenize(
+        &self,
+        cfg: &TemplateConfig,
+        limits: super::volatile::Limits,
+        items: &[TokenizeItem<'_>],
+    ) -> Batch<Tokenized> {
+        let now = self.now();
+        items
+            .iter()
+            .map(|item| {
+                if item.metadata.is_some_and(|m| !m.is_empty()) || item.idempotency_key.is_some()
+                {
+                    return Err(Error::InvalidMetadata(
+                        "volatile templates keep nothing but the value: no metadata or idempotency key",
+                    ));
+                }
+                if item
+                    .ttl_seconds
+                    .is_some_and(|t| t == 0 || t > super::volatile::MAX_TTL_SECS)
+                {
+                    return Err(Error::InvalidMetadata(
+                        "a volatile token lives between 1 second and one hour",
+                    ));
+                }
+                let value = Zeroizing::new(cfg.template.canonicalize(item.value)?);
+                let ttl = item.ttl_seconds.unwrap_or(limits.ttl_secs);
+                let (token, expires_at) =
+                    self.volatile
+                        .put(cfg.template.name(), &value, ttl, limits.uses, now)?;
+                Ok(Tokenized {
+                    token,
+                    key_version: 0,
+                    existing: false,
+                    expires_at: Some(expires_at),
+                })
+            })
+            .collect()
     }
 
     fn fpe_tokenize(

@@ -103,6 +103,13 @@ pub struct Event {
     /// a value or a token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The proxy route and rule a proxied request matched (`inbound:<route>/<rule>`,
+    /// `outbound:<route>/<rule>`); the caller is then the route's own identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// For an outbound route: the caller that sent the request through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
 }
 
 impl Event {
@@ -126,6 +133,8 @@ impl Event {
             key_versions: Vec::new(),
             token_refs: Vec::new(),
             detail: None,
+            route: None,
+            on_behalf_of: None,
         }
     }
 }

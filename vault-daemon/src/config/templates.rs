@@ -13,9 +13,10 @@ use crate::policy::{Mode as PolicyMode, TemplateInfo};
 pub struct TemplateSpec {
     /// Template name (what callers pass).
     pub name: String,
-    /// `pan`, `ssn`, `digits`, `alphanumeric`, `email` or `custom`.
+    /// `pan`, `ssn`, `digits`, `alphanumeric`, `email`, `cvv` (3 or 4 digits) or `custom`.
     pub kind: String,
-    /// `fpe` or `vaulted`.
+    /// `fpe`, `vaulted` or `volatile` (memory only, for a limited time and number of
+    /// reveals: card verification codes; `vault_core::vault::volatile`).
     pub mode: String,
     /// Vaulted: `opaque` (default) or `formatted`.
     #[serde(default)]
@@ -35,9 +36,12 @@ pub struct TemplateSpec {
     /// `custom`: the regex whose capture groups are encrypted.
     #[serde(default)]
     pub pattern: Option<String>,
-    /// Vaulted: default expiry, seconds.
+    /// Vaulted: default expiry, seconds. Volatile: the lifetime (default 900, at most 3600).
     #[serde(default)]
     pub default_ttl_secs: Option<u64>,
+    /// Volatile: reveals per token (default 1, at most 10).
+    #[serde(default)]
+    pub max_reveals: Option<u32>,
     /// log10 of the number of possible values, for the policy loader's guessing warning.
     /// Defaults by kind (custom: 6, which warns).
     #[serde(default)]
@@ -57,6 +61,7 @@ impl TemplateSpec {
             alphabet: None,
             pattern: None,
             default_ttl_secs: None,
+            max_reveals: None,
             domain_log10: None,
         }
     }
@@ -82,6 +87,8 @@ impl TemplateSpec {
                 .ok_or_else(|| invalid(&key, "unknown kind"))?
                 .renamed(&self.name)
                 .map_err(bad)?,
+            // Three or four digits (a card's CVV, CVC or CID); no FPE domain that small.
+            "cvv" => Template::custom(&self.name, "0123456789", "^([0-9]{3,4})$").map_err(bad)?,
             "custom" => Template::custom(
                 &self.name,
                 self.alphabet
@@ -112,10 +119,36 @@ impl TemplateSpec {
                     other => return Err(invalid(&key, format!("unknown shape `{other}`"))),
                 },
             },
+            "volatile" => {
+                if self.shape.is_some() || self.deterministic {
+                    return Err(invalid(
+                        &key,
+                        "`shape` and `deterministic` are for vaulted templates (volatile tokens are random)",
+                    ));
+                }
+                use vault_core::vault::volatile::{self, Limits};
+                let ttl_secs = self.default_ttl_secs.unwrap_or(volatile::DEFAULT_TTL_SECS);
+                if ttl_secs == 0 || ttl_secs > volatile::MAX_TTL_SECS {
+                    return Err(invalid(
+                        &key,
+                        "`default_ttl_secs` of a volatile template: 1 to 3600",
+                    ));
+                }
+                let uses = self.max_reveals.unwrap_or(1);
+                if uses == 0 || uses > volatile::MAX_USES {
+                    return Err(invalid(&key, "`max_reveals`: 1 to 10"));
+                }
+                VaultMode::Volatile(Limits { ttl_secs, uses })
+            }
             other => return Err(invalid(&key, format!("unknown mode `{other}`"))),
         };
+        if self.max_reveals.is_some() && self.mode != "volatile" {
+            return Err(invalid(&key, "`max_reveals` is for volatile templates"));
+        }
         let mut cfg = TemplateConfig::new(template, mode);
-        cfg.default_ttl = self.default_ttl_secs;
+        if self.mode != "volatile" {
+            cfg.default_ttl = self.default_ttl_secs;
+        }
         Ok(cfg)
     }
 
@@ -128,6 +161,7 @@ impl TemplateSpec {
             "digits" => 6.0,
             "alphanumeric" => 10.0,
             "email" => 7.0,
+            "cvv" => 3.0,
             _ => 6.0,
         });
         TemplateInfo {
@@ -137,7 +171,7 @@ impl TemplateSpec {
             } else {
                 PolicyMode::Vaulted
             },
-            deterministic: self.mode == "fpe" || self.deterministic,
+            deterministic: self.mode == "fpe" || (self.mode == "vaulted" && self.deterministic),
             domain_log10: domain,
         }
     }
@@ -145,7 +179,7 @@ impl TemplateSpec {
 
 /// The built-in template set: each built-in kind in FPE mode under its own name, and vaulted
 /// variants (`<kind>_vault` opaque random, `pan_vault_fmt` formatted random, `pan_vault_det`
-/// deterministic).
+/// deterministic), and `cvv` (volatile: 15 minutes, one reveal).
 pub fn builtin_templates() -> Vec<TemplateSpec> {
     let mut out = Vec::new();
     for kind in ["pan", "ssn", "digits", "alphanumeric", "email"] {
@@ -181,5 +215,6 @@ pub fn builtin_templates() -> Vec<TemplateSpec> {
             false,
         ));
     }
+    out.push(TemplateSpec::simple("cvv", "cvv", "volatile", None, false));
     out
 }

@@ -289,6 +289,16 @@ pub(crate) fn map(e: &Error) -> Mapped {
         Error::Template(_) => m(Code::InvalidArgument, "VALUE_FORMAT", e.to_string()),
         Error::InvalidToken(_) => m(Code::InvalidArgument, "TOKEN_FORMAT", e.to_string()),
         Error::NotFound => m(Code::NotFound, "TOKEN_NOT_FOUND", e.to_string()),
+        Error::Gone(g) => m(
+            Code::NotFound,
+            match g {
+                vault_core::vault::Gone::Used => "VOLATILE_USED",
+                vault_core::vault::Gone::Expired => "VOLATILE_EXPIRED",
+                vault_core::vault::Gone::Sealed => "VOLATILE_SEALED",
+                vault_core::vault::Gone::OtherProcess => "VOLATILE_OTHER_PROCESS",
+            },
+            e.to_string(),
+        ),
         Error::IdempotencyKeyReused => {
             m(Code::AlreadyExists, "IDEMPOTENCY_KEY_REUSED", e.to_string())
         }

@@ -73,6 +73,8 @@ pub(crate) enum Protocol {
     GrpcWeb,
     /// The Connect protocol, unary, JSON or binary.
     Connect,
+    /// A request through a proxy route (`proxy/`).
+    Proxy,
 }
 
 impl Protocol {
@@ -82,6 +84,7 @@ impl Protocol {
             Protocol::Grpc => "grpc",
             Protocol::GrpcWeb => "grpc_web",
             Protocol::Connect => "connect",
+            Protocol::Proxy => "proxy",
         }
     }
 }
@@ -109,6 +112,10 @@ pub(crate) struct Spec {
     pub(crate) protocol: Protocol,
     /// Set from the `Incoming` at admission.
     pub(crate) arrived: Instant,
+    /// A proxied request: `inbound:<route>/<rule>` or `outbound:<route>/<rule>`.
+    pub(crate) route: Option<String>,
+    /// A proxied outbound request: the caller that sent it.
+    pub(crate) on_behalf_of: Option<String>,
 }
 
 impl Spec {
@@ -130,6 +137,8 @@ impl Spec {
                 .map_or_else(new_request_id, str::to_owned),
             protocol: Protocol::Grpc,
             arrived: Instant::now(),
+            route: None,
+            on_behalf_of: None,
         }
     }
 
@@ -143,6 +152,8 @@ impl Spec {
             request_id: new_request_id(),
             protocol: Protocol::Grpc,
             arrived: Instant::now(),
+            route: None,
+            on_behalf_of: None,
         }
     }
 }
@@ -275,6 +286,8 @@ impl Shared {
         e.items = spec.items;
         e.purpose = spec.purpose.clone();
         e.subject = subject.map(str::to_owned);
+        e.route = spec.route.clone();
+        e.on_behalf_of = spec.on_behalf_of.clone();
         e
     }
 
@@ -365,6 +378,23 @@ impl Shared {
                 return Err(self.refuse(&spec, UNKNOWN_CALLER, None, s).await);
             }
         };
+        self.admit_as(meta, spec, identity, (&scope, &[]), validate, needs_unsealed)
+            .await
+    }
+
+    /// [`Shared::admit`] past authentication, for a caller whose identity is already known: an
+    /// authenticated transport call, or a proxy route acting under its own identity
+    /// (`route:<name>`, see `proxy/`). The scope and every one in `more` must be granted (a
+    /// proxied request may touch several templates); the first one's grant is the call's.
+    pub(crate) async fn admit_as(
+        self: &Arc<Self>,
+        meta: &Incoming,
+        spec: Spec,
+        identity: Identity,
+        (scope, more): (&Scope, &[Scope]),
+        validate: Result<(), CallError>,
+        needs_unsealed: bool,
+    ) -> Result<Admitted, CallError> {
         let caller = identity.id.clone();
         // Shed instead of queueing: a full server answers at once and the client backs off.
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
@@ -396,7 +426,7 @@ impl Shared {
                 end_user_token: meta.end_user_token.as_deref(),
                 metadata: None,
             };
-            match &identity.registered {
+            let one = |scope: &Scope| match &identity.registered {
                 Some(c) => {
                     let scopes: Vec<Scope> = c.scopes.iter().map(StoredScope::scope).collect();
                     self.policy.authorize_registered(
@@ -405,12 +435,16 @@ impl Shared {
                             roles: &c.roles,
                             scopes: &scopes,
                         },
-                        &scope,
+                        scope,
                         &ctx,
                     )
                 }
-                None => self.policy.authorize(&caller, &scope, &ctx),
-            }
+                None => self.policy.authorize(&caller, scope, &ctx),
+            };
+            one(scope).and_then(|grant| {
+                more.iter().try_for_each(|s| one(s).map(drop))?;
+                Ok(grant)
+            })
         };
         let grant = match decision {
             Ok(g) => g,
@@ -502,6 +536,33 @@ impl Shared {
                 Err(self.fail(call, s).await)
             }
         }
+    }
+
+    /// A follow-up event to an admitted call that has finished (same request id, marked as a
+    /// follow-up): what happened after its result was used, such as a proxy's delivery of
+    /// revealed values to an upstream. Durable before it returns.
+    pub(crate) async fn follow_up(
+        &self,
+        call: &Admitted,
+        outcome: Outcome,
+        detail: String,
+    ) -> Result<(), CallError> {
+        let caller = call.identity.id.as_str();
+        let subject = call.grant.subject();
+        let mut e = self.event(&call.spec, caller, subject, outcome);
+        e.detail = Some(format!("{FOLLOW_UP}: {detail}"));
+        self.record(&call.spec, caller, subject, e).await
+    }
+
+    /// Refuse a call that never got as far as admission (a proxy request whose caller did not
+    /// authenticate, or may not use the route): one event, and the error to send.
+    pub(crate) async fn refuse_unadmitted(
+        &self,
+        spec: &Spec,
+        caller: &str,
+        e: CallError,
+    ) -> CallError {
+        self.refuse(spec, caller, None, e).await
     }
 
     /// Record a failed admitted call.

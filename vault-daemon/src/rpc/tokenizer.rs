@@ -68,6 +68,20 @@ fn check_template(shared: &Shared, name: &str) -> Result<(), CallError> {
     }
 }
 
+/// A masked reveal of a volatile token would spend one of its few uses on a mask (and a
+/// three-digit code has nothing to show masked): refused.
+fn check_not_volatile_reveal(shared: &Shared, op: Operation, name: &str) -> Result<(), CallError> {
+    let volatile = shared.vault.templates().any(|t| {
+        t.template.name() == name && matches!(t.mode, vault_core::vault::Mode::Volatile(_))
+    });
+    if op == Operation::Reveal && volatile {
+        return Err(CallError::failed_precondition(
+            "volatile templates are not revealed masked (it would spend a use): detokenize",
+        ));
+    }
+    Ok(())
+}
+
 /// What detokenize and reveal look up.
 struct Lookup<'a> {
     op: Operation,
@@ -104,7 +118,8 @@ impl Tokenizer {
         let s = &self.0;
         let validate = check_batch(tokens.len(), s.limits.max_batch)
             .and_then(|()| check_purpose(purpose))
-            .and_then(|()| check_template(s, template));
+            .and_then(|()| check_template(s, template))
+            .and_then(|()| check_not_volatile_reveal(s, op, template));
         let spec = Spec::tokenizer(op, template, tokens.len(), Some(purpose), request_id);
         let call = s
             .admit(meta, spec, Scope::new(op, template), validate, true)

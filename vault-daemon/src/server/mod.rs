@@ -70,6 +70,8 @@ pub struct Running {
     server: Option<JoinHandle<()>>,
     /// The metrics listener's address and task, when configured.
     metrics: Option<(SocketAddr, JoinHandle<()>)>,
+    /// The proxy's routes.
+    proxies: Vec<crate::proxy::Running>,
     drain: Duration,
     dev_api_key: Option<Zeroizing<String>>,
     warnings: Vec<Warning>,
@@ -117,6 +119,11 @@ impl Running {
         Ok(warnings)
     }
 
+    /// The address of the proxy route `name` (`[[proxy.inbound]]`, `[[proxy.outbound]]`).
+    pub fn proxy_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.proxies.iter().find(|p| p.name == name).map(|p| p.addr)
+    }
+
     /// The metrics listener's address, when `[metrics] listen` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().map(|(a, _)| *a)
@@ -140,6 +147,9 @@ impl Running {
         self.shared.stopping.store(true, Ordering::SeqCst);
         if let Some((_, task)) = self.metrics.take() {
             task.abort();
+        }
+        for p in std::mem::take(&mut self.proxies) {
+            p.stop(self.drain).await;
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -394,6 +404,12 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         Duration::from_millis(config.limits.http_read_timeout_ms.max(1)),
     );
     let server = listen::serve(listener, tls, services, stopped);
+    let proxies = crate::proxy::start(
+        &config.proxy,
+        &shared,
+        Duration::from_millis(config.limits.http_read_timeout_ms.max(1)),
+    )
+    .await?;
     tokio::spawn(jobs::probe_storage(
         Arc::downgrade(&shared),
         Duration::from_millis(config.limits.health_probe_interval_ms.max(10)),
@@ -429,6 +445,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         stop: Some(stop),
         server: Some(server),
         metrics,
+        proxies,
         drain: Duration::from_secs(config.limits.drain_timeout_secs),
         dev_api_key,
         warnings,

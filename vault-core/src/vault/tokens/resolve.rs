@@ -48,6 +48,22 @@ impl Vault {
         match cfg.mode {
             Mode::Fpe => self.fpe_detokenize(u, cfg, tokens, key_version),
             Mode::Vaulted { shape, .. } => self.vaulted_detokenize(u, cfg, shape, tokens),
+            Mode::Volatile(_) => {
+                let now = self.now();
+                Ok(tokens
+                    .iter()
+                    .map(|t| {
+                        let (value, expires_at) =
+                            self.volatile.take(cfg.template.name(), t, now)?;
+                        Ok(Detokenized {
+                            value,
+                            key_version: 0,
+                            metadata: BTreeMap::new(),
+                            expires_at: Some(expires_at),
+                        })
+                    })
+                    .collect())
+            }
         }
     }
 
