@@ -11,6 +11,7 @@ mod deadlines;
 mod end_user;
 mod hostile;
 mod lifecycle;
+mod proxy;
 mod raw;
 mod templates;
 mod timing;

@@ -238,6 +238,26 @@ impl Template {
         })
     }
 
+    /// A template that validates values like [`Template::custom`] but may be shorter than
+    /// FF1's minimum domain (a card's 3- or 4-digit code): for volatile templates only; a vault
+    /// refuses it in FPE mode ([`Template::fpe_capable`]).
+    pub fn short(name: &str, alphabet: &str, pattern: &str) -> Result<Template, Error> {
+        check_name(name)?;
+        Ok(Template {
+            name: name.to_owned(),
+            kind: Kind::Custom(Pattern::short(alphabet, pattern)?),
+        })
+    }
+
+    /// Whether FF1 may encrypt its values (every built-in kind; a custom one whose pattern
+    /// reaches the minimum domain).
+    pub fn fpe_capable(&self) -> bool {
+        match &self.kind {
+            Kind::Custom(p) => p.fpe_capable(),
+            _ => true,
+        }
+    }
+
     /// The template's name (also part of every tweak).
     pub fn name(&self) -> &str {
         &self.name

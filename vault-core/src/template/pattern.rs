@@ -29,6 +29,21 @@ pub struct Pattern {
 impl Pattern {
     /// Parses and checks `pattern` against `alphabet` (see the module docs for the rules).
     pub fn new(alphabet: &str, pattern: &str) -> Result<Pattern, Error> {
+        Pattern::build(alphabet, pattern, true)
+    }
+
+    /// [`Pattern::new`] without FF1's minimum domain: for values that are never
+    /// format-preserving encrypted (volatile templates; [`super::Template::short`]).
+    pub fn short(alphabet: &str, pattern: &str) -> Result<Pattern, Error> {
+        Pattern::build(alphabet, pattern, false)
+    }
+
+    /// Whether FF1 may encrypt it (its shortest encrypted part reaches the minimum domain).
+    pub fn fpe_capable(&self) -> bool {
+        self.min_len >= alphabet::min_len(self.alphabet.radix())
+    }
+
+    fn build(alphabet: &str, pattern: &str, fpe: bool) -> Result<Pattern, Error> {
         let alphabet = Alphabet::new(alphabet)?;
         // Parse the pattern alone first, so that it cannot close the group we wrap it in.
         let hir = regex_syntax::ParserBuilder::new()
@@ -50,7 +65,7 @@ impl Pattern {
         check(&hir, &alphabet, None, false)?;
         let min_len = min_captured(&hir);
         let required_len = alphabet::min_len(alphabet.radix());
-        if min_len < required_len {
+        if fpe && min_len < required_len {
             return Err(Error::PatternDomainTooSmall {
                 radix: alphabet.radix(),
                 min_len,

@@ -10,6 +10,7 @@ impl Vault {
         templates: Vec<TemplateConfig>,
         init: RootInit,
     ) -> Result<(Vault, Vec<SecretString>), Error> {
+        check_templates(&templates)?;
         if store.meta_get(META_VAULT_ID)?.is_some() {
             return Err(Error::AlreadyInitialised);
         }
@@ -84,6 +85,7 @@ impl Vault {
         vault_id: Vec<u8>,
         sealing: Sealing,
     ) -> Result<Vault, Error> {
+        check_templates(&templates)?;
         let templates = templates
             .into_iter()
             .map(|t| (t.template.name().to_owned(), t))
@@ -358,11 +360,44 @@ impl Vault {
         self.volatile.counts(self.now())
     }
 
+    /// Give back one use of a volatile token whose revealed value was never used (the
+    /// daemon's proxy could not reach its upstream: nothing was sent), so the caller can try
+    /// again. Refused after expiry, after a seal, or for a token of another process.
+    pub fn give_back_volatile(&self, template: &str, token: &str, value: &str) -> Result<(), Error> {
+        let cfg = self.template(template)?;
+        if !matches!(cfg.mode, Mode::Volatile(_)) {
+            return Err(Error::NotSupported {
+                operation: "give back",
+                template: template.to_owned(),
+                mode: cfg.mode.name(),
+            });
+        }
+        if self.is_sealed() {
+            return Err(Error::Sealed);
+        }
+        self.volatile.give_back(template, token, value, self.now())
+    }
+
     /// Seals: drops (and wipes) every key in memory, and every volatile value.
     pub fn seal(&self) {
         *self.write_state() = None;
         self.volatile.seal(self.now());
         lock(&self.pending_shares).clear();
         lock(&self.nonces).clear();
+    }
+}
+
+/// A template FF1 cannot encrypt (a short code) is refused in FPE mode.
+fn check_templates(templates: &[TemplateConfig]) -> Result<(), Error> {
+    match templates
+        .iter()
+        .find(|t| t.mode == Mode::Fpe && !t.template.fpe_capable())
+    {
+        Some(t) => Err(Error::NotSupported {
+            operation: "format-preserving encryption",
+            template: t.template.name().to_owned(),
+            mode: "fpe",
+        }),
+        None => Ok(()),
     }
 }

@@ -280,6 +280,51 @@ impl Volatile {
         Ok((Zeroizing::new(text), expires_at))
     }
 
+    /// Give back the use a reveal spent, when what it was revealed for never happened (a
+    /// proxy whose upstream could not be reached: nothing was sent). Only a use this process
+    /// spent, before expiry, and only while sealing has not intervened.
+    pub(crate) fn give_back(&self, template: &str, token: &str, value: &str, now: i64) -> Result<(), Error> {
+        let (instance, id) =
+            Self::parse(token).ok_or_else(|| Error::InvalidToken(template.to_owned()))?;
+        if instance != self.instance {
+            return Err(Error::Gone(Gone::OtherProcess));
+        }
+        let mut inner = lock(&self.inner);
+        Self::sweep(&mut inner, now);
+        if let Some(entry) = inner.live.get_mut(&id) {
+            if entry.template != template {
+                return Err(Error::InvalidToken(template.to_owned()));
+            }
+            entry.uses_left += 1;
+            return Ok(());
+        }
+        let expires_at = match inner.gone.get(&id) {
+            Some((Gone::Used, at)) if *at > now => *at,
+            Some((why, _)) => return Err(Error::Gone(*why)),
+            None => return Err(Error::NotFound),
+        };
+        let window = window_of(expires_at);
+        if !inner.keys.contains_key(&window) {
+            let key = Key32::generate()?;
+            inner.keys.insert(window, Gcm::new(&key));
+        }
+        let gcm = inner.keys.get(&window).ok_or(Error::Sealed)?;
+        let mut sealed = Vec::new();
+        gcm.seal_into(&aad(template, &id), value.as_bytes(), &mut sealed)?;
+        inner.gone.remove(&id);
+        inner.live.insert(
+            id,
+            Entry {
+                template: template.to_owned(),
+                window,
+                sealed,
+                expires_at,
+                uses_left: 1,
+            },
+        );
+        Ok(())
+    }
+
     /// Sealing: every value and key dropped; the tokens answer [`Gone::Sealed`].
     pub(crate) fn seal(&self, now: i64) {
         let mut inner = lock(&self.inner);
@@ -363,6 +408,20 @@ mod tests {
             Err(Error::Gone(Gone::Sealed))
         ));
         assert_eq!(v.counts(1002), (0, 0));
+    }
+
+    #[test]
+    fn a_use_given_back_reveals_once_more() {
+        let v = Volatile::new().unwrap();
+        let (t, _) = v.put("cvv", "123", 900, 1, 1000).unwrap();
+        assert_eq!(&*v.take("cvv", &t, 1001).unwrap().0, "123");
+        v.give_back("cvv", &t, "123", 1002).unwrap();
+        assert_eq!(&*v.take("cvv", &t, 1003).unwrap().0, "123");
+        assert!(matches!(v.take("cvv", &t, 1004), Err(Error::Gone(Gone::Used))));
+        // Not after expiry.
+        let (t, at) = v.put("cvv", "123", 60, 1, 1000).unwrap();
+        v.take("cvv", &t, 1001).unwrap();
+        assert!(v.give_back("cvv", &t, "123", at).is_err());
     }
 
     #[test]

@@ -88,7 +88,12 @@ impl TemplateSpec {
                 .renamed(&self.name)
                 .map_err(bad)?,
             // Three or four digits (a card's CVV, CVC or CID); no FPE domain that small.
-            "cvv" => Template::custom(&self.name, "0123456789", "^([0-9]{3,4})$").map_err(bad)?,
+            "cvv" => {
+                if self.mode != "volatile" {
+                    return Err(invalid(&key, "a `cvv` template is volatile (PCI DSS: never stored)"));
+                }
+                Template::short(&self.name, "0123456789", "^([0-9]{3,4})$").map_err(bad)?
+            }
             "custom" => Template::custom(
                 &self.name,
                 self.alphabet

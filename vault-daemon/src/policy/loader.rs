@@ -162,7 +162,11 @@ pub(super) fn check_identity(id: &str) -> Result<(), String> {
         rest.split('/')
             .next()
             .is_some_and(|domain| !domain.is_empty())
-    } else if let Some(rest) = id.strip_prefix("cn:").or_else(|| id.strip_prefix("key:")) {
+    } else if let Some(rest) = id
+        .strip_prefix("cn:")
+        .or_else(|| id.strip_prefix("key:"))
+        .or_else(|| id.strip_prefix("route:"))
+    {
         !rest.is_empty()
     } else {
         false
@@ -171,7 +175,7 @@ pub(super) fn check_identity(id: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "caller `{id}` must be `spiffe://<trust domain>/…`, `cn:<name>` or `key:<name>`"
+            "caller `{id}` must be `spiffe://<trust domain>/…`, `cn:<name>`, `key:<name>` or `route:<proxy route>`"
         ))
     }
 }

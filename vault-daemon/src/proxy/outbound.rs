@@ -276,10 +276,13 @@ impl Inner {
                     Outcome::Unknown { reason: f.to_string() },
                     "the upstream may have acted on the revealed values".to_owned(),
                 ),
-                Delivery::Failed(f) => (
-                    Outcome::Failed { code: "UNAVAILABLE".into() },
-                    format!("not delivered: {f}"),
-                ),
+                Delivery::Failed(f) => {
+                    let given = self.give_back(rule, &selection.hits, &values);
+                    (
+                        Outcome::Failed { code: "UNAVAILABLE".into() },
+                        format!("not delivered: {f}; {given} single-use values given back"),
+                    )
+                }
             };
             if self.caller.shared.follow_up(call, outcome, detail).await.is_err() {
                 return answer(http::StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", "the outcome could not be recorded; check with the processor before retrying (use an Idempotency-Key)");
@@ -301,6 +304,23 @@ impl Inner {
             }
         };
         self.answer_back(upstream, rule, &selection.hits, &values, meta).await
+    }
+
+    /// Nothing was sent: give back the uses the reveal spent on volatile tokens, so the
+    /// merchant can retry with the same tokens. Returns how many.
+    fn give_back(&self, rule: &Rule, hits: &[rules::Hit], values: &[Zeroizing<String>]) -> usize {
+        let vault = &self.caller.shared.vault;
+        hits.iter()
+            .zip(values)
+            .filter(|(h, v)| {
+                let template = &rule.fields[h.spot].template;
+                let volatile = vault.templates().any(|t| {
+                    t.template.name() == template
+                        && matches!(t.mode, vault_core::vault::Mode::Volatile(_))
+                });
+                volatile && vault.give_back_volatile(template, &h.value, v).is_ok()
+            })
+            .count()
     }
 
     /// The processor's answer, made safe for the merchant.

@@ -256,7 +256,16 @@ impl Selection {
 /// values as exact text not inside a longer run of letters or digits. Returns how many were
 /// replaced.
 pub(crate) fn scrub(text: &mut Zeroizing<Vec<u8>>, pairs: &[(&str, &str)]) -> usize {
-    let digits = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+    // A value of digits, spaces and dashes is looked for by its digits.
+    let numeric = |v: &str| {
+        (v.bytes().any(|b| b.is_ascii_digit())
+            && v.bytes().all(|b| b.is_ascii_digit() || b == b' ' || b == b'-'))
+        .then(|| v.bytes().filter(u8::is_ascii_digit).collect::<Vec<u8>>())
+    };
+    let numbers: Vec<(Zeroizing<Vec<u8>>, &str)> = pairs
+        .iter()
+        .filter_map(|(from, to)| numeric(from).map(|d| (Zeroizing::new(d), *to)))
+        .collect();
     let mut count = 0;
     let mut out = Zeroizing::new(Vec::with_capacity(text.len()));
     let b = &text[..];
@@ -278,9 +287,7 @@ pub(crate) fn scrub(text: &mut Zeroizing<Vec<u8>>, pairs: &[(&str, &str)]) -> us
                 .is_none_or(|c| !c.is_ascii_alphanumeric());
             let only: Zeroizing<Vec<u8>> =
                 Zeroizing::new(run.iter().copied().filter(u8::is_ascii_digit).collect());
-            let hit = pairs
-                .iter()
-                .find(|(from, _)| digits(from) && from.as_bytes() == &only[..]);
+            let hit = numbers.iter().find(|(d, _)| d[..] == only[..]);
             match (bounded, hit) {
                 (true, Some((_, to))) => {
                     out.extend_from_slice(to.as_bytes());
@@ -297,10 +304,7 @@ pub(crate) fn scrub(text: &mut Zeroizing<Vec<u8>>, pairs: &[(&str, &str)]) -> us
                                 .position(|c| !c.is_ascii_digit())
                                 .map_or(run.len(), |p| j + p);
                             let seg = &run[j..k];
-                            match pairs
-                                .iter()
-                                .find(|(from, _)| digits(from) && from.as_bytes() == seg)
-                            {
+                            match numbers.iter().find(|(d, _)| &d[..] == seg) {
                                 Some((_, to)) => {
                                     out.extend_from_slice(to.as_bytes());
                                     count += 1;
@@ -322,7 +326,10 @@ pub(crate) fn scrub(text: &mut Zeroizing<Vec<u8>>, pairs: &[(&str, &str)]) -> us
         i += 1;
     }
     *text = out;
-    for (from, to) in pairs.iter().filter(|(f, _)| !f.is_empty() && !digits(f)) {
+    for (from, to) in pairs
+        .iter()
+        .filter(|(f, _)| !f.is_empty() && numeric(f).is_none())
+    {
         let from = from.as_bytes();
         let mut out = Zeroizing::new(Vec::with_capacity(text.len()));
         let b = &text[..];
@@ -410,7 +417,7 @@ mod tests {
         );
         let n = scrub(
             &mut t,
-            &[("4111111111111111", "tok_a"), ("123", "cvt_b"), ("a@b.c", "tok_e")],
+            &[("4111 1111 1111 1111", "tok_a"), ("123", "cvt_b"), ("a@b.c", "tok_e")],
         );
         assert_eq!(n, 5);
         assert_eq!(
