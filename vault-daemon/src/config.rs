@@ -74,7 +74,7 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
         message: message.into(),
@@ -660,8 +660,6 @@ impl Config {
                 return Err(invalid("templates", format!("`{}` defined twice", t.name)));
             }
         }
-        let names: Vec<String> = names.into_iter().collect();
-        self.proxy.validate(&names)?;
         Ok(())
     }
 }

@@ -13,6 +13,10 @@ use std::time::Duration;
 #[path = "../../vault-client/examples/checkout.rs"]
 mod checkout;
 
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/proxy_checkout.rs"]
+mod proxy_checkout;
+
 fn walkthrough() -> Vec<String> {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md");
@@ -142,4 +146,22 @@ fn run_checkout_example(command: &str, cwd: &Path, endpoint: &str) -> String {
         "4111111111111111".to_owned().into(),
     ))
     .unwrap_or_else(|e| panic!("checkout example failed: {e}"))
+}
+
+/// "Keep cards out of your checkout service": the README's command runs the proxy example,
+/// whose flow is checked here in-process (its `run`): the shop sees tokens only, the processor
+/// the card and code, the browser tokens again, and the code token reveals once.
+#[test]
+fn readme_proxy_checkout_example() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    assert!(readme.contains("cargo run -p vault-daemon --example proxy_checkout"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = rt.block_on(proxy_checkout::run());
+    let (card, code) = (proxy_checkout::CARD, proxy_checkout::CVV);
+    assert!(r.shop_saw.contains("tok_") && r.shop_saw.contains("cvt_"), "{r:?}");
+    assert!(!r.shop_saw.contains(card) && !r.shop_saw.contains(&format!("\"{code}\"")));
+    assert!(r.processor_saw.contains(card) && r.processor_saw.contains(code), "{r:?}");
+    assert!(!r.browser_got.contains(card) && r.browser_got.contains("approved"), "{r:?}");
+    assert_eq!(r.second_charge, 422);
 }

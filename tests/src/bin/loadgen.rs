@@ -108,8 +108,10 @@ struct Cli {
     /// call), written to a file in its data directory; `off` for none.
     #[arg(long, default_value = "info")]
     server_log: String,
-    /// Scenarios to run (default all): check, seal-status, tokenize, tokenize-batch,
-    /// detokenize, detokenize-batch.
+    /// Scenarios to run (default all): check, seal-status, connect-seal-status,
+    /// connect-tokenize, proxy-direct, proxy-inbound (in-process daemon only: one JSON request
+    /// with a card field, to the upstream directly and through an inbound route), tokenize,
+    /// tokenize-batch, detokenize, detokenize-batch.
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
 }
@@ -120,9 +122,25 @@ enum Scenario {
     Check,
     SealStatus,
     ConnectSealStatus,
-    ConnectTokenize { template: String },
-    Tokenize { template: String, batch: usize },
-    Detokenize { template: String, batch: usize },
+    ConnectTokenize {
+        template: String,
+    },
+    /// A JSON request with one card field to the echo upstream, directly.
+    ProxyDirect {
+        template: String,
+    },
+    /// The same request through the inbound proxy route (the card tokenized on the way).
+    ProxyInbound {
+        template: String,
+    },
+    Tokenize {
+        template: String,
+        batch: usize,
+    },
+    Detokenize {
+        template: String,
+        batch: usize,
+    },
 }
 
 impl Scenario {
@@ -132,6 +150,8 @@ impl Scenario {
             Scenario::SealStatus => "seal-status",
             Scenario::ConnectSealStatus => "connect-seal-status",
             Scenario::ConnectTokenize { .. } => "connect-tokenize",
+            Scenario::ProxyDirect { .. } => "proxy-direct",
+            Scenario::ProxyInbound { .. } => "proxy-inbound",
             Scenario::Tokenize { batch: 1, .. } => "tokenize",
             Scenario::Tokenize { .. } => "tokenize-batch",
             Scenario::Detokenize { batch: 1, .. } => "detokenize",
@@ -147,6 +167,12 @@ impl Scenario {
             Scenario::ConnectTokenize { template } => {
                 format!("Connect JSON Tokenize `{template}` ×1")
             }
+            Scenario::ProxyDirect { template } => {
+                format!("HTTP POST to the upstream directly ({template} field)")
+            }
+            Scenario::ProxyInbound { template } => {
+                format!("HTTP POST through the inbound route (`{template}`)")
+            }
             Scenario::Tokenize { template, batch } => format!("Tokenize `{template}` ×{batch}"),
             Scenario::Detokenize { template, batch } => {
                 format!("Detokenize `{template}` ×{batch}")
@@ -159,7 +185,9 @@ impl Scenario {
             Scenario::Check
             | Scenario::SealStatus
             | Scenario::ConnectSealStatus
-            | Scenario::ConnectTokenize { .. } => 1,
+            | Scenario::ConnectTokenize { .. }
+            | Scenario::ProxyDirect { .. }
+            | Scenario::ProxyInbound { .. } => 1,
             Scenario::Tokenize { batch, .. } | Scenario::Detokenize { batch, .. } => *batch,
         }
     }
@@ -172,6 +200,9 @@ struct Clients {
     admin: AdminClient<Channel>,
     health: HealthClient<Channel>,
     connect: ConnectClient,
+    /// The in-process daemon's inbound proxy route, and the upstream behind it.
+    proxy: Option<ConnectClient>,
+    direct: Option<ConnectClient>,
 }
 
 /// A Connect JSON client: one HTTP/1.1 keep-alive connection per caller, opened on first use
@@ -198,6 +229,24 @@ impl ConnectClient {
         key: &str,
         body: Vec<u8>,
     ) -> Result<serde_json::Value, String> {
+        let headers = [
+            (
+                http::header::AUTHORIZATION.as_str(),
+                format!("Bearer {key}"),
+            ),
+            ("connect-protocol-version", "1".to_owned()),
+            ("connect-timeout-ms", CALL_TIMEOUT.as_millis().to_string()),
+        ];
+        self.post(path, &headers, body).await
+    }
+
+    /// POST a JSON `body` to `path` with `headers`; the response's JSON, or why not.
+    async fn post(
+        &mut self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Result<serde_json::Value, String> {
         if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
             let tcp = tokio::net::TcpStream::connect(&self.addr)
                 .await
@@ -212,12 +261,13 @@ impl ConnectClient {
         }
         let send = self.conn.as_mut().ok_or("no connection")?;
         send.ready().await.map_err(|e| format!("connection: {e}"))?;
-        let req = http::Request::post(path)
+        let mut req = http::Request::post(path)
             .header(http::header::HOST, &self.addr)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::AUTHORIZATION, format!("Bearer {key}"))
-            .header("connect-protocol-version", "1")
-            .header("connect-timeout-ms", CALL_TIMEOUT.as_millis().to_string())
+            .header(http::header::CONTENT_TYPE, "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let req = req
             .body(http_body_util::Full::new(bytes::Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let resp = send
@@ -323,6 +373,20 @@ async fn call(
             if resp["results"][0]["token"]["token"].as_str().is_none() {
                 return Err(format!("item: {}", resp["results"][0]));
             }
+        }
+        Scenario::ProxyDirect { template } | Scenario::ProxyInbound { template } => {
+            let client = match scenario {
+                Scenario::ProxyDirect { .. } => c.direct.as_mut(),
+                _ => c.proxy.as_mut(),
+            }
+            .ok_or("the proxy scenarios need the in-process daemon")?;
+            let body = format!(
+                r#"{{"order": "o-1", "amount": 1250, "card": {{"number": "{}", "exp": "12/30"}}}}"#,
+                rng.pan()
+            );
+            client
+                .post(&format!("/pay/{template}"), &[], body.into_bytes())
+                .await?;
         }
         Scenario::Tokenize { template, batch } => {
             let values = (0..*batch).map(|_| rng.pan()).collect();
@@ -502,7 +566,11 @@ async fn make_pool(target: &Target, template: &str, batch: usize) -> Result<Vec<
     Ok(tokens)
 }
 
-async fn connect(endpoints: &[String], n: usize) -> Result<Vec<Clients>> {
+async fn connect(
+    endpoints: &[String],
+    n: usize,
+    proxy: Option<(String, String)>,
+) -> Result<Vec<Clients>> {
     let mut out = Vec::with_capacity(n);
     // At least one connection per daemon; connections cycle through the daemons.
     for i in 0..n.max(endpoints.len()).max(1) {
@@ -524,6 +592,14 @@ async fn connect(endpoints: &[String], n: usize) -> Result<Vec<Clients>> {
             admin: AdminClient::new(channel.clone()),
             health: HealthClient::new(channel),
             connect: ConnectClient { addr, conn: None },
+            proxy: proxy.as_ref().map(|(p, _)| ConnectClient {
+                addr: p.clone(),
+                conn: None,
+            }),
+            direct: proxy.as_ref().map(|(_, u)| ConnectClient {
+                addr: u.clone(),
+                conn: None,
+            }),
         });
     }
     Ok(out)
@@ -539,6 +615,14 @@ fn scenarios(cli: &Cli) -> Vec<Scenario> {
         all.push(Scenario::ConnectTokenize {
             template: t.clone(),
         });
+        if cli.endpoint.is_none() {
+            all.push(Scenario::ProxyDirect {
+                template: t.clone(),
+            });
+            all.push(Scenario::ProxyInbound {
+                template: t.clone(),
+            });
+        }
         for batch in [1, cli.batch] {
             all.push(Scenario::Tokenize {
                 template: t.clone(),
@@ -567,7 +651,7 @@ fn table(results: &[Measured]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| callers | rpc | calls | errors | calls/s | items/s | p50 ms | p99 ms | max ms | ÷ Check | ÷ GetSealStatus | ÷ gRPC twin |"
+        "| callers | rpc | calls | errors | calls/s | items/s | p50 ms | p99 ms | max ms | ÷ Check | ÷ GetSealStatus | ÷ twin (gRPC; direct upstream) |"
     );
     let _ = writeln!(
         out,
@@ -587,6 +671,13 @@ fn table(results: &[Measured]) -> String {
         // A Connect scenario against the same call over gRPC, in the same round.
         let twin = match &m.scenario {
             Scenario::ConnectSealStatus => base("seal-status"),
+            Scenario::ProxyInbound { template } => results
+                .iter()
+                .find(|b| {
+                    b.concurrency == m.concurrency
+                        && matches!(&b.scenario, Scenario::ProxyDirect { template: t } if t == template)
+                })
+                .map(Measured::calls_per_sec),
             Scenario::ConnectTokenize { template } => results
                 .iter()
                 .find(|b| {
@@ -620,8 +711,52 @@ fn table(results: &[Measured]) -> String {
 struct InProcess {
     runtime: tokio::runtime::Runtime,
     running: Option<vault_daemon::Running>,
+    /// The inbound proxy route's address, and the echo upstream's.
+    proxy: (String, String),
     _dir: tempfile::TempDir,
 }
+
+/// The upstream behind the benchmark's inbound route: reads the request, answers a small JSON.
+async fn echo_upstream() -> Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = tcp.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+                        let mut r = http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(br#"{"order":"o-1","status":"created"}"#),
+                        ));
+                        r.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, std::convert::Infallible>(r)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The in-process daemon's policy: dev mode's role `all`, and the benchmark's inbound route.
+const BENCH_POLICY: &str = r#"
+[roles.all]
+[[roles.all.grants]]
+scopes = ["tokenize:*", "detokenize:*", "reveal:*", "delete:*", "admin:keys", "admin:audit", "admin:callers"]
+[roles.edge]
+[[roles.edge.grants]]
+scopes = ["tokenize:*"]
+[callers."route:bench"]
+roles = ["edge"]
+"#;
 
 fn start_in_process(cli: &Cli) -> Result<(InProcess, String, String)> {
     let dir = match &cli.data_dir {
@@ -650,9 +785,33 @@ fn start_in_process(cli: &Cli) -> Result<(InProcess, String, String)> {
         .enable_all()
         .thread_name("vaultd")
         .build()?;
+    // An inbound route in front of an echo upstream, one rule per template.
+    let upstream = runtime.block_on(echo_upstream())?;
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, BENCH_POLICY)?;
+    cfg.policy = Some(policy);
+    let rules: String = cli
+        .templates
+        .iter()
+        .map(|t| {
+            format!(
+                "[[inbound.rules]]\nname = \"{t}\"\nmethod = \"POST\"\npath = \"/pay/{t}\"\n\
+                 content_type = \"application/json\"\n\
+                 fields = [{{ json = \"$.card.number\", template = \"{t}\" }}]\n"
+            )
+        })
+        .collect();
+    let routes = format!(
+        "[[inbound]]\nname = \"bench\"\nlisten = \"127.0.0.1:0\"\n\
+         upstream = \"http://{upstream}\"\nallow_private = true\n{rules}"
+    );
+    cfg.proxy = toml::from_str(&routes).context("the benchmark's proxy route")?;
     let running = runtime
         .block_on(vault_daemon::spawn(cfg))
         .context("starting the in-process daemon")?;
+    let route = running
+        .proxy_addr("bench")
+        .context("the benchmark's inbound route")?;
     let key = running
         .dev_api_key()
         .context("dev mode gives an API key")?
@@ -662,6 +821,7 @@ fn start_in_process(cli: &Cli) -> Result<(InProcess, String, String)> {
         InProcess {
             runtime,
             running: Some(running),
+            proxy: (route.to_string(), upstream.to_string()),
             _dir: dir,
         },
         endpoint,
@@ -714,7 +874,8 @@ fn main() -> Result<()> {
         .enable_all()
         .thread_name("loadgen")
         .build()?;
-    let outcome = client_rt.block_on(run(&cli, &endpoints, key));
+    let proxy = server.as_ref().map(|s| s.proxy.clone());
+    let outcome = client_rt.block_on(run(&cli, &endpoints, key, proxy));
     if let Some(mut s) = server
         && let Some(r) = s.running.take()
     {
@@ -739,9 +900,14 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-async fn run(cli: &Cli, endpoints: &[String], key: String) -> Result<Vec<Measured>> {
+async fn run(
+    cli: &Cli,
+    endpoints: &[String],
+    key: String,
+    proxy: Option<(String, String)>,
+) -> Result<Vec<Measured>> {
     let target = Target {
-        clients: connect(endpoints, cli.connections).await?,
+        clients: connect(endpoints, cli.connections, proxy).await?,
         key,
     };
     let scenarios = scenarios(cli);

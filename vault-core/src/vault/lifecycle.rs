@@ -363,7 +363,12 @@ impl Vault {
     /// Give back one use of a volatile token whose revealed value was never used (the
     /// daemon's proxy could not reach its upstream: nothing was sent), so the caller can try
     /// again. Refused after expiry, after a seal, or for a token of another process.
-    pub fn give_back_volatile(&self, template: &str, token: &str, value: &str) -> Result<(), Error> {
+    pub fn give_back_volatile(
+        &self,
+        template: &str,
+        token: &str,
+        value: &str,
+    ) -> Result<(), Error> {
         let cfg = self.template(template)?;
         if !matches!(cfg.mode, Mode::Volatile(_)) {
             return Err(Error::NotSupported {

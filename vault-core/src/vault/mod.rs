@@ -55,8 +55,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use error::Error;
 pub use rewrap::{JobState, RewrapJob};
-pub use volatile::Gone;
 pub use tokens::{Batch, Detokenized, MAX_METADATA_LEN, TokenizeItem, Tokenized};
+pub use volatile::Gone;
 
 use crate::envelope::DataKey;
 use crate::fpe::Ff1;

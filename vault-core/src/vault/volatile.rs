@@ -220,11 +220,7 @@ impl Volatile {
         if inner.live.len() >= MAX_LIVE {
             return Err(Error::TokenSpaceExhausted(template.to_owned()));
         }
-        if !inner.keys.contains_key(&window) {
-            let key = Key32::generate()?;
-            inner.keys.insert(window, Gcm::new(&key));
-        }
-        let gcm = inner.keys.get(&window).ok_or(Error::Sealed)?;
+        let gcm = window_key(&mut inner.keys, window)?;
         let mut sealed = Vec::new();
         gcm.seal_into(&aad(template, &id), value.as_bytes(), &mut sealed)?;
         inner.live.insert(
@@ -283,7 +279,13 @@ impl Volatile {
     /// Give back the use a reveal spent, when what it was revealed for never happened (a
     /// proxy whose upstream could not be reached: nothing was sent). Only a use this process
     /// spent, before expiry, and only while sealing has not intervened.
-    pub(crate) fn give_back(&self, template: &str, token: &str, value: &str, now: i64) -> Result<(), Error> {
+    pub(crate) fn give_back(
+        &self,
+        template: &str,
+        token: &str,
+        value: &str,
+        now: i64,
+    ) -> Result<(), Error> {
         let (instance, id) =
             Self::parse(token).ok_or_else(|| Error::InvalidToken(template.to_owned()))?;
         if instance != self.instance {
@@ -304,11 +306,7 @@ impl Volatile {
             None => return Err(Error::NotFound),
         };
         let window = window_of(expires_at);
-        if !inner.keys.contains_key(&window) {
-            let key = Key32::generate()?;
-            inner.keys.insert(window, Gcm::new(&key));
-        }
-        let gcm = inner.keys.get(&window).ok_or(Error::Sealed)?;
+        let gcm = window_key(&mut inner.keys, window)?;
         let mut sealed = Vec::new();
         gcm.seal_into(&aad(template, &id), value.as_bytes(), &mut sealed)?;
         inner.gone.remove(&id);
@@ -347,6 +345,15 @@ impl Volatile {
     }
 }
 
+/// The key of `window`, made on first use.
+fn window_key(keys: &mut BTreeMap<i64, Gcm>, window: i64) -> Result<&Gcm, Error> {
+    use std::collections::btree_map::Entry as Slot;
+    match keys.entry(window) {
+        Slot::Occupied(e) => Ok(e.into_mut()),
+        Slot::Vacant(v) => Ok(v.insert(Gcm::new(&Key32::generate()?))),
+    }
+}
+
 fn aad(template: &str, id: &[u8; 16]) -> Vec<u8> {
     let mut a = Vec::with_capacity(template.len() + 20);
     a.extend_from_slice(b"cvt1");
@@ -361,7 +368,9 @@ mod tests {
 
     #[test]
     fn base32_round_trips() {
-        let bytes = [0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+        let bytes = [
+            0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ];
         let text = base32(&bytes);
         assert_eq!(text.len(), 26);
         let mut back = [0u8; 16];
@@ -417,7 +426,10 @@ mod tests {
         assert_eq!(&*v.take("cvv", &t, 1001).unwrap().0, "123");
         v.give_back("cvv", &t, "123", 1002).unwrap();
         assert_eq!(&*v.take("cvv", &t, 1003).unwrap().0, "123");
-        assert!(matches!(v.take("cvv", &t, 1004), Err(Error::Gone(Gone::Used))));
+        assert!(matches!(
+            v.take("cvv", &t, 1004),
+            Err(Error::Gone(Gone::Used))
+        ));
         // Not after expiry.
         let (t, at) = v.put("cvv", "123", 60, 1, 1000).unwrap();
         v.take("cvv", &t, 1001).unwrap();

@@ -90,7 +90,10 @@ impl TemplateSpec {
             // Three or four digits (a card's CVV, CVC or CID); no FPE domain that small.
             "cvv" => {
                 if self.mode != "volatile" {
-                    return Err(invalid(&key, "a `cvv` template is volatile (PCI DSS: never stored)"));
+                    return Err(invalid(
+                        &key,
+                        "a `cvv` template is volatile (PCI DSS: never stored)",
+                    ));
                 }
                 Template::short(&self.name, "0123456789", "^([0-9]{3,4})$").map_err(bad)?
             }

@@ -127,7 +127,9 @@ impl RouteCaller {
         spots: &[Spot],
         hits: &[Hit],
     ) -> Result<Vec<Zeroizing<String>>, Refusal> {
-        let call = self.admit(meta, Operation::Tokenize, spots, hits, None).await?;
+        let call = self
+            .admit(meta, Operation::Tokenize, spots, hits, None)
+            .await?;
         let vault = Arc::clone(&self.shared.vault);
         let caller = self.identity.id.clone();
         let work: Vec<(String, Zeroizing<String>)> = hits
@@ -168,7 +170,10 @@ impl RouteCaller {
             .finish(&call, done)
             .await
             .map_err(|e| Refusal::of(&e))?;
-        Ok(tokens.into_iter().map(|t| Zeroizing::new(t.token)).collect())
+        Ok(tokens
+            .into_iter()
+            .map(|t| Zeroizing::new(t.token))
+            .collect())
     }
 
     /// Reveal every hit's token for `purpose`; the values, in the hits' order, and the call
@@ -210,8 +215,7 @@ impl RouteCaller {
                 Some(d) => values.push(d.value),
                 None => {
                     let label = spots[hits[n].spot].label.clone();
-                    let why =
-                        CallError::not_found(format!("field `{label}` did not reveal"));
+                    let why = CallError::not_found(format!("field `{label}` did not reveal"));
                     self.shared.fail(&call, why).await;
                     return Err(Refusal::Field(label));
                 }

@@ -54,7 +54,11 @@ impl Route {
             name: cfg.name.clone(),
             caller: RouteCaller::new(shared, "inbound", &cfg.name),
             client,
-            rules: cfg.rules.iter().map(Rule::compile).collect::<Result<_, _>>()?,
+            rules: cfg
+                .rules
+                .iter()
+                .map(Rule::compile)
+                .collect::<Result<_, _>>()?,
             timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
             max_body: cfg.max_body_bytes,
             read_timeout,
@@ -88,7 +92,11 @@ impl Inner {
             .iter()
             .find(|r| r.takes(req.method(), req.uri().path(), media.as_deref()))
         else {
-            return answer(http::StatusCode::NOT_FOUND, "no_rule", "no rule of this route takes the request");
+            return answer(
+                http::StatusCode::NOT_FOUND,
+                "no_rule",
+                "no rule of this route takes the request",
+            );
         };
         let (parts, body) = req.into_parts();
         let body = match read_body(body, self.max_body, self.read_timeout).await {
@@ -106,14 +114,22 @@ impl Inner {
         let selection = match select(&rule.fields, &parts.headers, &body, media.as_deref()) {
             Ok(s) => s,
             Err(e @ rules::SelectError::NotAString(_)) => {
-                return answer(http::StatusCode::UNPROCESSABLE_ENTITY, "field_refused", &e.to_string());
+                return answer(
+                    http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "field_refused",
+                    &e.to_string(),
+                );
             }
             Err(e) => return answer(http::StatusCode::BAD_REQUEST, "bad_body", &e.to_string()),
         };
         let (forward, echoes) = if selection.hits.is_empty() {
             (body.clone(), Vec::new())
         } else {
-            let tokens = match self.caller.tokenize(&meta, &rule.fields, &selection.hits).await {
+            let tokens = match self
+                .caller
+                .tokenize(&meta, &rule.fields, &selection.hits)
+                .await
+            {
                 Ok(t) => t,
                 Err(r) => return refusal(&r),
             };
@@ -147,15 +163,27 @@ impl Inner {
         let upstream = match answered {
             Ok(a) => a,
             Err(Failure::TimedOut) => {
-                return answer(http::StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the service did not answer in time");
+                return answer(
+                    http::StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "the service did not answer in time",
+                );
             }
             Err(e) => {
                 tracing::info!(route = %self.name, error = %e, "inbound upstream failed");
-                return answer(http::StatusCode::BAD_GATEWAY, "upstream_failed", "the service could not be reached or its answer was incomplete");
+                return answer(
+                    http::StatusCode::BAD_GATEWAY,
+                    "upstream_failed",
+                    "the service could not be reached or its answer was incomplete",
+                );
             }
         };
         if super::encoded(&upstream.headers) {
-            return answer(http::StatusCode::BAD_GATEWAY, "upstream_encoded", "the service's answer is encoded and cannot be checked");
+            return answer(
+                http::StatusCode::BAD_GATEWAY,
+                "upstream_encoded",
+                "the service's answer is encoded and cannot be checked",
+            );
         }
         let mut back_headers = end_to_end(&upstream.headers);
         let mut back = upstream.body;
@@ -164,7 +192,11 @@ impl Inner {
             let sel = match select(&rule.response, &upstream.headers, &back, media.as_deref()) {
                 Ok(s) => s,
                 Err(_) => {
-                    return answer(http::StatusCode::BAD_GATEWAY, "upstream_unreadable", "the service's answer could not be checked");
+                    return answer(
+                        http::StatusCode::BAD_GATEWAY,
+                        "upstream_unreadable",
+                        "the service's answer could not be checked",
+                    );
                 }
             };
             if !sel.hits.is_empty() {
@@ -175,18 +207,29 @@ impl Inner {
                 let tokens = match self.caller.tokenize(&meta, &rule.response, &sel.hits).await {
                     Ok(t) => t,
                     Err(_) => {
-                        return answer(http::StatusCode::BAD_GATEWAY, "upstream_unreadable", "the service's answer could not be checked");
+                        return answer(
+                            http::StatusCode::BAD_GATEWAY,
+                            "upstream_unreadable",
+                            "the service's answer could not be checked",
+                        );
                     }
                 };
                 back = match sel.apply(&mut back_headers, &back, &tokens) {
                     Ok(b) => b,
                     Err(_) => {
-                        return answer(http::StatusCode::BAD_GATEWAY, "upstream_unreadable", "the service's answer could not be checked");
+                        return answer(
+                            http::StatusCode::BAD_GATEWAY,
+                            "upstream_unreadable",
+                            "the service's answer could not be checked",
+                        );
                     }
                 };
             }
         }
-        let pairs: Vec<(&str, &str)> = echoes.iter().map(|(v, t)| (v.as_str(), t.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = echoes
+            .iter()
+            .map(|(v, t)| (v.as_str(), t.as_str()))
+            .collect();
         scrub(&mut back, &pairs);
         scrub_headers(&mut back_headers, &pairs);
         respond(upstream.status, back_headers, back)

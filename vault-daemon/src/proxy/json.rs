@@ -47,9 +47,7 @@ pub(crate) struct Path(pub(crate) Vec<Step>);
 impl Path {
     /// Parse the JSONPath subset; the error says what is wrong with the path.
     pub(crate) fn parse(text: &str) -> Result<Path, String> {
-        let mut rest = text
-            .strip_prefix('$')
-            .ok_or("a path starts with `$`")?;
+        let mut rest = text.strip_prefix('$').ok_or("a path starts with `$`")?;
         let mut steps = Vec::new();
         while !rest.is_empty() {
             if let Some(r) = rest.strip_prefix('.') {
@@ -402,7 +400,10 @@ mod tests {
         let body = br#"{"card": {"number": "4111 1111 1111 1111", "cvv": "123"}, "n": 1.5e3}"#;
         let found = find(body, &[p("$.card.number"), p("$.card.cvv"), p("$.n")]).unwrap();
         assert_eq!(found.len(), 3);
-        assert_eq!(string_at(body, &found[0].span).unwrap(), "4111 1111 1111 1111");
+        assert_eq!(
+            string_at(body, &found[0].span).unwrap(),
+            "4111 1111 1111 1111"
+        );
         assert_eq!(found[1].path, 1);
         assert_eq!(found[2].kind, Kind::Other);
     }
@@ -410,7 +411,11 @@ mod tests {
     #[test]
     fn wildcard_and_bracket_steps() {
         let body = br#"{"items": [{"pan": "1"}, {"pan": "2"}], "a b": {"c": "3"}}"#;
-        let found = find(body, &[p("$.items[*].pan"), p("$['a b'].c"), p("$.items[1].pan")]).unwrap();
+        let found = find(
+            body,
+            &[p("$.items[*].pan"), p("$['a b'].c"), p("$.items[1].pan")],
+        )
+        .unwrap();
         let paths: Vec<usize> = found.iter().map(|f| f.path).collect();
         assert_eq!(paths, vec![0, 0, 2, 1]);
     }
@@ -445,7 +450,11 @@ mod tests {
             b"{\"a\":\"\x01\"}",
             b"",
         ] {
-            assert!(find(bad, &[]).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                find(bad, &[]).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -25,6 +25,7 @@
 
 pub(crate) mod breaker;
 pub(crate) mod calls;
+mod check;
 pub(crate) mod form;
 mod inbound;
 pub(crate) mod json;
@@ -44,6 +45,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
+pub(crate) use self::check::validate;
 use crate::config::proxy::Proxy;
 use crate::error::StartError;
 use crate::listen;
@@ -97,10 +99,12 @@ async fn bind<H: listen::Handler>(
     handler: H,
 ) -> Result<Running, StartError> {
     let tls = tls.map(listen::tls_acceptor).transpose()?;
-    let listener = TcpListener::bind(at).await.map_err(|source| StartError::Io {
-        what: format!("binding proxy route {name} on {at}"),
-        source,
-    })?;
+    let listener = TcpListener::bind(at)
+        .await
+        .map_err(|source| StartError::Io {
+            what: format!("binding proxy route {name} on {at}"),
+            source,
+        })?;
     let addr = listener.local_addr().map_err(|source| StartError::Io {
         what: "local address".into(),
         source,
@@ -118,7 +122,11 @@ async fn bind<H: listen::Handler>(
 
 /// A fixed answer: a status and a JSON body naming the error (and at most a configured field
 /// name), never anything the request carried.
-pub(crate) fn answer(status: http::StatusCode, code: &str, message: &str) -> http::Response<tonic::body::Body> {
+pub(crate) fn answer(
+    status: http::StatusCode,
+    code: &str,
+    message: &str,
+) -> http::Response<tonic::body::Body> {
     let body = serde_json::json!({ "error": code, "message": message }).to_string();
     let mut r = http::Response::new(tonic::body::Body::new(Full::new(Bytes::from(body))));
     *r.status_mut() = status;
@@ -151,7 +159,9 @@ pub(crate) fn refuse_target(req: &http::Request<Incoming>) -> Option<&'static st
     if path.contains("//")
         || path.contains('\\')
         || path.split('/').any(|s| s == "." || s == "..")
-        || ["%2f", "%5c", "%2e", "%00"].iter().any(|e| lower.contains(e))
+        || ["%2f", "%5c", "%2e", "%00"]
+            .iter()
+            .any(|e| lower.contains(e))
     {
         return Some("the path has an empty, dot or encoded segment");
     }
@@ -213,7 +223,10 @@ pub(crate) async fn read_body(
     let collect = Limited::new(body, limit).collect();
     match tokio::time::timeout(timeout, collect).await {
         Err(_) => Err(BodyError::Slow),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             Err(BodyError::TooLarge)
         }
         Ok(Err(_)) => Err(BodyError::Broken),
@@ -281,8 +294,13 @@ pub(crate) fn respond(
     mut headers: http::HeaderMap,
     body: Zeroizing<Vec<u8>>,
 ) -> http::Response<tonic::body::Body> {
-    headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
-    let mut r = http::Response::new(tonic::body::Body::new(Full::new(Bytes::from(body.to_vec()))));
+    headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(body.len()),
+    );
+    let mut r = http::Response::new(tonic::body::Body::new(Full::new(Bytes::from(
+        body.to_vec(),
+    ))));
     *r.status_mut() = status;
     *r.headers_mut() = headers;
     r

@@ -75,14 +75,21 @@ impl Route {
             name: cfg.name.clone(),
             caller: RouteCaller::new(shared, "outbound", &cfg.name),
             client,
-            rules: cfg.rules.iter().map(Rule::compile).collect::<Result<_, _>>()?,
+            rules: cfg
+                .rules
+                .iter()
+                .map(Rule::compile)
+                .collect::<Result<_, _>>()?,
             purpose: cfg.purpose.clone(),
             callers: cfg.callers.clone(),
             timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
             max_body: cfg.max_body_bytes,
             attempts: cfg.retry.attempts.max(1),
             backoff: Duration::from_millis(cfg.retry.backoff_ms),
-            breaker: Breaker::new(cfg.breaker.failures, Duration::from_millis(cfg.breaker.open_ms)),
+            breaker: Breaker::new(
+                cfg.breaker.failures,
+                Duration::from_millis(cfg.breaker.open_ms),
+            ),
             read_timeout,
         })))
     }
@@ -163,11 +170,19 @@ impl Inner {
             .iter()
             .find(|r| r.takes(req.method(), req.uri().path(), media.as_deref()))
         else {
-            return answer(http::StatusCode::NOT_FOUND, "no_rule", "no rule of this route takes the request");
+            return answer(
+                http::StatusCode::NOT_FOUND,
+                "no_rule",
+                "no rule of this route takes the request",
+            );
         };
         let trial = match self.breaker.admit(Instant::now()) {
             Admission::Refused => {
-                return answer(http::StatusCode::SERVICE_UNAVAILABLE, "circuit_open", "the processor failed repeatedly; requests are refused for a while, nothing was sent");
+                return answer(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "circuit_open",
+                    "the processor failed repeatedly; requests are refused for a while, nothing was sent",
+                );
             }
             a => a == Admission::Trial,
         };
@@ -203,7 +218,11 @@ impl Inner {
         let selection = match select(&rule.fields, &parts.headers, &body, media.as_deref()) {
             Ok(s) => s,
             Err(e @ rules::SelectError::NotAString(_)) => {
-                return answer(http::StatusCode::UNPROCESSABLE_ENTITY, "field_refused", &e.to_string());
+                return answer(
+                    http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "field_refused",
+                    &e.to_string(),
+                );
             }
             Err(e) => return answer(http::StatusCode::BAD_REQUEST, "bad_body", &e.to_string()),
         };
@@ -246,7 +265,13 @@ impl Inner {
             }
             let got = self
                 .client
-                .exchange(parts.method.clone(), &path_and_query, headers.clone(), body.clone(), meta.deadline)
+                .exchange(
+                    parts.method.clone(),
+                    &path_and_query,
+                    headers.clone(),
+                    body.clone(),
+                    meta.deadline,
+                )
                 .await;
             let failed = match &got {
                 Ok(a) => a.status.is_server_error(),
@@ -267,43 +292,78 @@ impl Inner {
         }
         drop(body);
         let Some(delivery) = delivery else {
-            return answer(http::StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the route's time limit passed");
+            return answer(
+                http::StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "the route's time limit passed",
+            );
         };
         if let Some(call) = &call {
             let (outcome, detail) = match &delivery {
-                Delivery::Answered(a) => (Outcome::Ok, format!("delivered to the upstream, which answered {}", a.status.as_u16())),
+                Delivery::Answered(a) => (
+                    Outcome::Ok,
+                    format!(
+                        "delivered to the upstream, which answered {}",
+                        a.status.as_u16()
+                    ),
+                ),
                 Delivery::Failed(f) if f.maybe_sent() => (
-                    Outcome::Unknown { reason: f.to_string() },
+                    Outcome::Unknown {
+                        reason: f.to_string(),
+                    },
                     "the upstream may have acted on the revealed values".to_owned(),
                 ),
                 Delivery::Failed(f) => {
                     let given = self.give_back(rule, &selection.hits, &values);
                     (
-                        Outcome::Failed { code: "UNAVAILABLE".into() },
+                        Outcome::Failed {
+                            code: "UNAVAILABLE".into(),
+                        },
                         format!("not delivered: {f}; {given} single-use values given back"),
                     )
                 }
             };
-            if self.caller.shared.follow_up(call, outcome, detail).await.is_err() {
-                return answer(http::StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", "the outcome could not be recorded; check with the processor before retrying (use an Idempotency-Key)");
+            if self
+                .caller
+                .shared
+                .follow_up(call, outcome, detail)
+                .await
+                .is_err()
+            {
+                return answer(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "audit_unavailable",
+                    "the outcome could not be recorded; check with the processor before retrying (use an Idempotency-Key)",
+                );
             }
         }
         let upstream = match delivery {
             Delivery::Answered(a) => a,
             Delivery::Failed(Failure::TimedOut) => {
-                return answer(http::StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the processor did not answer in time; it may have acted on the request");
+                return answer(
+                    http::StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "the processor did not answer in time; it may have acted on the request",
+                );
             }
             Delivery::Failed(f) => {
                 tracing::info!(route = %self.name, error = %f, "outbound upstream failed");
                 let (code, text) = if f.maybe_sent() {
-                    ("upstream_incomplete", "the processor's answer was cut short; it may have acted on the request")
+                    (
+                        "upstream_incomplete",
+                        "the processor's answer was cut short; it may have acted on the request",
+                    )
                 } else {
-                    ("upstream_unreachable", "the processor could not be reached; nothing was sent")
+                    (
+                        "upstream_unreachable",
+                        "the processor could not be reached; nothing was sent",
+                    )
                 };
                 return answer(http::StatusCode::BAD_GATEWAY, code, text);
             }
         };
-        self.answer_back(upstream, rule, &selection.hits, &values, meta).await
+        self.answer_back(upstream, rule, &selection.hits, &values, meta)
+            .await
     }
 
     /// Nothing was sent: give back the uses the reveal spent on volatile tokens, so the
@@ -332,7 +392,13 @@ impl Inner {
         values: &[Zeroizing<String>],
         meta: Meta,
     ) -> http::Response<tonic::body::Body> {
-        let unreadable = || answer(http::StatusCode::BAD_GATEWAY, "upstream_unreadable", "the processor's answer could not be checked");
+        let unreadable = || {
+            answer(
+                http::StatusCode::BAD_GATEWAY,
+                "upstream_unreadable",
+                "the processor's answer could not be checked",
+            )
+        };
         if super::encoded(&upstream.headers) {
             return unreadable();
         }
@@ -352,7 +418,8 @@ impl Inner {
                 return unreadable();
             };
             // Values the scrub already turned back into their tokens stay as they are.
-            sel.hits.retain(|s| !hits.iter().any(|h| *h.value == *s.value));
+            sel.hits
+                .retain(|s| !hits.iter().any(|h| *h.value == *s.value));
             if !sel.hits.is_empty() {
                 let meta = Meta {
                     rule: format!("{}/response", rule.name),

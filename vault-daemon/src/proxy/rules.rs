@@ -76,7 +76,11 @@ impl Rule {
             method: http::Method::from_bytes(r.method.as_bytes()).map_err(|e| e.to_string())?,
             path: anchored(&r.path)?,
             content_type: r.content_type.clone(),
-            fields: r.fields.iter().map(Spot::from_config).collect::<Result<_, _>>()?,
+            fields: r
+                .fields
+                .iter()
+                .map(Spot::from_config)
+                .collect::<Result<_, _>>()?,
             response: r
                 .response
                 .iter()
@@ -89,7 +93,10 @@ impl Rule {
     pub(crate) fn takes(&self, method: &http::Method, path: &str, media: Option<&str>) -> bool {
         self.method == method
             && self.path.is_match(path)
-            && self.content_type.as_deref().is_none_or(|c| Some(c) == media)
+            && self
+                .content_type
+                .as_deref()
+                .is_none_or(|c| Some(c) == media)
     }
 }
 
@@ -259,7 +266,8 @@ pub(crate) fn scrub(text: &mut Zeroizing<Vec<u8>>, pairs: &[(&str, &str)]) -> us
     // A value of digits, spaces and dashes is looked for by its digits.
     let numeric = |v: &str| {
         (v.bytes().any(|b| b.is_ascii_digit())
-            && v.bytes().all(|b| b.is_ascii_digit() || b == b' ' || b == b'-'))
+            && v.bytes()
+                .all(|b| b.is_ascii_digit() || b == b' ' || b == b'-'))
         .then(|| v.bytes().filter(u8::is_ascii_digit).collect::<Vec<u8>>())
     };
     let numbers: Vec<(Zeroizing<Vec<u8>>, &str)> = pairs
@@ -337,7 +345,8 @@ pub(crate) fn scrub(text: &mut Zeroizing<Vec<u8>>, pairs: &[(&str, &str)]) -> us
         while i < b.len() {
             let bounded = b[i..].starts_with(from)
                 && (i == 0 || !b[i - 1].is_ascii_alphanumeric())
-                && b.get(i + from.len()).is_none_or(|c| !c.is_ascii_alphanumeric());
+                && b.get(i + from.len())
+                    .is_none_or(|c| !c.is_ascii_alphanumeric());
             if bounded {
                 out.extend_from_slice(to.as_bytes());
                 i += from.len();
@@ -367,7 +376,9 @@ mod tests {
     #[test]
     fn json_fields_are_replaced_in_place() {
         let body = br#"{"a" : 1.50, "card": {"number": "4111111111111111"}}"#;
-        let spots = [spot(Place::Json(json::Path::parse("$.card.number").unwrap()))];
+        let spots = [spot(Place::Json(
+            json::Path::parse("$.card.number").unwrap(),
+        ))];
         let mut headers = http::HeaderMap::new();
         let sel = select(&spots, &headers, body, Some("application/json")).unwrap();
         assert_eq!(&*sel.hits[0].value, "4111111111111111");
@@ -381,7 +392,12 @@ mod tests {
     fn numbers_are_refused_not_passed() {
         let body = br#"{"card": 4111111111111111}"#;
         let spots = [spot(Place::Json(json::Path::parse("$.card").unwrap()))];
-        let e = select(&spots, &http::HeaderMap::new(), body, Some("application/json"));
+        let e = select(
+            &spots,
+            &http::HeaderMap::new(),
+            body,
+            Some("application/json"),
+        );
         assert!(matches!(e, Err(SelectError::NotAString(_))));
     }
 
@@ -394,7 +410,13 @@ mod tests {
         ];
         let mut headers = http::HeaderMap::new();
         headers.insert("x-card", http::HeaderValue::from_static("5555"));
-        let sel = select(&spots, &headers, body, Some("application/x-www-form-urlencoded")).unwrap();
+        let sel = select(
+            &spots,
+            &headers,
+            body,
+            Some("application/x-www-form-urlencoded"),
+        )
+        .unwrap();
         assert_eq!(sel.hits.len(), 2);
         let out = sel
             .apply(
@@ -417,7 +439,11 @@ mod tests {
         );
         let n = scrub(
             &mut t,
-            &[("4111 1111 1111 1111", "tok_a"), ("123", "cvt_b"), ("a@b.c", "tok_e")],
+            &[
+                ("4111 1111 1111 1111", "tok_a"),
+                ("123", "cvt_b"),
+                ("a@b.c", "tok_e"),
+            ],
         );
         assert_eq!(n, 5);
         assert_eq!(

@@ -54,7 +54,8 @@ impl Target {
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
                 h,
-                p.parse::<u16>().map_err(|_| "the upstream's port is a number")?,
+                p.parse::<u16>()
+                    .map_err(|_| "the upstream's port is a number")?,
             ),
             _ => (authority, if tls { 443 } else { 80 }),
         };
@@ -176,7 +177,9 @@ impl Client {
                         .map_err(|e| format!("reading {}: {e}", path.display()))?;
                     for c in CertificateDer::pem_slice_iter(&pem) {
                         let c = c.map_err(|e| format!("{}: {e}", path.display()))?;
-                        roots.add(c).map_err(|e| format!("{}: {e}", path.display()))?;
+                        roots
+                            .add(c)
+                            .map_err(|e| format!("{}: {e}", path.display()))?;
                     }
                 }
                 None => {
@@ -293,8 +296,9 @@ impl Client {
         let response = match &self.tls {
             None => send(TokioIo::new(tcp), req, sent).await?,
             Some(connector) => {
-                let name = ServerName::try_from(self.target.host.clone())
-                    .map_err(|_| Failure::NotSent("the upstream's host is not a TLS name".into()))?;
+                let name = ServerName::try_from(self.target.host.clone()).map_err(|_| {
+                    Failure::NotSent("the upstream's host is not a TLS name".into())
+                })?;
                 let stream = connector
                     .connect(name, tcp)
                     .await
@@ -307,7 +311,9 @@ impl Client {
             .collect()
             .await
             .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     Failure::TooLarge
                 } else {
                     Failure::Broken(e.to_string())

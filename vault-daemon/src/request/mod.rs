@@ -378,8 +378,15 @@ impl Shared {
                 return Err(self.refuse(&spec, UNKNOWN_CALLER, None, s).await);
             }
         };
-        self.admit_as(meta, spec, identity, (&scope, &[]), validate, needs_unsealed)
-            .await
+        self.admit_as(
+            meta,
+            spec,
+            identity,
+            (&scope, &[]),
+            validate,
+            needs_unsealed,
+        )
+        .await
     }
 
     /// [`Shared::admit`] past authentication, for a caller whose identity is already known: an

@@ -298,6 +298,12 @@ fn dev_key(data_dir: &Path, registry: &Registry) -> Result<Zeroizing<String>, St
 /// Start the daemon. Returns once the listener is bound (the address is in [`Running::addr`]).
 pub async fn spawn(config: Config) -> Result<Running, StartError> {
     config.validate()?;
+    let template_names: Vec<String> = config
+        .template_specs()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    crate::proxy::validate(&config.proxy, &template_names)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io(format!("creating {}", config.data_dir.display())))?;
 

@@ -3,7 +3,9 @@
 //! the processor receives the real values; the code's token no longer reveals; nothing the
 //! vault wrote holds either value.
 
-use super::{CARD, CVV, Mode, Upstream, assert_canary_clean, daemon_with, events, post, raw, routes};
+use super::{
+    CARD, CVV, Mode, Upstream, assert_canary_clean, daemon_with, events, post, raw, routes,
+};
 
 #[tokio::test]
 async fn checkout_keeps_cards_out_of_the_merchant() {
@@ -16,7 +18,12 @@ async fn checkout_keeps_cards_out_of_the_merchant() {
     let body = format!(
         r#"{{"amount": 1250, "card": {{"number": "{CARD}", "exp": "12/30", "cvv": "{CVV}"}}}}"#
     );
-    let r = raw(d.route("shop"), None, &post("/pay?x=1", "x-trace: t1\r\n", &body)).await;
+    let r = raw(
+        d.route("shop"),
+        None,
+        &post("/pay?x=1", "x-trace: t1\r\n", &body),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.json()["order"], "o-1");
 
@@ -24,15 +31,25 @@ async fn checkout_keeps_cards_out_of_the_merchant() {
     let seen = merchant.seen();
     assert_eq!(seen.len(), 1);
     let got = &seen[0];
-    assert!(got.head.starts_with("POST /pay?x=1 HTTP/1.1"), "{}", got.head);
+    assert!(
+        got.head.starts_with("POST /pay?x=1 HTTP/1.1"),
+        "{}",
+        got.head
+    );
     assert_eq!(got.header("x-trace").as_deref(), Some("t1"));
     assert_eq!(
-        got.header("content-length").unwrap().parse::<usize>().unwrap(),
+        got.header("content-length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap(),
         got.body.len()
     );
     let text = got.text();
     assert!(!text.contains(CARD) && !text.contains(CVV), "{text}");
-    assert!(text.starts_with(r#"{"amount": 1250, "card": {"number": "tok_"#), "{text}");
+    assert!(
+        text.starts_with(r#"{"amount": 1250, "card": {"number": "tok_"#),
+        "{text}"
+    );
     assert!(text.contains(r#""exp": "12/30""#));
     let sent: serde_json::Value = serde_json::from_str(&text).unwrap();
     let card_token = sent["card"]["number"].as_str().unwrap().to_owned();
@@ -54,7 +71,10 @@ async fn checkout_keeps_cards_out_of_the_merchant() {
     let back = r.text();
     assert!(!back.contains(CARD) && !back.contains(CVV), "{back}");
     assert!(!r.head.contains(CARD), "{}", r.head);
-    assert!(back.contains(&card_token) && back.contains(&cvv_token), "{back}");
+    assert!(
+        back.contains(&card_token) && back.contains(&cvv_token),
+        "{back}"
+    );
 
     // 4. The processor got the real values, its own credentials, its own Host.
     let at_psp = psp.seen();
@@ -62,7 +82,10 @@ async fn checkout_keeps_cards_out_of_the_merchant() {
     let text = at_psp[0].text();
     assert!(text.contains(CARD) && text.contains(CVV), "{text}");
     assert!(at_psp[0].head.starts_with("POST /v1/charges HTTP/1.1"));
-    assert_eq!(at_psp[0].header("authorization").as_deref(), Some("Bearer psp-secret"));
+    assert_eq!(
+        at_psp[0].header("authorization").as_deref(),
+        Some("Bearer psp-secret")
+    );
     assert_eq!(
         at_psp[0].header("host").as_deref(),
         Some(format!("localhost:{}", psp.addr.port()).as_str())
@@ -95,7 +118,9 @@ async fn checkout_keeps_cards_out_of_the_merchant() {
         })
         .collect();
     assert!(
-        routed.iter().any(|(c, r, op, _)| *c == "route:shop" && *r == "inbound:shop/pay" && *op == "tokenize"),
+        routed.iter().any(|(c, r, op, _)| *c == "route:shop"
+            && *r == "inbound:shop/pay"
+            && *op == "tokenize"),
         "{routed:?}"
     );
     let reveal = events
@@ -103,7 +128,10 @@ async fn checkout_keeps_cards_out_of_the_merchant() {
         .find(|e| e.route.as_deref() == Some("outbound:psp/charge") && e.detail.is_none())
         .unwrap();
     assert_eq!(reveal.caller, "route:psp");
-    assert_eq!(reveal.on_behalf_of.as_deref(), Some("spiffe://test.example/checkout"));
+    assert_eq!(
+        reveal.on_behalf_of.as_deref(),
+        Some("spiffe://test.example/checkout")
+    );
     assert_eq!(reveal.purpose.as_deref(), Some("payment authorization"));
     assert_eq!(reveal.items, 2);
     assert_eq!(reveal.token_refs.len(), 2);
@@ -134,7 +162,11 @@ async fn form_bodies_and_headers_are_rewritten_and_api_keys_work() {
     let r = raw(d.route("shop"), None, req.as_bytes()).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = &merchant.seen()[0];
-    assert!(seen.text().starts_with("amount=5&card=tok_"), "{}", seen.text());
+    assert!(
+        seen.text().starts_with("amount=5&card=tok_"),
+        "{}",
+        seen.text()
+    );
     assert!(seen.header("x-card-cvv").unwrap().starts_with("cvt_"));
     // The merchant echoed the token; the client sees the token, not the card.
     assert!(!r.text().contains(CARD));
@@ -155,16 +187,30 @@ async fn form_bodies_and_headers_are_rewritten_and_api_keys_work() {
     let card_token = seen.text()["amount=5&card=".len()..].to_owned();
     let charge = format!(r#"{{"card": {{"number": "{card_token}"}}}}"#);
     let auth = format!("proxy-authorization: Bearer {}\r\n", created.api_key);
-    let r = raw(d.route("psp"), Some(None), &post("/charges", &auth, &charge)).await;
+    let r = raw(
+        d.route("psp"),
+        Some(None),
+        &post("/charges", &auth, &charge),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     // The value as the client sent it (decoded from the form).
-    assert!(psp.seen()[0].text().contains("4111 1111 1111 1111"), "{}", psp.seen()[0].text());
+    assert!(
+        psp.seen()[0].text().contains("4111 1111 1111 1111"),
+        "{}",
+        psp.seen()[0].text()
+    );
     assert!(psp.seen()[0].header("proxy-authorization").is_none());
 
     // No credentials, or a certificate the route does not list: refused, nothing sent.
     let r = raw(d.route("psp"), Some(None), &post("/charges", "", &charge)).await;
     assert_eq!(r.status, 401, "{}", r.text());
-    let r = raw(d.route("psp"), Some(Some("payments")), &post("/charges", "", &charge)).await;
+    let r = raw(
+        d.route("psp"),
+        Some(Some("payments")),
+        &post("/charges", "", &charge),
+    )
+    .await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(psp.seen().len(), 1);
     d.stop().await;

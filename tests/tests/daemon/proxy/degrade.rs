@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use vault_daemon::audit::{FaultSwitch, Outcome};
 
 use super::{
-    CARD, CVV, Mode, Upstream, assert_canary_clean, daemon_with, daemon_with_config, events,
-    post, raw, routes,
+    CARD, CVV, Mode, Upstream, assert_canary_clean, daemon_with, daemon_with_config, events, post,
+    raw, routes,
 };
 use crate::common::Daemon;
 
@@ -29,7 +29,12 @@ async fn tokens(d: &Daemon, merchant: &Upstream) -> (String, String) {
 
 async fn charge(d: &Daemon, card: &str, cvv: &str, headers: &str) -> super::Reply {
     let body = format!(r#"{{"card": {{"number": "{card}", "cvv": "{cvv}"}}}}"#);
-    raw(d.route("psp"), Some(Some("checkout")), &post("/charges", headers, &body)).await
+    raw(
+        d.route("psp"),
+        Some(Some("checkout")),
+        &post("/charges", headers, &body),
+    )
+    .await
 }
 
 /// The delivery follow-ups of the outbound route, in order.
@@ -59,7 +64,10 @@ async fn processor_refusing_connections_sends_nothing_and_gives_the_code_back() 
     assert_eq!(ds.len(), 2, "{ds:?}");
     for (outcome, detail) in ds {
         assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
-        assert!(detail.contains("not delivered") && detail.contains("1 single-use"), "{detail}");
+        assert!(
+            detail.contains("not delivered") && detail.contains("1 single-use"),
+            "{detail}"
+        );
     }
     d.stop().await;
     assert_canary_clean(&d);
@@ -78,11 +86,18 @@ async fn processor_timing_out_is_a_504_and_an_unknown_outcome() {
         let r = charge(&d, &card, &cvv, "").await;
         assert_eq!(r.status, 504, "{mode:?}: {}", r.text());
         // The route's 1.5 s deadline, not the processor's 30 s.
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
     let ds = deliveries(&d);
     assert_eq!(ds.len(), 2);
-    assert!(ds.iter().all(|(o, _)| matches!(o, Outcome::Unknown { .. })), "{ds:?}");
+    assert!(
+        ds.iter().all(|(o, _)| matches!(o, Outcome::Unknown { .. })),
+        "{ds:?}"
+    );
     d.stop().await;
     assert_canary_clean(&d);
 }
@@ -98,7 +113,11 @@ async fn processor_5xx_and_cut_answers() {
     // A 5xx is the processor's answer: passed back, with the card it echoed scrubbed.
     let r = charge(&d, &card, &cvv, "").await;
     assert_eq!(r.status, 500);
-    assert!(!r.text().contains(CARD) && r.text().contains(&card), "{}", r.text());
+    assert!(
+        !r.text().contains(CARD) && r.text().contains(&card),
+        "{}",
+        r.text()
+    );
 
     psp.set(Mode::Truncate);
     let (card, cvv) = tokens(&d, &merchant).await;
@@ -126,7 +145,10 @@ async fn retries_only_with_an_idempotency_key() {
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = psp.seen();
     assert_eq!(seen.len(), 2, "one failure, one retry");
-    assert!(seen.iter().all(|s| s.header("idempotency-key").as_deref() == Some("order-1")));
+    assert!(
+        seen.iter()
+            .all(|s| s.header("idempotency-key").as_deref() == Some("order-1"))
+    );
     // Both attempts carried the code, revealed once.
     assert!(seen.iter().all(|s| s.text().contains(CVV)));
 

@@ -33,7 +33,11 @@ async fn hostile_requests_at_the_routes() {
             "POST {target} HTTP/1.1\r\nhost: x\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{card}",
             card.len()
         );
-        assert_eq!(raw(shop, None, req.as_bytes()).await.status, 404, "{target}");
+        assert_eq!(
+            raw(shop, None, req.as_bytes()).await.status,
+            404,
+            "{target}"
+        );
     }
     // Bodies: duplicate keys, too deep, too large, not UTF-8, a form field twice.
     let deep = format!("{}\"{CARD}\"{}", "[".repeat(64), "]".repeat(64));
@@ -43,7 +47,10 @@ async fn hostile_requests_at_the_routes() {
         assert_eq!(r.status, 400, "{}", r.text());
         assert!(!r.text().contains(CARD));
     }
-    let huge = format!(r#"{{"pad": "{}", "card": {{"number": "{CARD}"}}}}"#, "x".repeat(2 << 20));
+    let huge = format!(
+        r#"{{"pad": "{}", "card": {{"number": "{CARD}"}}}}"#,
+        "x".repeat(2 << 20)
+    );
     assert_eq!(raw(shop, None, &post("/pay", "", &huge)).await.status, 413);
     // A body of the right length whose string holds a byte that is not UTF-8.
     let mut bad = post("/pay", "", r#"{"card": {"number": "??"}}"#);
@@ -84,7 +91,11 @@ async fn hostile_requests_at_the_routes() {
         let _ = raw(shop, None, t.as_bytes()).await;
         for s in &merchant.seen()[before..] {
             assert!(s.head.starts_with("POST /pay HTTP/1.1"), "{}", s.head);
-            assert!(s.leftover.is_empty(), "smuggled: {:?}", String::from_utf8_lossy(&s.leftover));
+            assert!(
+                s.leftover.is_empty(),
+                "smuggled: {:?}",
+                String::from_utf8_lossy(&s.leftover)
+            );
             assert!(!s.text().contains(CARD));
             assert!(!s.text().contains("/admin"));
         }
@@ -120,8 +131,16 @@ async fn private_upstreams_need_allow_private() {
     let (m, p) = (merchant.addr, psp.addr);
     // The same routes with `allow_private` off: `localhost` resolves to loopback after DNS, so
     // nothing is sent.
-    let mut d = daemon_with(|dir| routes(dir, m, p, "").replace("allow_private = true", "allow_private = false")).await;
-    let r = raw(d.route("psp"), Some(Some("checkout")), &post("/charges", "", "{}")).await;
+    let mut d = daemon_with(|dir| {
+        routes(dir, m, p, "").replace("allow_private = true", "allow_private = false")
+    })
+    .await;
+    let r = raw(
+        d.route("psp"),
+        Some(Some("checkout")),
+        &post("/charges", "", "{}"),
+    )
+    .await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.json()["error"], "upstream_unreachable");
     let r = raw(d.route("shop"), None, &post("/pay", "", "{}")).await;
@@ -146,6 +165,6 @@ path = "/"
 "#,
     )
     .unwrap();
-    let e = cfg.validate().unwrap_err().to_string();
+    let e = vault_daemon::spawn(cfg).await.unwrap_err().to_string();
     assert!(e.contains("https"), "{e}");
 }
