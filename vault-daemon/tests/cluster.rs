@@ -201,6 +201,35 @@ async fn detokenize(d: &Daemon, template: &str, tokens: &[String]) -> Vec<String
         .collect()
 }
 
+/// The limit of volatile tokens on a shared vault (SECURITY.md, "The proxy"): a card code lives
+/// in the memory of the daemon that tokenized it; another daemon answers with its own reason,
+/// not a generic "not found", and the issuing daemon still reveals it.
+async fn volatile_codes_stay_with_their_daemon(daemons: &[Daemon]) {
+    let mut c = daemons[0].tokenizer().await;
+    let (token, _) = tokenize(&daemons[0].key, &mut c, "cvv", &["8254".to_owned()])
+        .await
+        .remove(0);
+    let mut other = daemons[1].tokenizer().await;
+    let resp = other
+        .detokenize(with_key(
+            detokenize_request("cvv", std::slice::from_ref(&token), "authorization"),
+            &daemons[1].key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    match &resp.results[0].outcome {
+        Some(detokenize_result::Outcome::Error(e)) => {
+            assert_eq!(e.reason, "VOLATILE_OTHER_PROCESS", "{e:?}");
+        }
+        other => panic!("another daemon revealed a volatile code: {other:?}"),
+    }
+    assert_eq!(detokenize(&daemons[0], "cvv", &[token]).await, vec!["8254"]);
+    say(
+        "volatile cvv on a shared vault: refused by another daemon (VOLATILE_OTHER_PROCESS), revealed by its own",
+    );
+}
+
 async fn rotate(d: &Daemon, key_name: &str) -> u32 {
     d.admin()
         .await
@@ -524,6 +553,7 @@ fn three_daemons_one_postgres() {
         pool_metrics(&daemons[0]);
 
         idempotency_race(&daemons).await;
+        volatile_codes_stay_with_their_daemon(&daemons).await;
 
         // Every token detokenized through a different daemon than the one that made it.
         let mut by_reader: HashMap<usize, Vec<(String, String)>> = HashMap::new();

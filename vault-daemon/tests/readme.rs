@@ -159,9 +159,18 @@ fn readme_proxy_checkout_example() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let r = rt.block_on(proxy_checkout::run());
     let (card, code) = (proxy_checkout::CARD, proxy_checkout::CVV);
-    assert!(r.shop_saw.contains("tok_") && r.shop_saw.contains("cvt_"), "{r:?}");
+    assert!(
+        r.shop_saw.contains("tok_") && r.shop_saw.contains("cvt_"),
+        "{r:?}"
+    );
     assert!(!r.shop_saw.contains(card) && !r.shop_saw.contains(&format!("\"{code}\"")));
-    assert!(r.processor_saw.contains(card) && r.processor_saw.contains(code), "{r:?}");
-    assert!(!r.browser_got.contains(card) && r.browser_got.contains("approved"), "{r:?}");
+    assert!(
+        r.processor_saw.contains(card) && r.processor_saw.contains(code),
+        "{r:?}"
+    );
+    assert!(
+        !r.browser_got.contains(card) && r.browser_got.contains("approved"),
+        "{r:?}"
+    );
     assert_eq!(r.second_charge, 422);
 }

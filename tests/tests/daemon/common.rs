@@ -180,6 +180,36 @@ pub(crate) fn pki() -> &'static Pki {
     })
 }
 
+/// A rustls client config trusting the test CA, with the named client certificate (`None`:
+/// none) and one ALPN protocol.
+pub(crate) fn client_tls(cert: Option<&str>, alpn: &[u8]) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pki = pki();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pki.ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut cfg = match cert {
+        Some(name) => {
+            let (c, k) = &pki.clients[name];
+            let chain = CertificateDer::pem_slice_iter(c.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_slice(k.as_bytes()).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    cfg
+}
+
 /// A running daemon and its data directory.
 pub(crate) struct Daemon {
     pub(crate) running: Option<Running>,

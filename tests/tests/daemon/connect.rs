@@ -8,12 +8,11 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use std::sync::Arc;
 use tonic::Code;
 
-use crate::common::{Daemon, pki};
+use crate::common::Daemon;
 
 /// One keep-alive Connect connection, optionally with a client certificate.
 pub(crate) struct ConnectClient {
@@ -124,31 +123,11 @@ impl Daemon {
             .await
             .map_err(|e| e.to_string())?;
         let send = if self.tls {
-            let pki = pki();
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(pki.ca.as_bytes()) {
-                roots.add(c.unwrap()).unwrap();
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let builder = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots);
-            let mut cfg = match cert {
-                Some(name) => {
-                    let (c, k) = &pki.clients[name];
-                    let chain = CertificateDer::pem_slice_iter(c.as_bytes())
-                        .collect::<Result<Vec<_>, _>>()
-                        .unwrap();
-                    let key = PrivateKeyDer::from_pem_slice(k.as_bytes()).unwrap();
-                    builder.with_client_auth_cert(chain, key).unwrap()
-                }
-                None => builder.with_no_client_auth(),
+            let alpn = match http {
+                Http::H1 => &b"http/1.1"[..],
+                Http::H2 => &b"h2"[..],
             };
-            cfg.alpn_protocols = vec![match http {
-                Http::H1 => b"http/1.1".to_vec(),
-                Http::H2 => b"h2".to_vec(),
-            }];
+            let cfg = crate::common::client_tls(cert, alpn);
             let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
                 .connect(ServerName::try_from("localhost").unwrap(), tcp)
                 .await

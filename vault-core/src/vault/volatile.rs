@@ -211,7 +211,6 @@ impl Volatile {
     ) -> Result<(String, i64), Error> {
         let ttl = ttl.clamp(1, MAX_TTL_SECS) as i64;
         let expires_at = now + ttl;
-        let window = window_of(expires_at);
         let mut id = [0u8; 16];
         fill_random(&mut id)?;
         let token = format!("{PREFIX}{}_{}", self.instance, base32(&id));
@@ -220,19 +219,7 @@ impl Volatile {
         if inner.live.len() >= MAX_LIVE {
             return Err(Error::TokenSpaceExhausted(template.to_owned()));
         }
-        let gcm = window_key(&mut inner.keys, window)?;
-        let mut sealed = Vec::new();
-        gcm.seal_into(&aad(template, &id), value.as_bytes(), &mut sealed)?;
-        inner.live.insert(
-            id,
-            Entry {
-                template: template.to_owned(),
-                window,
-                sealed,
-                expires_at,
-                uses_left: uses.max(1),
-            },
-        );
+        store(&mut inner, template, id, value, expires_at, uses.max(1))?;
         Ok((token, expires_at))
     }
 
@@ -305,22 +292,8 @@ impl Volatile {
             Some((why, _)) => return Err(Error::Gone(*why)),
             None => return Err(Error::NotFound),
         };
-        let window = window_of(expires_at);
-        let gcm = window_key(&mut inner.keys, window)?;
-        let mut sealed = Vec::new();
-        gcm.seal_into(&aad(template, &id), value.as_bytes(), &mut sealed)?;
         inner.gone.remove(&id);
-        inner.live.insert(
-            id,
-            Entry {
-                template: template.to_owned(),
-                window,
-                sealed,
-                expires_at,
-                uses_left: 1,
-            },
-        );
-        Ok(())
+        store(&mut inner, template, id, value, expires_at, 1)
     }
 
     /// Sealing: every value and key dropped; the tokens answer [`Gone::Sealed`].
@@ -343,6 +316,32 @@ impl Volatile {
         Self::sweep(&mut inner, now);
         (inner.live.len(), inner.keys.len())
     }
+}
+
+/// Seal `value` under the key of the window `expires_at` falls in, as the live entry `id`.
+fn store(
+    inner: &mut Inner,
+    template: &str,
+    id: [u8; 16],
+    value: &str,
+    expires_at: i64,
+    uses_left: u32,
+) -> Result<(), Error> {
+    let window = window_of(expires_at);
+    let gcm = window_key(&mut inner.keys, window)?;
+    let mut sealed = Vec::new();
+    gcm.seal_into(&aad(template, &id), value.as_bytes(), &mut sealed)?;
+    inner.live.insert(
+        id,
+        Entry {
+            template: template.to_owned(),
+            window,
+            sealed,
+            expires_at,
+            uses_left,
+        },
+    );
+    Ok(())
 }
 
 /// The key of `window`, made on first use.

@@ -7,7 +7,7 @@
 //! down) a 503; in each case nothing is forwarded.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -15,11 +15,10 @@ use zeroize::Zeroizing;
 
 use super::calls::{Meta, RouteCaller};
 use super::rules::{self, Rule, scrub, select};
-use super::upstream::{Client, Failure, Target};
+use super::upstream::{Client, Failure};
 use super::{answer, end_to_end, read_body, refusal, refuse_target, respond};
 use crate::config::proxy::Inbound;
 use crate::listen::Handler;
-use crate::peer::{Arrived, Peer};
 use crate::request::Shared;
 
 /// A configured inbound route.
@@ -43,9 +42,8 @@ impl Route {
         shared: &Arc<Shared>,
         read_timeout: Duration,
     ) -> Result<Route, String> {
-        let target = Target::parse(&cfg.upstream)?;
-        let client = Client::new(
-            target,
+        let client = super::upstream_client(
+            &cfg.upstream,
             cfg.upstream_ca.as_deref(),
             cfg.allow_private,
             cfg.max_body_bytes,
@@ -81,22 +79,14 @@ impl Inner {
         if let Some(why) = refuse_target(&req) {
             return answer(http::StatusCode::BAD_REQUEST, "bad_target", why);
         }
-        let arrived = req
-            .extensions()
-            .get::<Arrived>()
-            .map_or_else(Instant::now, |a| a.0);
-        let source = req.extensions().get::<Peer>().map(|p| p.addr.ip());
-        let media = rules::media_type(req.headers());
-        let Some(rule) = self
-            .rules
-            .iter()
-            .find(|r| r.takes(req.method(), req.uri().path(), media.as_deref()))
-        else {
-            return answer(
-                http::StatusCode::NOT_FOUND,
-                "no_rule",
-                "no rule of this route takes the request",
-            );
+        let super::Head {
+            arrived,
+            source,
+            media,
+            rule,
+        } = match super::head(&req, &self.rules) {
+            Ok(h) => h,
+            Err(r) => return *r,
         };
         let (parts, body) = req.into_parts();
         let body = match read_body(body, self.max_body, self.read_timeout).await {
@@ -111,17 +101,11 @@ impl Inner {
             on_behalf_of: None,
         };
         let mut headers = end_to_end(&parts.headers);
-        let selection = match select(&rule.fields, &parts.headers, &body, media.as_deref()) {
-            Ok(s) => s,
-            Err(e @ rules::SelectError::NotAString(_)) => {
-                return answer(
-                    http::StatusCode::UNPROCESSABLE_ENTITY,
-                    "field_refused",
-                    &e.to_string(),
-                );
-            }
-            Err(e) => return answer(http::StatusCode::BAD_REQUEST, "bad_body", &e.to_string()),
-        };
+        let selection =
+            match super::select_request(&rule.fields, &parts.headers, &body, media.as_deref()) {
+                Ok(s) => s,
+                Err(r) => return *r,
+            };
         let (forward, echoes) = if selection.hits.is_empty() {
             (body.clone(), Vec::new())
         } else {

@@ -128,17 +128,89 @@ pub(crate) fn answer(
     message: &str,
 ) -> http::Response<tonic::body::Body> {
     let body = serde_json::json!({ "error": code, "message": message }).to_string();
-    let mut r = http::Response::new(tonic::body::Body::new(Full::new(Bytes::from(body))));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
-    r.headers_mut().insert(
+    headers.insert(
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),
     );
-    r
+    respond(status, headers, Zeroizing::new(body.into_bytes()))
+}
+
+/// A refusal answered before the request's work (boxed: a response is large).
+pub(crate) type Refused = Box<http::Response<tonic::body::Body>>;
+
+/// What every route reads of a request before its body: when it arrived, from where, its
+/// media type, and the first rule that takes it (a 404 if none does: deny by default).
+pub(crate) struct Head<'r> {
+    pub(crate) arrived: std::time::Instant,
+    pub(crate) source: Option<std::net::IpAddr>,
+    pub(crate) media: Option<String>,
+    pub(crate) rule: &'r rules::Rule,
+}
+
+pub(crate) fn head<'r>(
+    req: &http::Request<Incoming>,
+    all: &'r [rules::Rule],
+) -> Result<Head<'r>, Refused> {
+    let arrived = req
+        .extensions()
+        .get::<crate::peer::Arrived>()
+        .map_or_else(std::time::Instant::now, |a| a.0);
+    let source = req
+        .extensions()
+        .get::<crate::peer::Peer>()
+        .map(|p| p.addr.ip());
+    let media = rules::media_type(req.headers());
+    let rule = all
+        .iter()
+        .find(|r| r.takes(req.method(), req.uri().path(), media.as_deref()))
+        .ok_or_else(|| {
+            Box::new(answer(
+                http::StatusCode::NOT_FOUND,
+                "no_rule",
+                "no rule of this route takes the request",
+            ))
+        })?;
+    Ok(Head {
+        arrived,
+        source,
+        media,
+        rule,
+    })
+}
+
+/// Select `spots` in a request, or the answer that refuses it: 422 for a value of the wrong
+/// type, 400 for a body the strict readers refuse.
+pub(crate) fn select_request(
+    spots: &[rules::Spot],
+    headers: &http::HeaderMap,
+    body: &[u8],
+    media: Option<&str>,
+) -> Result<rules::Selection, Refused> {
+    rules::select(spots, headers, body, media).map_err(|e| {
+        Box::new(match e {
+            rules::SelectError::NotAString(_) => answer(
+                http::StatusCode::UNPROCESSABLE_ENTITY,
+                "field_refused",
+                &e.to_string(),
+            ),
+            e => answer(http::StatusCode::BAD_REQUEST, "bad_body", &e.to_string()),
+        })
+    })
+}
+
+/// The client of a route's upstream, from its config.
+pub(crate) fn upstream_client(
+    url: &str,
+    ca: Option<&std::path::Path>,
+    allow_private: bool,
+    max_body: usize,
+) -> Result<upstream::Client, String> {
+    upstream::Client::new(upstream::Target::parse(url)?, ca, allow_private, max_body)
 }
 
 /// Refuse targets and paths two parsers could read two ways (module docs). `None` if fine.

@@ -28,13 +28,13 @@ use super::breaker::{Admission, Breaker};
 use super::calls::{Meta, Refusal, RouteCaller};
 use super::inbound::scrub_headers;
 use super::rules::{self, Rule, scrub, select};
-use super::upstream::{Answer, Client, Failure, Target};
+use super::upstream::{Answer, Client, Failure};
 use super::{answer, end_to_end, read_body, refusal, refuse_target, respond};
 use crate::audit::Outcome;
 use crate::auth::{self, Credentials};
 use crate::config::proxy::Outbound;
 use crate::listen::Handler;
-use crate::peer::{Arrived, Peer};
+use crate::peer::Peer;
 use crate::policy::Operation;
 use crate::request::{CallError, Shared, Spec, UNKNOWN_CALLER};
 
@@ -64,9 +64,8 @@ impl Route {
         shared: &Arc<Shared>,
         read_timeout: Duration,
     ) -> Result<Route, String> {
-        let target = Target::parse(&cfg.upstream)?;
-        let client = Client::new(
-            target,
+        let client = super::upstream_client(
+            &cfg.upstream,
             cfg.upstream_ca.as_deref(),
             cfg.allow_private,
             cfg.max_body_bytes,
@@ -159,22 +158,14 @@ impl Inner {
             Ok(w) => w,
             Err(r) => return r,
         };
-        let arrived = req
-            .extensions()
-            .get::<Arrived>()
-            .map_or_else(Instant::now, |a| a.0);
-        let source = req.extensions().get::<Peer>().map(|p| p.addr.ip());
-        let media = rules::media_type(req.headers());
-        let Some(rule) = self
-            .rules
-            .iter()
-            .find(|r| r.takes(req.method(), req.uri().path(), media.as_deref()))
-        else {
-            return answer(
-                http::StatusCode::NOT_FOUND,
-                "no_rule",
-                "no rule of this route takes the request",
-            );
+        let super::Head {
+            arrived,
+            source,
+            media,
+            rule,
+        } = match super::head(&req, &self.rules) {
+            Ok(h) => h,
+            Err(r) => return *r,
         };
         let trial = match self.breaker.admit(Instant::now()) {
             Admission::Refused => {
@@ -215,17 +206,11 @@ impl Inner {
             on_behalf_of: Some(who),
         };
         let mut headers = end_to_end(&parts.headers);
-        let selection = match select(&rule.fields, &parts.headers, &body, media.as_deref()) {
-            Ok(s) => s,
-            Err(e @ rules::SelectError::NotAString(_)) => {
-                return answer(
-                    http::StatusCode::UNPROCESSABLE_ENTITY,
-                    "field_refused",
-                    &e.to_string(),
-                );
-            }
-            Err(e) => return answer(http::StatusCode::BAD_REQUEST, "bad_body", &e.to_string()),
-        };
+        let selection =
+            match super::select_request(&rule.fields, &parts.headers, &body, media.as_deref()) {
+                Ok(s) => s,
+                Err(r) => return *r,
+            };
         let (call, values) = if selection.hits.is_empty() {
             (None, Vec::new())
         } else {

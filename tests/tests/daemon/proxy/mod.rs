@@ -277,28 +277,7 @@ pub(crate) async fn raw(addr: SocketAddr, cert: Option<Option<&str>>, request: &
     let out = match cert {
         None => exchange(tcp, request).await,
         Some(cert) => {
-            let pki = pki();
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(pki.ca.as_bytes()) {
-                roots.add(c.unwrap()).unwrap();
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let builder = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots);
-            let mut cfg = match cert {
-                Some(name) => {
-                    let (c, k) = &pki.clients[name];
-                    let chain = CertificateDer::pem_slice_iter(c.as_bytes())
-                        .collect::<Result<Vec<_>, _>>()
-                        .unwrap();
-                    let key = PrivateKeyDer::from_pem_slice(k.as_bytes()).unwrap();
-                    builder.with_client_auth_cert(chain, key).unwrap()
-                }
-                None => builder.with_no_client_auth(),
-            };
-            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let cfg = crate::common::client_tls(cert, b"http/1.1");
             let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
                 .connect(ServerName::try_from("localhost").unwrap(), tcp)
                 .await
