@@ -281,13 +281,16 @@ fn token_vault() -> &'static TokenVault {
                 "ssn" => "123-45-6789",
                 "digits" => "0123456789",
                 "alphanumeric" => "abcDEF123456",
+                "cvv" => "737",
                 _ => "someone@example.com",
             };
-            let vaulted = matches!(cfg.mode, Mode::Vaulted { .. });
+            // Vaulted and volatile tokens are authenticated: only the issued one may resolve.
+            let vaulted = matches!(cfg.mode, Mode::Vaulted { .. } | Mode::Volatile(_));
+            let stored = matches!(cfg.mode, Mode::Vaulted { .. });
             let item = TokenizeItem {
                 value,
                 idempotency_key: None,
-                metadata: vaulted.then_some(&meta),
+                metadata: stored.then_some(&meta),
                 ttl_seconds: None,
             };
             let out = vault

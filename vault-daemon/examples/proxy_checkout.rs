@@ -47,7 +47,8 @@ pub struct Report {
     pub second_charge: u16,
 }
 
-async fn post(
+/// POST a JSON body over a new HTTP/1.1 connection; the status and the body.
+pub async fn post(
     addr: SocketAddr,
     path: &str,
     headers: &[(&str, String)],
@@ -73,8 +74,8 @@ async fn post(
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Serve `f` on a free loopback port.
-async fn serve<F, Fut>(f: F) -> SocketAddr
+/// Serve `f` (request body in, JSON answer out) on a free loopback port.
+pub async fn serve<F, Fut>(f: F) -> SocketAddr
 where
     F: Fn(String) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = String> + Send + 'static,

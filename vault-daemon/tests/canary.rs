@@ -10,6 +10,10 @@
 
 mod support;
 
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/proxy_checkout.rs"]
+mod proxy_checkout;
+
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -320,6 +324,170 @@ fn no_canary_survives_anywhere() {
          {time_runs} timestamps skipped; {word_runs} digit runs inside hex/words not numbers)",
         paths.len(),
         CANARIES.len() + BAD_CANARIES.len(),
+    ));
+    assert!(report.is_empty(), "{}", report.join("\n"));
+}
+
+/// Whether `needle` stands in `hay` as a word of its own (a 3- or 4-digit code turns up inside
+/// hex MACs, timestamps and ports by chance; a leaked one stands between separators).
+fn has_word(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).enumerate().any(|(i, w)| {
+        w == needle
+            && (i == 0 || !hay[i - 1].is_ascii_alphanumeric())
+            && hay
+                .get(i + needle.len())
+                .is_none_or(|c| !c.is_ascii_alphanumeric())
+    })
+}
+
+/// The proxy's flow through a real `vaultd` process (`VAULT_LOG=debug`, both outputs kept): a
+/// card and its code through the inbound route to a shop, the tokens through the outbound route
+/// to a processor that echoes them, a second charge refused; then no byte the daemon left
+/// (database, WAL, audit log, registry, logs) holds the card or the code.
+#[test]
+fn proxied_cards_and_codes_leave_no_trace() {
+    use std::io::{BufRead as _, BufReader};
+    use std::sync::{Arc, Mutex};
+    const CARD: &str = "4916338506082832";
+    const CODE: &str = "7391";
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("vault-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let registry = vault_daemon::callers::Registry::open(&data).unwrap();
+    let (_, key) = registry
+        .create("shop", "canary scan", vec![], vec![], None)
+        .unwrap();
+    let shop_key = key.0.to_string();
+    drop(registry);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let at_psp: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::clone(&at_psp);
+    let echo = |body: String| async move { body };
+    let psp = rt.block_on(proxy_checkout::serve(move |body: String| {
+        seen.lock().unwrap().push(body.clone());
+        async move { body }
+    }));
+    let shop = rt.block_on(proxy_checkout::serve(echo));
+    let policy = r#"
+[roles.edge]
+[[roles.edge.grants]]
+scopes = ["tokenize:pan_vault", "tokenize:cvv"]
+[roles.exit]
+[[roles.exit.grants]]
+scopes = ["detokenize:pan_vault", "detokenize:cvv"]
+require_purpose = true
+[callers."route:shop"]
+roles = ["edge"]
+[callers."route:psp"]
+roles = ["exit"]
+"#;
+    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+    let fields = r#"fields = [{ json = "$.card.number", template = "pan_vault" }, { json = "$.card.cvv", template = "cvv" }]"#;
+    let config = format!(
+        r#"listen = "127.0.0.1:0"
+allow_plaintext_loopback = true
+data_dir = "vault-data"
+policy = "policy.toml"
+root_key_file = "vault-data/root.key"
+create_if_missing = true
+[[proxy.inbound]]
+name = "shop"
+listen = "127.0.0.1:0"
+upstream = "http://{shop}"
+allow_private = true
+[[proxy.inbound.rules]]
+name = "pay"
+method = "POST"
+path = "/pay"
+content_type = "application/json"
+{fields}
+[[proxy.outbound]]
+name = "psp"
+listen = "127.0.0.1:0"
+upstream = "http://{psp}/v1"
+allow_private = true
+purpose = "payment authorization"
+callers = ["key:shop"]
+[[proxy.outbound.rules]]
+name = "charge"
+method = "POST"
+path = "/charges"
+content_type = "application/json"
+{fields}
+"#
+    );
+    let config_path = dir.path().join("vaultd.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let err_path = dir.path().join("stderr.log");
+    let out_path = dir.path().join("stdout.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vaultd"))
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("VAULT_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut routes = std::collections::HashMap::new();
+    let mut out = String::new();
+    while routes.len() < 2 {
+        let line = lines.next().expect("vaultd's stdout").unwrap();
+        out.push_str(&line);
+        out.push('\n');
+        if let Some(rest) = line.strip_prefix("proxy route ") {
+            let (name, addr) = rest.split_once(" on ").unwrap();
+            routes.insert(
+                name.to_owned(),
+                addr.parse::<std::net::SocketAddr>().unwrap(),
+            );
+        }
+    }
+    let auth = [("proxy-authorization", format!("Bearer {shop_key}"))];
+    let (first, second) = rt.block_on(async {
+        let order = format!(r#"{{"card": {{"number": "{CARD}", "cvv": "{CODE}"}}}}"#);
+        let (status, tokens) = proxy_checkout::post(routes["shop"], "/pay", &[], order).await;
+        assert_eq!(status, 200, "{tokens}");
+        let (status, answer) =
+            proxy_checkout::post(routes["psp"], "/charges", &auth, tokens.clone()).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(!answer.contains(CARD), "{answer}");
+        let (again, _) = proxy_checkout::post(routes["psp"], "/charges", &auth, tokens).await;
+        (status, again)
+    });
+    assert_eq!((first, second), (200, 422));
+    let got = at_psp.lock().unwrap().clone();
+    assert!(got[0].contains(CARD) && got[0].contains(CODE), "{got:?}");
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    out.extend(lines.map_while(Result::ok).map(|l| l + "\n"));
+    assert!(child.wait().unwrap().success());
+    std::fs::write(&out_path, out).unwrap();
+
+    let mut paths = Vec::new();
+    files(&data, &mut paths);
+    paths.push(out_path);
+    paths.push(err_path);
+    let mut report = Vec::new();
+    let mut bytes = 0;
+    for p in &paths {
+        let buf = std::fs::read(p).unwrap();
+        bytes += buf.len();
+        if buf.windows(CARD.len()).any(|w| w == CARD.as_bytes()) {
+            report.push(format!("{}: the card", p.display()));
+        }
+        if has_word(&buf, CODE.as_bytes()) {
+            report.push(format!("{}: the card code", p.display()));
+        }
+    }
+    figure(&format!(
+        "canary scan of the proxy: {} files, {bytes} bytes (debug logs included), card and code found {} times",
+        paths.len(),
+        report.len()
     ));
     assert!(report.is_empty(), "{}", report.join("\n"));
 }

@@ -135,6 +135,9 @@ async fn serve(cfg: Config) -> Result<()> {
             "metrics on http://{metrics}/metrics (also /livez, /readyz)"
         )?;
     }
+    for (name, addr) in running.proxy_addrs() {
+        writeln!(out, "proxy route {name} on {addr}")?;
+    }
     out.flush()?;
     drop(out);
 

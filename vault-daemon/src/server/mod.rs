@@ -124,6 +124,14 @@ impl Running {
         self.proxies.iter().find(|p| p.name == name).map(|p| p.addr)
     }
 
+    /// Every proxy route's name and address, in config order (inbound first).
+    pub fn proxy_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.proxies
+            .iter()
+            .map(|p| (p.name.clone(), p.addr))
+            .collect()
+    }
+
     /// The metrics listener's address, when `[metrics] listen` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().map(|(a, _)| *a)
