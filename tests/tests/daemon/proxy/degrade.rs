@@ -231,3 +231,49 @@ async fn inbound_fails_closed() {
     d.stop().await;
     assert_canary_clean(&d);
 }
+
+#[tokio::test]
+async fn inbound_on_a_full_disk_forwards_nothing() {
+    let merchant = Upstream::start(Mode::Json(200, "{}".into()), false).await;
+    let psp = Upstream::start(Mode::Echo, true).await;
+    let (m, p) = (merchant.addr, psp.addr);
+    let limit = vault_core::store::PageLimit::new();
+    let l = limit.clone();
+    let mut d = daemon_with_config(
+        |dir| routes(dir, m, p, ""),
+        move |cfg| cfg.testing.store_page_limit = Some(l),
+    )
+    .await;
+    // Fill the database until it cannot grow: batches over gRPC, then single items (a small
+    // write can still fit a page after a batch no longer does).
+    limit.set(1);
+    let mut c = d.tokenizer(Some("all")).await;
+    let mut next = 0u64;
+    for size in [100u64, 1] {
+        let mut refused = false;
+        for _ in 0..5_000 {
+            let values: Vec<String> = (next..next + size)
+                .map(vault_test_support::luhn_pan)
+                .collect();
+            next += size;
+            let r = c
+                .tokenize(crate::common::req(
+                    vault_test_support::tokenize_request("pan_vault", values),
+                    None,
+                ))
+                .await;
+            if r.is_err() {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "the database never filled ({size} at a time)");
+    }
+    let body = format!(r#"{{"card": {{"number": "{CARD}"}}}}"#);
+    let r = raw(d.route("shop"), None, &post("/pay", "", &body)).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "vault_unavailable");
+    assert!(merchant.seen().is_empty(), "{:?}", merchant.seen());
+    d.stop().await;
+    assert_canary_clean(&d);
+}
