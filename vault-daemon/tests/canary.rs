@@ -16,7 +16,6 @@ mod proxy_checkout;
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,9 @@ use vault_proto::v1::{
     DeleteTokensItem, DeleteTokensRequest, DetokenizeItem, DetokenizeRequest, RevealItem,
     RevealRequest, detokenize_result, tokenize_result,
 };
-use vault_test_support::{figure, luhn_valid, tokenize_request, with_key};
+use vault_test_support::{
+    contains_word, figure, files_under, luhn_valid, tokenize_request, with_key,
+};
 
 /// (template, canary value). Luhn-valid PANs of 13 to 19 digits, SSNs, e-mails, and the rest.
 const CANARIES: &[(&str, &str)] = &[
@@ -51,17 +52,6 @@ const CANARIES: &[(&str, &str)] = &[
 
 /// Canaries sent only in bad requests (they must not be echoed or logged either).
 const BAD_CANARIES: &[&str] = &["4716108999716531", "987-65-4320", "leaky.mail@example.com"];
-
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            files(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
 
 /// Unix times around now, in s, ms, µs or ns: the digit runs logs and audit events carry.
 fn is_timestamp(run: &str, from: u64, to: u64) -> bool {
@@ -249,8 +239,7 @@ fn no_canary_survives_anywhere() {
         .status();
     assert!(child.wait().unwrap().success());
 
-    let mut paths = Vec::new();
-    files(&data, &mut paths);
+    let mut paths = files_under(&data);
     paths.push(out_path);
     paths.push(err_path);
     let mut needles: Vec<String> = CANARIES.iter().map(|(_, v)| (*v).to_owned()).collect();
@@ -326,18 +315,6 @@ fn no_canary_survives_anywhere() {
         CANARIES.len() + BAD_CANARIES.len(),
     ));
     assert!(report.is_empty(), "{}", report.join("\n"));
-}
-
-/// Whether `needle` stands in `hay` as a word of its own (a 3- or 4-digit code turns up inside
-/// hex MACs, timestamps and ports by chance; a leaked one stands between separators).
-fn has_word(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).enumerate().any(|(i, w)| {
-        w == needle
-            && (i == 0 || !hay[i - 1].is_ascii_alphanumeric())
-            && hay
-                .get(i + needle.len())
-                .is_none_or(|c| !c.is_ascii_alphanumeric())
-    })
 }
 
 /// The proxy's flow through a real `vaultd` process (`VAULT_LOG=debug`, both outputs kept): a
@@ -468,8 +445,7 @@ content_type = "application/json"
     assert!(child.wait().unwrap().success());
     std::fs::write(&out_path, out).unwrap();
 
-    let mut paths = Vec::new();
-    files(&data, &mut paths);
+    let mut paths = files_under(&data);
     paths.push(out_path);
     paths.push(err_path);
     let mut report = Vec::new();
@@ -480,7 +456,7 @@ content_type = "application/json"
         if buf.windows(CARD.len()).any(|w| w == CARD.as_bytes()) {
             report.push(format!("{}: the card", p.display()));
         }
-        if has_word(&buf, CODE.as_bytes()) {
+        if contains_word(&buf, CODE.as_bytes()) {
             report.push(format!("{}: the card code", p.display()));
         }
     }

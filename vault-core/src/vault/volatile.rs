@@ -182,6 +182,16 @@ impl Volatile {
         Some((instance, bytes))
     }
 
+    /// The id of a token this process issued; another process's says so.
+    fn own(&self, template: &str, token: &str) -> Result<[u8; 16], Error> {
+        let (instance, id) =
+            Self::parse(token).ok_or_else(|| Error::InvalidToken(template.to_owned()))?;
+        if instance != self.instance {
+            return Err(Error::Gone(Gone::OtherProcess));
+        }
+        Ok(id)
+    }
+
     /// Drop expired values and the keys of ended windows (their bytes are wiped on drop).
     fn sweep(inner: &mut Inner, now: i64) {
         let current = window_of(now);
@@ -230,11 +240,7 @@ impl Volatile {
         token: &str,
         now: i64,
     ) -> Result<(Zeroizing<String>, i64), Error> {
-        let (instance, id) =
-            Self::parse(token).ok_or_else(|| Error::InvalidToken(template.to_owned()))?;
-        if instance != self.instance {
-            return Err(Error::Gone(Gone::OtherProcess));
-        }
+        let id = self.own(template, token)?;
         let mut inner = lock(&self.inner);
         Self::sweep(&mut inner, now);
         if let Some((why, _)) = inner.gone.get(&id) {
@@ -273,11 +279,7 @@ impl Volatile {
         value: &str,
         now: i64,
     ) -> Result<(), Error> {
-        let (instance, id) =
-            Self::parse(token).ok_or_else(|| Error::InvalidToken(template.to_owned()))?;
-        if instance != self.instance {
-            return Err(Error::Gone(Gone::OtherProcess));
-        }
+        let id = self.own(template, token)?;
         let mut inner = lock(&self.inner);
         Self::sweep(&mut inner, now);
         if let Some(entry) = inner.live.get_mut(&id) {

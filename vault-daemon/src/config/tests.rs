@@ -121,3 +121,25 @@ fn plaintext_rules() {
     cfg.policy = Some("p.toml".into());
     assert!(cfg.validate().is_err());
 }
+
+/// A card code is never format-preserving encrypted (PCI DSS: never stored, and no FF1 domain
+/// that small): `kind = "cvv"` is volatile or refused; volatile limits are bounded.
+#[test]
+fn cvv_is_volatile_or_refused() {
+    let mut t = builtin_templates()
+        .into_iter()
+        .find(|t| t.name == "cvv")
+        .unwrap();
+    assert!(t.build().is_ok());
+    for mode in ["fpe", "vaulted"] {
+        t.mode = mode.into();
+        let e = t.build().unwrap_err().to_string();
+        assert!(e.contains("volatile"), "{mode}: {e}");
+    }
+    t.mode = "volatile".into();
+    t.default_ttl_secs = Some(3601);
+    assert!(t.build().is_err());
+    t.default_ttl_secs = None;
+    t.max_reveals = Some(11);
+    assert!(t.build().is_err());
+}

@@ -354,16 +354,15 @@ impl Inner {
     /// Nothing was sent: give back the uses the reveal spent on volatile tokens, so the
     /// merchant can retry with the same tokens. Returns how many.
     fn give_back(&self, rule: &Rule, hits: &[rules::Hit], values: &[Zeroizing<String>]) -> usize {
+        // The vault refuses anything but a volatile token whose use was spent: stored tokens
+        // are simply not counted.
         let vault = &self.caller.shared.vault;
         hits.iter()
             .zip(values)
             .filter(|(h, v)| {
-                let template = &rule.fields[h.spot].template;
-                let volatile = vault.templates().any(|t| {
-                    t.template.name() == template
-                        && matches!(t.mode, vault_core::vault::Mode::Volatile(_))
-                });
-                volatile && vault.give_back_volatile(template, &h.value, v).is_ok()
+                vault
+                    .give_back_volatile(&rule.fields[h.spot].template, &h.value, v)
+                    .is_ok()
             })
             .count()
     }

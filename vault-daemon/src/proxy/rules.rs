@@ -140,8 +140,19 @@ pub(crate) struct Hit {
     at: At,
 }
 
+/// Says which spot and where, never the value (a card, or a token about to be revealed).
+impl std::fmt::Debug for Hit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hit")
+            .field("spot", &self.spot)
+            .field("value", &"<redacted>")
+            .field("at", &self.at)
+            .finish()
+    }
+}
+
 /// The values a list of spots selected in one message.
-#[derive(Default)]
+#[derive(Debug)]
 pub(crate) struct Selection {
     pub(crate) hits: Vec<Hit>,
 }

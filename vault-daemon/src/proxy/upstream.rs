@@ -129,6 +129,18 @@ pub(crate) enum Failure {
     TooLarge,
 }
 
+/// The status and the header names, never the body or header values (an upstream may echo
+/// what it was sent).
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
 impl Failure {
     /// Whether the upstream may have acted on the request.
     pub(crate) fn maybe_sent(&self) -> bool {

@@ -105,7 +105,9 @@ async fn processor_timing_out_is_a_504_and_an_unknown_outcome() {
 #[tokio::test]
 async fn processor_5xx_and_cut_answers() {
     let merchant = Upstream::start(Mode::Json(200, "{}".into()), false).await;
-    let echo_card = format!(r#"{{"error":"card {CARD} declined"}}"#);
+    // Echoed as sent, and spaced as a person would write it.
+    let echo_card =
+        format!(r#"{{"error":"card {CARD} declined", "display": "4111 1111-1111 1111"}}"#);
     let psp = Upstream::start(Mode::Json(500, echo_card), true).await;
     let (m, p) = (merchant.addr, psp.addr);
     let mut d = daemon_with(|dir| routes(dir, m, p, "")).await;
@@ -118,6 +120,7 @@ async fn processor_5xx_and_cut_answers() {
         "{}",
         r.text()
     );
+    assert!(!r.text().contains("4111 1111"), "{}", r.text());
 
     psp.set(Mode::Truncate);
     let (card, cvv) = tokens(&d, &merchant).await;

@@ -17,6 +17,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
+use vault_test_support::contains_word;
+
 use super::common::{Daemon, pki};
 
 /// A card number, an expiry and a code the canary scans look for.
@@ -57,6 +59,8 @@ pub(crate) enum Mode {
     Truncate,
     /// Answer 503 this many times, then the mode after.
     FailFirst(u32, Box<Mode>),
+    /// Write these bytes as the whole answer.
+    Raw(&'static str),
 }
 
 /// A request a fake upstream read.
@@ -244,6 +248,9 @@ async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
                 .await;
         }
+        Mode::Raw(bytes) => {
+            let _ = io.write_all(bytes.as_bytes()).await;
+        }
         Mode::FailFirst(..) => {}
     }
     let _ = io.flush().await;
@@ -414,42 +421,19 @@ pub(crate) fn events(d: &Daemon) -> Vec<vault_daemon::audit::Event> {
     .collect()
 }
 
-/// Every file under `dir` (recursively), as bytes.
-pub(crate) fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else if let Ok(b) = std::fs::read(&p) {
-            out.push((p, b));
-        }
-    }
-    out
-}
-
-/// Whether `needle` occurs in `hay` as a word of its own (not inside a longer run of letters
-/// and digits: a four-digit code turns up inside hex MACs and timestamps by chance, about once
-/// in 25 runs of the audit log, while a leaked one would stand between quotes or separators).
-pub(crate) fn has_bounded(hay: &[u8], needle: &str) -> bool {
-    let n = needle.as_bytes();
-    hay.windows(n.len()).enumerate().any(|(i, w)| {
-        w == n
-            && (i == 0 || !hay[i - 1].is_ascii_alphanumeric())
-            && hay
-                .get(i + n.len())
-                .is_none_or(|c| !c.is_ascii_alphanumeric())
-    })
-}
-
 /// No file the daemon wrote holds the card or the code.
 pub(crate) fn assert_canary_clean(d: &Daemon) {
-    for (path, bytes) in files(&d.data()) {
+    for path in vault_test_support::files_under(&d.data()) {
+        let bytes = std::fs::read(&path).unwrap();
         assert!(
-            !has_bounded(&bytes, CARD),
+            !contains_word(&bytes, CARD.as_bytes()),
             "card number in {}",
             path.display()
         );
-        assert!(!has_bounded(&bytes, CVV), "card code in {}", path.display());
+        assert!(
+            !contains_word(&bytes, CVV.as_bytes()),
+            "card code in {}",
+            path.display()
+        );
     }
 }

@@ -121,6 +121,22 @@ async fn hostile_requests_at_the_routes() {
         seen[0].header("host").as_deref(),
         Some(format!("localhost:{}", psp.addr.port()).as_str())
     );
+    // A redirect is the processor's answer, passed back: the proxy does not follow it.
+    psp.set(Mode::Raw(
+        "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/steal\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    ));
+    let r = raw(psp_route, cert, forged.as_bytes()).await;
+    assert_eq!(r.status, 302, "{}", r.text());
+    assert!(r.head.contains("169.254.169.254/steal"), "{}", r.head);
+    assert_eq!(psp.seen().len(), 2);
+    // An answer the proxy cannot read (compressed) cannot be scrubbed: refused.
+    psp.set(Mode::Raw(
+        "HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: 4\r\nconnection: close\r\n\r\nabcd",
+    ));
+    let r = raw(psp_route, cert, forged.as_bytes()).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"], "upstream_unreadable");
+    assert_eq!(psp.seen().len(), 3);
     d.stop().await;
 }
 
