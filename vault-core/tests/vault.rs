@@ -678,3 +678,137 @@ fn two_vaults_share_one_store() {
         assert!(a.detokenize("pan_vault", &v.token, None).is_ok());
     }
 }
+
+/// A software wrapper with the device contract (AES-256-GCM under its own key, the vault id as
+/// AAD, the key never leaving it): the vault's side of the HSM path. The PKCS#11 wrapper itself
+/// is tested against SoftHSM2 in `vault-daemon/tests/hsm.rs`.
+struct SoftDevice {
+    key: ring::aead::LessSafeKey,
+    name: &'static str,
+}
+
+impl SoftDevice {
+    fn new(name: &'static str) -> Arc<SoftDevice> {
+        let mut k = [0u8; 32];
+        getrandom::fill(&mut k).unwrap();
+        let unbound = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &k).unwrap();
+        Arc::new(SoftDevice {
+            key: ring::aead::LessSafeKey::new(unbound),
+            name,
+        })
+    }
+}
+
+impl vault_core::keys::root::wrapped::RootWrapper for SoftDevice {
+    fn key_ref(&self) -> String {
+        self.name.to_owned()
+    }
+    fn wrap(&self, root: &[u8; 32], aad: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).unwrap();
+        let mut body = root.to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(aad),
+                &mut body,
+            )
+            .unwrap();
+        Ok([nonce.to_vec(), body].concat())
+    }
+    fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, KeyError> {
+        let refused = || KeyError::Wrapper {
+            reason: "unwrap refused".into(),
+        };
+        let (nonce, body) = wrapped.split_at_checked(12).ok_or_else(refused)?;
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| refused())?;
+        let mut buf = zeroize::Zeroizing::new(body.to_vec());
+        let n = self
+            .key
+            .open_in_place(nonce, ring::aead::Aad::from(aad), &mut buf)
+            .map_err(|_| refused())?
+            .len();
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+#[test]
+fn wrapped_root_unseals_by_device_and_switches_to_shares_and_back() {
+    use vault_core::secret::ExposeSecret;
+    use vault_core::vault::SealMethod;
+    let f = Fixture::new();
+    let device = SoftDevice::new("soft:token=t;object=root");
+    let (vault, shares) = Vault::create(
+        f.store(true),
+        templates(),
+        RootInit::Wrapped(device.clone()),
+    )
+    .unwrap();
+    assert!(shares.is_empty());
+    assert_eq!(vault.status().seal_method, SealMethod::Wrapped);
+    assert_eq!(
+        vault.wrapping_key().as_deref(),
+        Some("soft:token=t;object=root")
+    );
+    let token = vault.tokenize("pan_vault", PAN).unwrap().token;
+    drop(vault);
+
+    // Reopened: only the device unseals; another device (another key) is named and refused.
+    let vault = Vault::open(f.store(false), templates()).unwrap();
+    assert!(matches!(
+        vault.unseal_key(key(&"11".repeat(32))),
+        Err(Error::WrongUnsealMethod { .. })
+    ));
+    let other = SoftDevice::new("soft:token=t;object=other");
+    let msg = vault
+        .unseal_wrapped(other.as_ref())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("object=root") && msg.contains("object=other"),
+        "{msg}"
+    );
+    vault.unseal_wrapped(device.as_ref()).unwrap();
+    assert_eq!(
+        &*vault.detokenize("pan_vault", &token, None).unwrap().value,
+        PAN
+    );
+
+    // To shares: the device no longer unseals this vault.
+    let shares = vault
+        .rotate_root(RootInit::Shares {
+            threshold: 2,
+            shares: 3,
+        })
+        .unwrap();
+    drop(vault);
+    let vault = Vault::open(f.store(false), templates()).unwrap();
+    assert!(matches!(
+        vault.unseal_wrapped(device.as_ref()),
+        Err(Error::WrongUnsealMethod { .. })
+    ));
+    vault.submit_share(shares[0].expose_secret()).unwrap();
+    assert!(
+        vault
+            .submit_share(shares[1].expose_secret())
+            .unwrap()
+            .unsealed
+    );
+
+    // And back to the device: the shares stop working.
+    vault
+        .rotate_root(RootInit::Wrapped(device.clone()))
+        .unwrap();
+    drop(vault);
+    let vault = Vault::open(f.store(false), templates()).unwrap();
+    assert!(matches!(
+        vault.submit_share(shares[0].expose_secret()),
+        Err(Error::WrongUnsealMethod { .. })
+    ));
+    vault.unseal_wrapped(device.as_ref()).unwrap();
+    assert_eq!(
+        &*vault.detokenize("pan_vault", &token, None).unwrap().value,
+        PAN
+    );
+}

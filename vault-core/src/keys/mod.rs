@@ -112,6 +112,13 @@ pub enum KeyError {
         /// Variable name.
         name: String,
     },
+    /// The device that wraps the root key (an HSM) failed or refused: library, token, PIN or
+    /// key. The reason names what failed, never a PIN or key bytes.
+    #[error("root key wrapping device: {reason}")]
+    Wrapper {
+        /// What failed.
+        reason: String,
+    },
     /// The root-key check record is malformed.
     #[error("root-key check record is malformed")]
     CheckRecordFormat,

@@ -178,30 +178,12 @@ impl Vault {
     /// transaction; stored data is not touched. The new root comes in the same forms as at
     /// creation (a new share set prints new shares, returned once).
     pub fn rotate_root(&self, init: RootInit) -> Result<Vec<SecretString>, Error> {
-        let (new_root, sealing, texts) = match init {
-            RootInit::Passphrase(pass, params) => (
-                root::from_passphrase(&pass, &params)?,
-                Sealing::Passphrase(params),
-                Vec::new(),
-            ),
-            RootInit::Key(key) => (key, Sealing::Key, Vec::new()),
-            RootInit::Shares { threshold, shares } => {
-                let root = Key32::generate()?;
-                let (parts, set) =
-                    root::shares::split(&root, usize::from(threshold), usize::from(shares))?;
-                (
-                    root,
-                    Sealing::Shares(set),
-                    parts.iter().map(Share::to_text).collect(),
-                )
-            }
-        };
+        if self.is_sealed() {
+            return Err(Error::Sealed);
+        }
+        let (new_root, sealing, texts) = new_root(init, &self.vault_id)?;
         let check = root::check_record(&new_root, &self.vault_id)?;
-        let extra = match &sealing {
-            Sealing::Passphrase(p) => Some((root::META_KDF, p.encode())),
-            Sealing::Shares(s) => Some((root::META_SHARES, s.encode())),
-            Sealing::Key => None,
-        };
+        let extra = sealing.meta();
         {
             let mut state = self.write_state();
             let u = state.as_mut().ok_or(Error::Sealed)?;

@@ -16,31 +16,14 @@ impl Vault {
         }
         let mut vault_id = vec![0u8; 16];
         fill_random(&mut vault_id)?;
-        let (root, sealing, share_texts) = match init {
-            RootInit::Passphrase(pass, params) => {
-                let root = root::from_passphrase(&pass, &params)?;
-                (root, Sealing::Passphrase(params), Vec::new())
-            }
-            RootInit::Key(key) => (key, Sealing::Key, Vec::new()),
-            RootInit::Shares { threshold, shares } => {
-                let root = Key32::generate()?;
-                let (parts, set) =
-                    root::shares::split(&root, usize::from(threshold), usize::from(shares))?;
-                let texts = parts.iter().map(Share::to_text).collect();
-                (root, Sealing::Shares(set), texts)
-            }
-        };
+        let (root, sealing, share_texts) = new_root(init, &vault_id)?;
         let check = root::check_record(&root, &vault_id)?;
         let mut meta: Vec<(&str, Vec<u8>)> = vec![
             (META_VAULT_ID, vault_id.clone()),
             (META_SEAL, sealing.tag().to_vec()),
             (root::META_CHECK, check),
         ];
-        match &sealing {
-            Sealing::Passphrase(params) => meta.push((root::META_KDF, params.encode())),
-            Sealing::Shares(set) => meta.push((root::META_SHARES, set.encode())),
-            Sealing::Key => {}
-        }
+        meta.extend(sealing.meta());
         let entries: Vec<(&str, &[u8])> = meta.iter().map(|(k, v)| (*k, v.as_slice())).collect();
         // Insert-only: of two processes creating a vault on one empty store, one wins.
         store.meta_insert_new(&entries).map_err(|e| match e {
@@ -73,6 +56,12 @@ impl Vault {
                     .meta_get(root::META_SHARES)?
                     .ok_or(Error::NotInitialised("no share set"))?;
                 Sealing::Shares(ShareSet::decode(&set)?)
+            }
+            b"wrapped" => {
+                let wrapped = store
+                    .meta_get(root::wrapped::META_WRAPPED)?
+                    .ok_or(Error::NotInitialised("no wrapped root key"))?;
+                Sealing::Wrapped(WrappedRoot::decode(&wrapped)?)
             }
             _ => return Err(Error::NotInitialised("unknown seal method")),
         };
@@ -236,6 +225,7 @@ impl Vault {
                 Sealing::Passphrase(_) => SealMethod::Passphrase,
                 Sealing::Key => SealMethod::RootKey,
                 Sealing::Shares(_) => SealMethod::Shares,
+                Sealing::Wrapped(_) => SealMethod::Wrapped,
             },
             progress,
         }
@@ -256,6 +246,28 @@ impl Vault {
             return Err(self.wrong_method("a root key"));
         }
         self.unseal_with(key)
+    }
+
+    /// Unseals by asking the wrapping device to unwrap the stored root key. The device must
+    /// hold the key that wrapped it ([`RootWrapper::key_ref`] is compared first, so a daemon
+    /// pointed at another key says which one the vault needs).
+    pub fn unseal_wrapped(&self, wrapper: &dyn RootWrapper) -> Result<(), Error> {
+        let Sealing::Wrapped(wrapped) = self.sealing() else {
+            return Err(self.wrong_method("a wrapping device (HSM)"));
+        };
+        if !self.is_sealed() {
+            return Err(Error::AlreadyUnsealed);
+        }
+        let root = wrapped.open(wrapper, &self.vault_id)?;
+        self.unseal_with(root)
+    }
+
+    /// The wrapping key's name ([`RootWrapper::key_ref`]) of a wrapped-root vault.
+    pub fn wrapping_key(&self) -> Option<String> {
+        match self.sealing() {
+            Sealing::Wrapped(w) => Some(w.key_ref),
+            _ => None,
+        }
     }
 
     /// Gives one custodian's share. A malformed share, one from another vault, or a duplicate
@@ -405,4 +417,42 @@ fn check_templates(templates: &[TemplateConfig]) -> Result<(), Error> {
         }),
         None => Ok(()),
     }
+}
+
+/// A new root key in the form `init` asks for, the sealing that goes with it, and the share
+/// texts to print once (shares only). Shared by creation and root rotation.
+pub(super) fn new_root(
+    init: RootInit,
+    vault_id: &[u8],
+) -> Result<(Key32, Sealing, Vec<SecretString>), Error> {
+    Ok(match init {
+        RootInit::Passphrase(pass, params) => (
+            root::from_passphrase(&pass, &params)?,
+            Sealing::Passphrase(params),
+            Vec::new(),
+        ),
+        RootInit::Key(key) => (key, Sealing::Key, Vec::new()),
+        RootInit::Shares { threshold, shares } => {
+            let root = Key32::generate()?;
+            let (parts, set) =
+                root::shares::split(&root, usize::from(threshold), usize::from(shares))?;
+            let texts = parts.iter().map(Share::to_text).collect();
+            (root, Sealing::Shares(set), texts)
+        }
+        RootInit::Wrapped(wrapper) => {
+            let root = Key32::generate()?;
+            let wrapped = WrappedRoot::seal(wrapper.as_ref(), &root, vault_id)?;
+            // Unwrap once before anything is stored: a device that wraps but cannot unwrap
+            // (a key without CKA_DECRYPT, a mechanism that differs) must fail here, not at the
+            // next start with the old method already gone.
+            let back = wrapped.open(wrapper.as_ref(), vault_id)?;
+            if back.expose() != root.expose() {
+                return Err(KeyError::Wrapper {
+                    reason: "the device unwrapped a different key than it wrapped".into(),
+                }
+                .into());
+            }
+            (root, Sealing::Wrapped(wrapped), Vec::new())
+        }
+    })
 }

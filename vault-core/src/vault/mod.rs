@@ -58,9 +58,12 @@ pub use rewrap::{JobState, RewrapJob};
 pub use tokens::{Batch, Detokenized, MAX_METADATA_LEN, TokenizeItem, Tokenized};
 pub use volatile::Gone;
 
+use lifecycle::new_root;
+
 use crate::envelope::DataKey;
 use crate::fpe::Ff1;
 use crate::keys::root::shares::{Share, ShareSet};
+use crate::keys::root::wrapped::{RootWrapper, WrappedRoot};
 use crate::keys::root::{self, KdfParams};
 use crate::keys::{KeyError, KeyRing, Purpose, State, nonces};
 use crate::secret::{Key32, SecretString, fill_random};
@@ -165,6 +168,9 @@ pub enum RootInit {
         /// Shares made.
         shares: u8,
     },
+    /// A fresh random root key wrapped by a device (an HSM) that keeps its own key inside;
+    /// the vault unseals by asking it to unwrap ([`Vault::unseal_wrapped`]).
+    Wrapped(Arc<dyn RootWrapper>),
 }
 
 impl std::fmt::Debug for RootInit {
@@ -173,6 +179,7 @@ impl std::fmt::Debug for RootInit {
             RootInit::Passphrase(..) => "RootInit::Passphrase(..)",
             RootInit::Key(_) => "RootInit::Key(..)",
             RootInit::Shares { .. } => "RootInit::Shares(..)",
+            RootInit::Wrapped(_) => "RootInit::Wrapped(..)",
         })
     }
 }
@@ -183,6 +190,7 @@ enum Sealing {
     Passphrase(KdfParams),
     Key,
     Shares(ShareSet),
+    Wrapped(WrappedRoot),
 }
 
 impl Sealing {
@@ -191,6 +199,7 @@ impl Sealing {
             Sealing::Passphrase(_) => "a passphrase",
             Sealing::Key => "a root key",
             Sealing::Shares(_) => "Shamir shares",
+            Sealing::Wrapped(_) => "a wrapping device (HSM)",
         }
     }
 
@@ -199,6 +208,17 @@ impl Sealing {
             Sealing::Passphrase(_) => b"passphrase",
             Sealing::Key => b"key",
             Sealing::Shares(_) => b"shares",
+            Sealing::Wrapped(_) => b"wrapped",
+        }
+    }
+
+    /// The metadata entry that goes with the method, if any.
+    fn meta(&self) -> Option<(&'static str, Vec<u8>)> {
+        match self {
+            Sealing::Passphrase(p) => Some((root::META_KDF, p.encode())),
+            Sealing::Shares(s) => Some((root::META_SHARES, s.encode())),
+            Sealing::Wrapped(w) => Some((root::wrapped::META_WRAPPED, w.encode())),
+            Sealing::Key => None,
         }
     }
 }
@@ -223,15 +243,18 @@ pub enum SealMethod {
     RootKey,
     /// Shamir shares of the root key, a threshold of them at a time.
     Shares,
+    /// A root key wrapped by a device (an HSM over PKCS#11) the daemon asks at start.
+    Wrapped,
 }
 
 impl SealMethod {
-    /// `passphrase`, `key` or `shares`: the name `vaultctl` prints.
+    /// `passphrase`, `key`, `shares` or `hsm`: the name `vaultctl` prints.
     pub fn as_str(self) -> &'static str {
         match self {
             SealMethod::Passphrase => "passphrase",
             SealMethod::RootKey => "key",
             SealMethod::Shares => "shares",
+            SealMethod::Wrapped => "hsm",
         }
     }
 }

@@ -4,13 +4,15 @@
 //! - a passphrase stretched with Argon2id ([`KdfParams`], [`from_passphrase`]),
 //! - a raw 32-byte key from a file ([`from_file`]) or an environment variable ([`from_env`]),
 //! - m-of-n Shamir shares held by separate custodians ([`shares`]), for split knowledge and dual
-//!   control (PCI DSS 4.0 §3.7.6).
+//!   control (PCI DSS 4.0 §3.7.6),
+//! - a random key wrapped by a device that never exports its own key, an HSM ([`wrapped`]).
 //!
 //! Whatever the source, [`verify`] checks the key against the vault's check record before any
 //! wrapped key is touched, so a wrong key is reported as [`KeyError::WrongRootKey`] rather than
 //! as a corrupt key table.
 
 pub mod shares;
+pub mod wrapped;
 
 use std::path::Path;
 
