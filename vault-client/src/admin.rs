@@ -60,6 +60,8 @@ pub enum NewRootKey {
     },
     /// A random key returned once, for a root key file.
     Generated,
+    /// A random key wrapped by the daemon's HSM (its `[hsm]` section); nothing is returned.
+    Hsm,
 }
 
 impl fmt::Debug for NewRootKey {
@@ -72,6 +74,7 @@ impl fmt::Debug for NewRootKey {
                 .field("shares", shares)
                 .finish(),
             Self::Generated => f.write_str("Generated"),
+            Self::Hsm => f.write_str("Hsm"),
         }
     }
 }
@@ -171,6 +174,15 @@ impl AdminClient {
     pub async fn unseal_with_share(&self, share: &SecretString) -> Result<pb::SealStatus, Error> {
         let secret = pb::unseal_request::Secret::Share(share.expose_secret().to_owned());
         self.unseal(Some(secret), false).await
+    }
+
+    /// Asks the daemon to unseal with its HSM (a vault whose root key the HSM wraps).
+    pub async fn unseal_with_hsm(&self) -> Result<pb::SealStatus, Error> {
+        self.unseal(
+            Some(pb::unseal_request::Secret::Hsm(pb::HsmUnseal {})),
+            false,
+        )
+        .await
     }
 
     /// Discards the shares received so far.
@@ -307,6 +319,7 @@ impl AdminClient {
                 NewRoot::Shamir(pb::ShamirSplit { threshold, shares })
             }
             NewRootKey::Generated => NewRoot::GeneratedKey(pb::GeneratedRootKey {}),
+            NewRootKey::Hsm => NewRoot::Hsm(pb::HsmWrap {}),
         };
         let mut request = pb::RotateRootKeyRequest {
             new_root: Some(new_root),

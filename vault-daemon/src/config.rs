@@ -34,6 +34,7 @@ use vault_core::store::Synchronous;
 
 use crate::audit::FaultSwitch;
 
+pub mod hsm;
 pub mod proxy;
 mod templates;
 pub use self::templates::{TemplateSpec, builtin_templates};
@@ -302,9 +303,13 @@ pub struct Config {
     /// The policy file (required outside dev mode; dev writes its own).
     #[serde(default)]
     pub policy: Option<PathBuf>,
-    /// Raw root key file (0600/0400). Without it the daemon starts sealed.
+    /// Raw root key file (0600/0400). Without it (or [`Config::hsm`]) the daemon starts sealed.
     #[serde(default)]
     pub root_key_file: Option<PathBuf>,
+    /// The HSM that wraps the root key (`[hsm]`): a vault sealed that way unseals itself at
+    /// start. Used only when the vault's seal method is `hsm`.
+    #[serde(default)]
+    pub hsm: Option<hsm::Hsm>,
     /// Create the vault (and a root key file, if missing) when the database does not exist.
     #[serde(default)]
     pub create_if_missing: bool,
@@ -379,6 +384,7 @@ impl Config {
         Config {
             listen: default_listen(),
             root_key_file: Some(data_dir.join("root.key")),
+            hsm: None,
             data_dir,
             dev: true,
             tls: None,
@@ -420,6 +426,9 @@ impl Config {
         }
         if let Some(p) = cfg.root_key_file.as_mut() {
             abs(p);
+        }
+        if let Some(h) = cfg.hsm.as_mut() {
+            h.resolve(base);
         }
         if let Some(p) = cfg.database.ca_file.as_mut() {
             abs(p);
@@ -616,6 +625,9 @@ impl Config {
                 "policy",
                 "a policy file is required outside dev mode",
             ));
+        }
+        if let Some(h) = &self.hsm {
+            h.validate()?;
         }
         let l = &self.limits;
         if l.max_batch == 0 || l.max_batch > vault_core::vault::MAX_BATCH {

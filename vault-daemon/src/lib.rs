@@ -25,6 +25,7 @@ pub mod error;
 mod exporter;
 mod grpc;
 pub mod hardening;
+pub mod hsm;
 mod jobs;
 mod listen;
 mod metrics;

@@ -1094,7 +1094,7 @@ pub struct UnsealRequest {
     #[prost(bool, tag = "3")]
     pub reset: bool,
     /// The secret; at most one. Unset only together with reset.
-    #[prost(oneof = "unseal_request::Secret", tags = "1, 2")]
+    #[prost(oneof = "unseal_request::Secret", tags = "1, 2, 4")]
     pub secret: ::core::option::Option<unseal_request::Secret>,
 }
 /// Nested message and enum types in `UnsealRequest`.
@@ -1109,6 +1109,11 @@ pub mod unseal_request {
         /// One Shamir share in its printed text form (case and whitespace are ignored).
         #[prost(string, tag = "2")]
         Share(::prost::alloc::string::String),
+        /// Ask the daemon's configured HSM to unwrap the root key (UNSEAL_METHOD_HSM vaults). Fails
+        /// UNAVAILABLE with reason HSM_UNAVAILABLE, naming what failed (module, token, PIN, key),
+        /// when the HSM cannot; the vault stays sealed.
+        #[prost(message, tag = "4")]
+        Hsm(super::HsmUnseal),
     }
 }
 /// Asks to seal the vault. No fields.
@@ -1340,12 +1345,19 @@ pub struct ShamirSplit {
 /// Asks the server to generate a random 32-byte root key and return it once. No fields.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GeneratedRootKey {}
+/// Asks the server to use the HSM of its \[hsm\] section. No fields.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HsmUnseal {}
+/// Asks the server to generate a random root key and wrap it with the key of its \[hsm\] section;
+/// nothing secret is returned. No fields.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HsmWrap {}
 /// Where the new root key comes from.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 #[prost(skip_debug)]
 pub struct RotateRootKeyRequest {
     /// Exactly one is set.
-    #[prost(oneof = "rotate_root_key_request::NewRoot", tags = "1, 2, 3")]
+    #[prost(oneof = "rotate_root_key_request::NewRoot", tags = "1, 2, 3, 4")]
     pub new_root: ::core::option::Option<rotate_root_key_request::NewRoot>,
 }
 /// Nested message and enum types in `RotateRootKeyRequest`.
@@ -1363,6 +1375,12 @@ pub mod rotate_root_key_request {
         /// A random root key returned in the response, for a root key file.
         #[prost(message, tag = "3")]
         GeneratedKey(super::GeneratedRootKey),
+        /// A random root key wrapped by the daemon's HSM (UNSEAL_METHOD_HSM afterwards). The wrap is
+        /// checked by unwrapping before anything is stored; FAILED_PRECONDITION (reason
+        /// HSM_NOT_CONFIGURED) without an \[hsm\] section, UNAVAILABLE (HSM_UNAVAILABLE) when the HSM
+        /// fails.
+        #[prost(message, tag = "4")]
+        Hsm(super::HsmWrap),
     }
 }
 /// The new root key's secrets, if the server generated them. Returned once.
@@ -1620,6 +1638,10 @@ pub enum UnsealMethod {
     Shamir = 2,
     /// A raw 32-byte root key given to the daemon at start (file or environment); no Unseal call.
     RootKey = 3,
+    /// A random root key wrapped by a non-extractable AES key in an HSM (PKCS#11, the daemon's
+    /// \[hsm\] section): the daemon unseals itself at start; Unseal with `hsm` retries after a seal
+    /// or an HSM failure.
+    Hsm = 4,
 }
 impl UnsealMethod {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -1632,6 +1654,7 @@ impl UnsealMethod {
             Self::Passphrase => "UNSEAL_METHOD_PASSPHRASE",
             Self::Shamir => "UNSEAL_METHOD_SHAMIR",
             Self::RootKey => "UNSEAL_METHOD_ROOT_KEY",
+            Self::Hsm => "UNSEAL_METHOD_HSM",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -1641,6 +1664,7 @@ impl UnsealMethod {
             "UNSEAL_METHOD_PASSPHRASE" => Some(Self::Passphrase),
             "UNSEAL_METHOD_SHAMIR" => Some(Self::Shamir),
             "UNSEAL_METHOD_ROOT_KEY" => Some(Self::RootKey),
+            "UNSEAL_METHOD_HSM" => Some(Self::Hsm),
             _ => None,
         }
     }

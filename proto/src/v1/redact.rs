@@ -55,6 +55,7 @@ impl fmt::Debug for unseal_request::Secret {
         match self {
             Self::Passphrase(_) => f.debug_tuple("Passphrase").field(&Redacted).finish(),
             Self::Share(_) => f.debug_tuple("Share").field(&Redacted).finish(),
+            Self::Hsm(h) => f.debug_tuple("Hsm").field(h).finish(),
         }
     }
 }
@@ -73,6 +74,7 @@ impl fmt::Debug for rotate_root_key_request::NewRoot {
             Self::Passphrase(_) => f.debug_tuple("Passphrase").field(&Redacted).finish(),
             Self::Shamir(split) => f.debug_tuple("Shamir").field(split).finish(),
             Self::GeneratedKey(key) => f.debug_tuple("GeneratedKey").field(key).finish(),
+            Self::Hsm(h) => f.debug_tuple("Hsm").field(h).finish(),
         }
     }
 }

@@ -381,6 +381,9 @@ fn map_key(k: &KeyError) -> Mapped {
                 "key integrity check failed".into(),
             )
         }
+        // The reason names the failing step (module, token, PIN, key), never a secret: the
+        // operator unsealing needs it, and only admin:keys callers get this far.
+        KeyError::Wrapper { .. } => m(Code::Unavailable, "HSM_UNAVAILABLE", k.to_string()),
         KeyError::Kdf
         | KeyError::KeyFile(_)
         | KeyError::KeyFilePermissions { .. }

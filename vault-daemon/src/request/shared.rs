@@ -33,6 +33,8 @@ pub(crate) trait HealthSink: Send + Sync {
 /// State shared by the services.
 pub(crate) struct Shared {
     pub(crate) vault: Arc<Vault>,
+    /// The configured HSM (`[hsm]`), for `Unseal` and `RotateRootKey` by the HSM.
+    pub(crate) hsm: Option<crate::config::hsm::Hsm>,
     pub(crate) audit: AuditLog,
     pub(crate) policy: PolicyStore,
     pub(crate) registry: Registry,

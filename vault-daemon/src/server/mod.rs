@@ -269,13 +269,34 @@ fn open_vault(
         }
     }
     let vault = crate::storage::open_vault(config, store, templates).map_err(vault_error)?;
-    if let Some(key_path) = &config.root_key_file {
+    if vault.status().seal_method == vault_core::vault::SealMethod::Wrapped {
+        auto_unseal(config, &vault, &location);
+    } else if let Some(key_path) = &config.root_key_file {
         vault.unseal_key(root_key(key_path)?)?;
         tracing::info!(store = %location, "unsealed with the root key file");
     } else {
         tracing::warn!("no root key file: starting sealed (Admin.Unseal to unseal)");
     }
     Ok((vault, pool))
+}
+
+/// A vault whose root key an HSM wraps unseals itself here. Any failure (module missing, token
+/// absent, wrong PIN, key gone) leaves it sealed, health NOT_SERVING, with one error line
+/// saying what failed: the daemon still starts, so `vaultctl status` and the probes work and
+/// `vaultctl unseal --hsm` can retry once the HSM is back.
+fn auto_unseal(config: &Config, vault: &Vault, location: &str) {
+    let key = vault.wrapping_key().unwrap_or_default();
+    let Some(hsm) = &config.hsm else {
+        tracing::error!(store = %location, wrapping_key = %key,
+            "the vault's root key is wrapped by an HSM but no [hsm] is configured: starting sealed");
+        return;
+    };
+    match crate::hsm::unseal(hsm, vault) {
+        Ok(()) => tracing::info!(store = %location, wrapping_key = %key, "unsealed by the HSM"),
+        Err(e) => tracing::error!(store = %location, wrapping_key = %key, error = %e,
+            "HSM auto-unseal failed: starting sealed (fix the HSM, then restart or run \
+             `vaultctl unseal --hsm`)"),
+    }
 }
 
 /// Dev mode: reuse the dev key if it still authenticates, else create a new dev caller.
@@ -375,6 +396,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let (health, health_routes) = crate::grpc::health();
     let shared = Arc::new(Shared {
         vault: Arc::new(vault),
+        hsm: config.hsm.clone(),
         audit: audit_log,
         policy,
         registry,

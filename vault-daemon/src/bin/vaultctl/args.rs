@@ -121,6 +121,7 @@ Examples:
   vaultctl init --data-dir /var/lib/vault                       # passphrase, asked twice
   vaultctl init --data-dir /var/lib/vault --root-key-file /etc/vault/root.key
   vaultctl init --data-dir /var/lib/vault --shares 5 --threshold 3
+  vaultctl init --config /etc/vault/vaultd.toml --hsm             # root key wrapped by the HSM
   printf '%s\\n' \"$PASS\" | vaultctl init --data-dir d --passphrase-stdin
 
 Shares are printed once: hand each to its custodian and keep no copy together.")]
@@ -136,7 +137,8 @@ Examples:
 Examples:
   vaultctl unseal                          # prompts until the threshold is met
   vaultctl unseal --stdin < share.txt      # scripts: passphrase or shares, one per line
-  vaultctl unseal --reset                  # discard shares given so far")]
+  vaultctl unseal --reset                  # discard shares given so far
+  vaultctl unseal --hsm                    # the daemon's HSM ([hsm] in its config)")]
     Unseal(UnsealArgs),
     /// Seal a running daemon: its keys leave memory until it is unsealed.
     #[command(after_help = "Example:\n  vaultctl seal")]
@@ -153,6 +155,9 @@ Examples:
     /// The audit log: tail, export, verify.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// The HSM that wraps the root key: create its wrapping key (offline).
+    #[command(subcommand)]
+    Hsm(HsmCmd),
     /// Tokenize values read from stdin, one per line (never from argv: shell history).
     #[command(after_help = "\
 Examples:
@@ -193,6 +198,10 @@ pub(crate) struct InitArgs {
     /// Read the passphrase from stdin (one line) instead of prompting.
     #[arg(long)]
     pub(crate) passphrase_stdin: bool,
+    /// Wrap a random root key with the HSM of the config's [hsm] section (the key is created
+    /// on the token if absent); vaultd then unseals itself.
+    #[arg(long, requires = "config", conflicts_with_all = ["root_key_file", "shares", "passphrase_stdin"])]
+    pub(crate) hsm: bool,
 }
 
 #[derive(Args, Debug)]
@@ -209,6 +218,9 @@ pub(crate) struct UnsealArgs {
     /// Discard the shares received so far first.
     #[arg(long)]
     pub(crate) reset: bool,
+    /// Ask the daemon to unseal with its HSM (after a seal, or once the HSM is back).
+    #[arg(long, conflicts_with_all = ["stdin", "reset"])]
+    pub(crate) hsm: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -278,6 +290,7 @@ Examples:
   vaultctl keys rotate-root                         # new passphrase, asked twice
   vaultctl keys rotate-root --shares 5 --threshold 3
   vaultctl keys rotate-root --generate --out /etc/vault/root.key.new
+  vaultctl keys rotate-root --hsm                   # wrapped by the daemon's HSM from now on
 
 The old passphrase, shares or key file stop working at once.")]
     RotateRoot(RotateRootArgs),
@@ -319,6 +332,27 @@ pub(crate) struct RotateRootArgs {
     /// Read the new passphrase from stdin instead of prompting.
     #[arg(long, conflicts_with_all = ["shares", "generate"])]
     pub(crate) passphrase_stdin: bool,
+    /// A random root key wrapped by the daemon's HSM ([hsm] in its config); the old
+    /// passphrase, shares or key file stop working.
+    #[arg(long, conflicts_with_all = ["shares", "generate", "passphrase_stdin"])]
+    pub(crate) hsm: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum HsmCmd {
+    /// Create the AES-256 wrapping key (sensitive, not extractable) on the config's token.
+    #[command(after_help = "\
+Example:
+  vaultctl hsm create-key --config /etc/vault/vaultd.toml
+
+The [hsm] section names the PKCS#11 module, the token (token_label or slot), the key's label
+and where the PIN is (pin_file or pin_env; never on the command line). An existing key with
+the label is left as it is. Then `vaultctl init --hsm` or `vaultctl keys rotate-root --hsm`.")]
+    CreateKey {
+        /// The daemon's config file, with its [hsm] section.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]

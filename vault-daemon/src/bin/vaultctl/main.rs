@@ -39,7 +39,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{AuditCmd, CallersCmd, Cli, Command, KeysCmd, PolicyCmd};
+use crate::args::{AuditCmd, CallersCmd, Cli, Command, HsmCmd, KeysCmd, PolicyCmd};
 use crate::failure::Failure;
 
 fn main() -> ExitCode {
@@ -105,6 +105,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     false => online::audit_verify(&g).await,
                 },
             },
+            Command::Hsm(HsmCmd::CreateKey { config }) => offline::hsm_create_key(&g, &config),
             Command::Tokenize(a) => online::tokenize(&g, a).await,
             Command::Detokenize(a) => online::detokenize(&g, a).await,
         }

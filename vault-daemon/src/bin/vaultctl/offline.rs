@@ -98,6 +98,15 @@ fn unseal(vault: &Vault, cfg: &Config, args: &RootKeyArgs) -> Result<(), Failure
             let pass = read_secret("Passphrase: ", args.stdin)?;
             vault.unseal_passphrase(&pass).map_err(wrong)
         }
+        SealMethod::Wrapped => {
+            let hsm = cfg.hsm.as_ref().ok_or_else(|| {
+                Failure::other(
+                    "this vault's root key is wrapped by an HSM: give --config with its [hsm] \
+                     section",
+                )
+            })?;
+            vault_daemon::hsm::unseal(hsm, vault).map_err(wrong)
+        }
         SealMethod::Shares => loop {
             let (have, need) = vault.status().progress.unwrap_or((0, 0));
             let share = read_secret(&format!("Share {} of {need}: ", have + 1), args.stdin)?;
@@ -135,6 +144,18 @@ pub(crate) async fn init(g: &Global, a: InitArgs) -> Result<(), Failure> {
             root::from_file(path)
                 .map_err(|e| Failure::other(format!("{}: {e}", path.display())))?,
         )
+    } else if a.hsm {
+        let hsm = cfg.hsm.as_ref().ok_or_else(|| {
+            Failure::other("--hsm needs --config with an [hsm] section (module, token, key, PIN)")
+        })?;
+        let wrapper = vault_daemon::hsm::open(hsm).map_err(|e| Failure::other(e.to_string()))?;
+        if wrapper
+            .create_key()
+            .map_err(|e| Failure::other(e.to_string()))?
+        {
+            eprintln!("created the wrapping key {}", wrapper.key_ref_text());
+        }
+        RootInit::Wrapped(wrapper)
     } else if let (Some(shares), Some(threshold)) = (a.shares, a.threshold) {
         if threshold < 2 || threshold > shares {
             return Err(Failure::other(
@@ -189,6 +210,7 @@ pub(crate) async fn init(g: &Global, a: InitArgs) -> Result<(), Failure> {
             "next: start vaultd with `root_key_file = \"{}\"` in its config",
             p.display()
         ),
+        None if a.hsm => outln!("next: start vaultd with the same config: it unseals itself"),
         None => outln!("next: start vaultd (it starts sealed), then run `vaultctl unseal`"),
     }
     Ok(())
@@ -554,4 +576,28 @@ pub(crate) fn audit_verify(g: &Global, a: AuditVerifyArgs) -> Result<(), Failure
             report.events
         ))),
     }
+}
+
+/// `vaultctl hsm create-key`: the wrapping key on the configured token.
+pub(crate) fn hsm_create_key(g: &Global, config: &Path) -> Result<(), Failure> {
+    let cfg = Config::from_file(config).map_err(|e| Failure::other(e.to_string()))?;
+    let hsm = cfg
+        .hsm
+        .as_ref()
+        .ok_or_else(|| Failure::other(format!("{} has no [hsm] section", config.display())))?;
+    let wrapper = vault_daemon::hsm::open(hsm).map_err(|e| Failure::other(e.to_string()))?;
+    let created = wrapper
+        .create_key()
+        .map_err(|e| Failure::other(e.to_string()))?;
+    if g.json {
+        print_json(&json!({ "key": wrapper.key_ref_text(), "created": created }));
+    } else if created {
+        outln!(
+            "created {} (AES-256, sensitive, not extractable)",
+            wrapper.key_ref_text()
+        );
+    } else {
+        outln!("{} exists already: left as it is", wrapper.key_ref_text());
+    }
+    Ok(())
 }

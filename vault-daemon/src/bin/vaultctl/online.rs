@@ -147,6 +147,15 @@ pub(crate) async fn unseal(g: &Global, a: UnsealArgs) -> Result<(), Failure> {
         return Ok(());
     }
     match pb::UnsealMethod::try_from(status.unseal_method) {
+        Ok(pb::UnsealMethod::Hsm) => {
+            status = admin.unseal_with_hsm().await?;
+        }
+        Ok(_) if a.hsm => {
+            return Err(Failure::other(format!(
+                "this vault unseals with {}, not an HSM",
+                output::unseal_method(status.unseal_method)
+            )));
+        }
         Ok(pb::UnsealMethod::Passphrase) => {
             let pass = read_secret("Passphrase: ", a.stdin)?;
             status = admin
@@ -438,6 +447,7 @@ pub(crate) async fn rotate_root(g: &Global, a: RotateRootArgs) -> Result<(), Fai
         .await?
         .with_deadline(Duration::from_secs(g.timeout.max(120)));
     let new_root = match (a.shares, a.threshold, a.generate) {
+        _ if a.hsm => NewRootKey::Hsm,
         (Some(shares), Some(threshold), _) => NewRootKey::Shamir { threshold, shares },
         (_, _, true) => NewRootKey::Generated,
         _ => NewRootKey::Passphrase(new_passphrase(a.passphrase_stdin)?),
@@ -460,6 +470,10 @@ pub(crate) async fn rotate_root(g: &Global, a: RotateRootArgs) -> Result<(), Fai
         );
     } else if !rotation.shares.is_empty() {
         print_shares(&rotation.shares);
+    } else if a.hsm {
+        outln!(
+            "root key rotated: the daemon's HSM wraps it, and vaultd unseals itself from now on"
+        );
     } else {
         outln!("root key rotated: the new passphrase unseals from now on");
     }

@@ -43,6 +43,7 @@ pub(crate) fn unseal_method(m: i32) -> &'static str {
         Ok(pb::UnsealMethod::Passphrase) => "passphrase",
         Ok(pb::UnsealMethod::Shamir) => "shamir",
         Ok(pb::UnsealMethod::RootKey) => "root-key",
+        Ok(pb::UnsealMethod::Hsm) => "hsm",
         _ => "unknown",
     }
 }

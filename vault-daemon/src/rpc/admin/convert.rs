@@ -35,6 +35,7 @@ pub(crate) fn seal_status(v: &Vault) -> SealStatus {
         SealMethod::Passphrase => UnsealMethod::Passphrase,
         SealMethod::RootKey => UnsealMethod::RootKey,
         SealMethod::Shares => UnsealMethod::Shamir,
+        SealMethod::Wrapped => UnsealMethod::Hsm,
     };
     let (have, need) = st.progress.unwrap_or((0, 0));
     SealStatus {

@@ -56,6 +56,9 @@ impl Admin {
                             let text = Zeroizing::new(text);
                             v.submit_share(&text).map(|_| ())
                         }
+                        Some(unseal_request::Secret::Hsm(_)) => {
+                            crate::hsm::unseal(configured_hsm(s)?, v)
+                        }
                         None => Ok(()),
                     };
                     match r {
@@ -226,6 +229,9 @@ impl Admin {
                     root_hex = Some(hex);
                     RootInit::Key(key)
                 }
+                Some(rotate_root_key_request::NewRoot::Hsm(_)) => RootInit::Wrapped(
+                    crate::hsm::open(configured_hsm(s)?).map_err(|e| error::vault(&e.into()))?,
+                ),
                 None => return Err(CallError::invalid_argument("new_root is required")),
             };
             let shares = s.vault.rotate_root(init).map_err(|e| error::vault(&e))?;
@@ -240,4 +246,11 @@ impl Admin {
         })
         .await
     }
+}
+
+/// The daemon's `[hsm]` section, or FAILED_PRECONDITION.
+fn configured_hsm(s: &crate::request::Shared) -> Result<&crate::config::hsm::Hsm, CallError> {
+    s.hsm.as_ref().ok_or_else(|| {
+        CallError::failed_precondition("this daemon has no [hsm] section in its configuration")
+    })
 }
