@@ -49,6 +49,7 @@
 //! - `idempotency` is a separate `WITHOUT ROWID` table (most rows carry no key) with an index on
 //!   `record_id` so the cascading delete of a record finds its key without a scan.
 
+pub mod backup;
 mod conn;
 mod insert;
 mod keytx;

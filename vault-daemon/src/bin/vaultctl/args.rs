@@ -155,6 +155,27 @@ Examples:
     /// The audit log: tail, export, verify.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Copy a running (or stopped) SQLite vault to one file: a consistent snapshot.
+    #[command(after_help = "\
+Examples:
+  vaultctl backup --data-dir /var/lib/vault --out /backup/vault-2026-12-03.db
+  vaultctl backup --config /etc/vault/vaultd.toml --out vault.db.bak
+
+SQLite's online backup API, from a read-only connection: the daemon keeps serving. The copy is
+checked (integrity, vault id), fsynced and renamed into place; it holds what the vault file
+holds (ciphertext, wrapped keys) and opens nothing without the root key. The caller registry and
+the audit log are not in it: copy callers.json, callers.key and the audit files yourself.
+PostgreSQL vaults: pg_dump -Fc and pg_restore (docs/operations.md).")]
+    Backup(BackupArgs),
+    /// Restore a backup into a new data directory (never over an existing vault).
+    #[command(after_help = "\
+Example:
+  vaultctl restore --from /backup/vault-2026-12-03.db --data-dir /var/lib/vault-restored
+
+Then start vaultd on that data directory with the vault's root key source. Tokens issued after
+the backup are not in it (they answer NOT_FOUND, never another value); new tokens never reuse a
+GCM nonce (each nonce reservation takes a fresh random 64-bit field).")]
+    Restore(RestoreArgs),
     /// The HSM that wraps the root key: create its wrapping key (offline).
     #[command(subcommand)]
     Hsm(HsmCmd),
@@ -202,6 +223,25 @@ pub(crate) struct InitArgs {
     /// on the token if absent); vaultd then unseals itself.
     #[arg(long, requires = "config", conflicts_with_all = ["root_key_file", "shares", "passphrase_stdin"])]
     pub(crate) hsm: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct BackupArgs {
+    /// Where to write the backup (must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: PathBuf,
+    #[command(flatten)]
+    pub(crate) offline: Offline,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RestoreArgs {
+    /// The backup file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) from: PathBuf,
+    /// The new data directory (created if missing; must not hold a vault).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -105,6 +105,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     false => online::audit_verify(&g).await,
                 },
             },
+            Command::Backup(a) => offline::backup(&g, &a),
+            Command::Restore(a) => offline::restore(&g, &a),
             Command::Hsm(HsmCmd::CreateKey { config }) => offline::hsm_create_key(&g, &config),
             Command::Tokenize(a) => online::tokenize(&g, a).await,
             Command::Detokenize(a) => online::detokenize(&g, a).await,

@@ -601,3 +601,65 @@ pub(crate) fn hsm_create_key(g: &Global, config: &Path) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+fn copied_json(c: &vault_core::store::sqlite::backup::Copied, path: &Path) -> serde_json::Value {
+    json!({
+        "path": path,
+        "vault_id": c.vault_id,
+        "records": c.records,
+        "key_versions": c.key_versions,
+        "bytes": c.bytes,
+    })
+}
+
+/// `vaultctl backup`: SQLite's online backup of the configured vault.
+pub(crate) fn backup(g: &Global, a: &crate::args::BackupArgs) -> Result<(), Failure> {
+    let cfg = resolve_offline(&a.offline)?;
+    if vault_daemon::storage::is_postgres(&cfg) {
+        return Err(Failure::other(
+            "this vault is on PostgreSQL: back it up with `pg_dump -Fc` (docs/operations.md)",
+        ));
+    }
+    let db = cfg.data_dir.join(vault_daemon::storage::DB_FILE);
+    let started = std::time::Instant::now();
+    let c = vault_core::store::sqlite::backup::backup(&db, &a.out)
+        .map_err(|e| Failure::other(e.to_string()))?;
+    if g.json {
+        print_json(&copied_json(&c, &a.out));
+    } else {
+        outln!(
+            "backed up vault {} to {}: {} records, {} key versions, {} bytes in {:.1} s",
+            c.vault_id,
+            a.out.display(),
+            c.records,
+            c.key_versions,
+            c.bytes,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// `vaultctl restore`: a backup as the vault of a new data directory.
+pub(crate) fn restore(g: &Global, a: &crate::args::RestoreArgs) -> Result<(), Failure> {
+    std::fs::create_dir_all(&a.data_dir)?;
+    let db = a.data_dir.join(vault_daemon::storage::DB_FILE);
+    let c = vault_core::store::sqlite::backup::restore(&a.from, &db)
+        .map_err(|e| Failure::other(e.to_string()))?;
+    if g.json {
+        print_json(&copied_json(&c, &db));
+    } else {
+        outln!(
+            "restored vault {} into {}: {} records, {} key versions",
+            c.vault_id,
+            a.data_dir.display(),
+            c.records,
+            c.key_versions
+        );
+        outln!(
+            "next: start vaultd on {} with the vault's root key",
+            a.data_dir.display()
+        );
+    }
+    Ok(())
+}
