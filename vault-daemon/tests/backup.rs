@@ -305,3 +305,104 @@ fn backup_under_load_restores_every_token_and_never_repeats_a_nonce() {
         during.len()
     ));
 }
+
+/// Starts a dev daemon on a PostgreSQL vault.
+fn spawn_pg(data: &Path, url: &str, schema: &str) -> (Child, String) {
+    let mut cmd = support::dev_command(data, "127.0.0.1:0");
+    cmd.env("VAULT_DATABASE_URL", url)
+        .env("VAULT_DATABASE_SCHEMA", schema);
+    let mut child = cmd.spawn().unwrap();
+    let (addr, lines) = support::listening(&mut child);
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+/// A PostgreSQL tool from the server's own directory (its version matches the server's).
+fn pg_tool(name: &str) -> std::process::Command {
+    let bin = std::env::var("VAULT_TEST_PG_BIN").unwrap_or_default();
+    let path = Path::new(&bin).join(name);
+    std::process::Command::new(if path.exists() {
+        path.into_os_string()
+    } else {
+        name.into()
+    })
+}
+
+/// The documented PostgreSQL path (docs/operations.md): `pg_dump -Fc` of the vault's schema,
+/// `pg_restore` into a fresh database, a daemon on it, every token back.
+#[test]
+fn postgres_vault_moves_through_pg_dump_and_pg_restore() {
+    let Some(url) = vault_test_support::pg_url_or_skip("pg_dump/pg_restore of a vault") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (data, data2) = (dir.path().join("a"), dir.path().join("b"));
+    let schema = format!("backup_{}", std::process::id());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    let (child, addr) = spawn_pg(&data, &url, &schema);
+    let key = dev_api_key(&data);
+    let issued = rt.block_on(async {
+        let mut c = client(&addr).await;
+        let values: Vec<String> = (0..200).map(pan).collect();
+        tokenize(&mut c, &key, &values).await
+    });
+    stop(child);
+
+    // pg_dump of the vault's schema; a fresh database; pg_restore into it.
+    let dump = dir.path().join("vault.dump");
+    let out = pg_tool("pg_dump")
+        .args(["-Fc", "--no-owner", "-n", &schema, "-f"])
+        .arg(&dump)
+        .arg(format!("--dbname={url}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pg_dump: {out:?}");
+    let fresh = format!("vault_restore_{}", std::process::id());
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let fresh_url = format!("{base}/{fresh}");
+    let psql = |sql: &str| {
+        let out = pg_tool("psql")
+            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+            .arg(format!("--dbname={url}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql {sql}: {out:?}");
+    };
+    psql(&format!("CREATE DATABASE {fresh}"));
+    let out = pg_tool("pg_restore")
+        .args(["--no-owner", "--exit-on-error"])
+        .arg(format!("--dbname={fresh_url}"))
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pg_restore: {out:?}");
+
+    // A daemon of its own on the restored database, with the vault's root key.
+    std::fs::create_dir_all(&data2).unwrap();
+    std::fs::copy(data.join("root.key"), data2.join("root.key")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data2.join("root.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    let (child, addr) = spawn_pg(&data2, &fresh_url, &schema);
+    let key = dev_api_key(&data2);
+    rt.block_on(async {
+        let mut c = client(&addr).await;
+        let tokens: Vec<String> = issued.iter().map(|(t, _)| t.clone()).collect();
+        let got = detokenize(&mut c, &key, &tokens).await;
+        for ((_, value), got) in issued.iter().zip(&got) {
+            assert_eq!(got.as_ref(), Some(value));
+        }
+        // And it takes new tokens.
+        let values: Vec<String> = (1_000..1_010).map(pan).collect();
+        assert_eq!(tokenize(&mut c, &key, &values).await.len(), 10);
+    });
+    stop(child);
+    psql(&format!("DROP DATABASE {fresh}"));
+    psql(&format!("DROP SCHEMA {schema} CASCADE"));
+}
