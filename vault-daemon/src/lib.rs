@@ -29,6 +29,7 @@ pub mod hsm;
 mod jobs;
 mod listen;
 mod metrics;
+pub mod migrate;
 mod peer;
 pub mod pgstore;
 pub mod policy;

@@ -108,14 +108,6 @@ fn ctl() -> Cmd {
     c
 }
 
-fn stop(mut child: Child) {
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "vaultd exited with {status:?}");
-}
-
 /// (record id, key version, 12-byte nonce) of every stored record.
 fn nonces(db: &Path) -> Vec<(i64, Vec<u8>, Vec<u8>)> {
     let conn =
@@ -143,6 +135,7 @@ fn backup_under_load_restores_every_token_and_never_repeats_a_nonce() {
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     let (child, addr, lines) = spawn_dev(&data, "127.0.0.1:0");
+    let child = support::KillOnDrop(Some(child));
     std::thread::spawn(move || for _ in lines {});
     let key = dev_api_key(&data);
 
@@ -201,7 +194,7 @@ fn backup_under_load_restores_every_token_and_never_repeats_a_nonce() {
         .arg(&backup_file)
         .assert()
         .code(1);
-    stop(child);
+    child.stop();
 
     // Restore: never over a live vault; into a new directory, with the root key beside it.
     ctl()
@@ -230,6 +223,7 @@ fn backup_under_load_restores_every_token_and_never_repeats_a_nonce() {
     }
 
     let (child, addr, lines) = spawn_dev(&restored, "127.0.0.1:0");
+    let child = support::KillOnDrop(Some(child));
     std::thread::spawn(move || for _ in lines {});
     let key = dev_api_key(&restored);
     let (found_during, after) = rt.block_on(async {
@@ -266,7 +260,7 @@ fn backup_under_load_restores_every_token_and_never_repeats_a_nonce() {
         }
         (found, after.len())
     });
-    stop(child);
+    child.stop();
 
     // Nonces: records present in both files with the same nonce are the backup's own; every
     // other (version, nonce) must be unique across the original and the restored vault.
@@ -341,13 +335,14 @@ fn postgres_vault_moves_through_pg_dump_and_pg_restore() {
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     let (child, addr) = spawn_pg(&data, &url, &schema);
+    let child = support::KillOnDrop(Some(child));
     let key = dev_api_key(&data);
     let issued = rt.block_on(async {
         let mut c = client(&addr).await;
         let values: Vec<String> = (0..200).map(pan).collect();
         tokenize(&mut c, &key, &values).await
     });
-    stop(child);
+    child.stop();
 
     // pg_dump of the vault's schema; a fresh database; pg_restore into it.
     let dump = dir.path().join("vault.dump");
@@ -390,6 +385,7 @@ fn postgres_vault_moves_through_pg_dump_and_pg_restore() {
         .unwrap();
     }
     let (child, addr) = spawn_pg(&data2, &fresh_url, &schema);
+    let child = support::KillOnDrop(Some(child));
     let key = dev_api_key(&data2);
     rt.block_on(async {
         let mut c = client(&addr).await;
@@ -402,7 +398,7 @@ fn postgres_vault_moves_through_pg_dump_and_pg_restore() {
         let values: Vec<String> = (1_000..1_010).map(pan).collect();
         assert_eq!(tokenize(&mut c, &key, &values).await.len(), 10);
     });
-    stop(child);
+    child.stop();
     psql(&format!("DROP DATABASE {fresh}"));
     psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }

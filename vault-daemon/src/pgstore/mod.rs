@@ -42,6 +42,7 @@
 
 mod connect;
 mod errors;
+pub mod import;
 mod insert;
 mod keytx;
 mod rows;

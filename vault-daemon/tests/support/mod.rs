@@ -50,3 +50,29 @@ pub(crate) fn dev_api_key(data: &Path) -> String {
         .trim()
         .to_owned()
 }
+
+/// A child process killed (SIGKILL) and reaped when dropped: a test that fails part-way never
+/// leaves a daemon behind holding the test runner's output pipes open.
+pub(crate) struct KillOnDrop(pub(crate) Option<Child>);
+
+impl KillOnDrop {
+    /// SIGTERM, and the daemon must exit cleanly.
+    pub(crate) fn stop(mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let status = child.wait().unwrap();
+            assert!(status.success(), "vaultd exited with {status:?}");
+        }
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -107,6 +107,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             },
             Command::Backup(a) => offline::backup(&g, &a),
             Command::Restore(a) => offline::restore(&g, &a),
+            Command::Migrate(a) => offline::migrate(&g, &a).await,
             Command::Hsm(HsmCmd::CreateKey { config }) => offline::hsm_create_key(&g, &config),
             Command::Tokenize(a) => online::tokenize(&g, a).await,
             Command::Detokenize(a) => online::detokenize(&g, a).await,
