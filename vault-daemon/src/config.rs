@@ -142,6 +142,12 @@ pub struct Audit {
     pub checkpoint_every: u64,
     /// Signed checkpoint at least this often while events arrive, seconds.
     pub checkpoint_interval_secs: u64,
+    /// Seal the active segment and start a new one at this size (0: one file forever).
+    pub segment_max_bytes: u64,
+    /// Also at this age, seconds (0: by size only).
+    pub segment_max_age_secs: u64,
+    /// A second sink events are copied to once durable (`[audit.ship]`).
+    pub ship: Option<crate::audit::ship::ShipConfig>,
 }
 
 impl Default for Audit {
@@ -150,6 +156,9 @@ impl Default for Audit {
         Audit {
             checkpoint_every: d.checkpoint_every,
             checkpoint_interval_secs: d.checkpoint_interval.as_secs(),
+            segment_max_bytes: d.segment_bytes,
+            segment_max_age_secs: 0,
+            ship: None,
         }
     }
 }

@@ -34,6 +34,8 @@
 mod chain;
 mod keys;
 mod read;
+pub mod segments;
+pub mod ship;
 mod writer;
 
 use std::fmt;
@@ -66,6 +68,9 @@ pub const LOG_FILE: &str = "audit.log";
 pub const CHECKPOINT_FILE: &str = "audit.checkpoint";
 /// MAC key and checkpoint signing seed (0600).
 pub const KEY_FILE: &str = "audit.key";
+/// The default size of a segment: 64 MiB, about 200,000 events, which start-up verifies in
+/// well under a second (BENCHMARKS.md, "The audit log").
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
 /// What happened, as the server describes it. Holds no plaintext values and no raw tokens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +194,12 @@ pub struct Config {
     pub checkpoint_interval: Duration,
     /// Most events written by one group commit.
     pub max_batch: usize,
+    /// Seal and rotate the active segment once it holds this many bytes (0: one file forever).
+    pub segment_bytes: u64,
+    /// Seal and rotate it once it is this old (and holds an event), whatever its size.
+    pub segment_age: Option<Duration>,
+    /// A second sink each durable batch is copied to (`ship`); never on the call's path.
+    pub ship: Option<Arc<ship::Shipper>>,
 }
 
 impl Default for Config {
@@ -197,6 +208,9 @@ impl Default for Config {
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(10),
             max_batch: 4096,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            segment_age: None,
+            ship: None,
         }
     }
 }
@@ -357,6 +371,7 @@ impl AuditLog {
         fs::create_dir_all(dir).map_err(|e| AuditError::io(dir, e))?;
         let keys = Keys::load_or_create(&dir.join(KEY_FILE))?;
         let log_path = dir.join(LOG_FILE);
+        segments::finish_rotation(dir)?;
         // Before the sink opens (it takes the file's length): a torn final line is set aside.
         let (report, recovered) = read::scan_recovering(&log_path, &keys.verify_keys())?;
         let sink: Box<dyn Sink> = Box::new(FileSink::open(&log_path, &dir.join(CHECKPOINT_FILE))?);
@@ -512,9 +527,15 @@ impl AuditLog {
         tail(&self.log_path, n)
     }
 
-    /// Verify the whole log with the full keys.
+    /// Verify the active segment with the full keys.
     pub fn verify(&self) -> Result<VerifyReport, AuditError> {
         verify(&self.log_path, &self.keys.verify_keys())
+    }
+
+    /// Verify every segment present (closed ones and the active one) with the full keys.
+    pub fn verify_segments(&self) -> Result<segments::SegmentsReport, AuditError> {
+        let dir = self.log_path.parent().unwrap_or(Path::new("."));
+        segments::verify_all(dir, &self.keys.verify_keys(), None)
     }
 
     /// [`AuditLog::verify`], plus the MAC of the last event that verified (all zeros for an

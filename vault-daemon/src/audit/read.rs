@@ -110,9 +110,16 @@ impl Filter {
 
 pub(crate) struct ScanReport {
     pub(crate) report: VerifyReport,
+    /// The first event's sequence number this file holds (or would hold): 1, or one past the
+    /// signed checkpoint a later segment starts with (`segments`).
+    pub(crate) first_seq: u64,
+    /// The checkpoint the file starts from, if it is a later segment.
+    pub(crate) start: Option<Checkpoint>,
     pub(crate) last_seq: u64,
     pub(crate) head: [u8; 32],
     pub(crate) last_checkpoint_seq: u64,
+    /// The last checkpoint that verified (what a rotation seals the segment with).
+    pub(crate) last_checkpoint: Option<Checkpoint>,
     /// Byte length of the log up to the end of the last good line.
     pub(crate) good_len: u64,
 }
@@ -133,10 +140,27 @@ pub(crate) fn scan(log: &Path, keys: &VerifyKeys) -> Result<ScanReport, AuditErr
     scan_prefix(log, keys, u64::MAX)
 }
 
+/// [`scan`] of a closed segment: the same checks, without the checkpoint file (which belongs to
+/// the active segment).
+pub(crate) fn scan_segment(log: &Path, keys: &VerifyKeys) -> Result<ScanReport, AuditError> {
+    scan_with(log, keys, u64::MAX, false)
+}
+
 /// [`scan`] of the first `limit` bytes of the log only (the checkpoint file is checked against
 /// that prefix): how a torn tail's good part is verified on its own before it is kept.
 fn scan_prefix(log: &Path, keys: &VerifyKeys, limit: u64) -> Result<ScanReport, AuditError> {
+    scan_with(log, keys, limit, true)
+}
+
+fn scan_with(
+    log: &Path,
+    keys: &VerifyKeys,
+    limit: u64,
+    check_file: bool,
+) -> Result<ScanReport, AuditError> {
     let mut s = ScanReport {
+        first_seq: 1,
+        start: None,
         report: VerifyReport {
             events: 0,
             checkpoints: 0,
@@ -146,6 +170,7 @@ fn scan_prefix(log: &Path, keys: &VerifyKeys, limit: u64) -> Result<ScanReport, 
         last_seq: 0,
         head: GENESIS,
         last_checkpoint_seq: 0,
+        last_checkpoint: None,
         good_len: 0,
     };
     let mut seen_checkpoints: HashMap<u64, [u8; 32]> = HashMap::new();
@@ -179,6 +204,27 @@ fn scan_prefix(log: &Path, keys: &VerifyKeys, limit: u64) -> Result<ScanReport, 
                 s.report.first_bad = Some((bad_at, Defect::NonCanonical));
                 return Ok(s);
             }
+            // A later segment opens with the signed checkpoint the previous one was sealed
+            // with: the chain continues from it (its signature is the whole check here; that
+            // it equals the previous segment's seal is `segments::verify_all`'s).
+            if s.good_len == 0
+                && let Line::Checkpoint(cp) = &line
+                && cp.seq > 0
+            {
+                let Some(head) = check_signature(cp, keys) else {
+                    s.report.first_bad = Some((cp.seq, Defect::CheckpointSignature));
+                    return Ok(s);
+                };
+                s.last_seq = cp.seq;
+                s.first_seq = cp.seq + 1;
+                s.head = head;
+                s.last_checkpoint_seq = cp.seq;
+                s.last_checkpoint = Some(cp.clone());
+                s.start = Some(cp.clone());
+                seen_checkpoints.insert(cp.seq, head);
+                s.good_len += n as u64;
+                continue;
+            }
             if let Err(bad) = check_line(&mut s, &line, keys, &mut seen_checkpoints) {
                 s.report.first_bad = Some(bad);
                 return Ok(s);
@@ -186,7 +232,9 @@ fn scan_prefix(log: &Path, keys: &VerifyKeys, limit: u64) -> Result<ScanReport, 
             s.good_len += n as u64;
         }
     }
-    s.report.first_bad = check_checkpoint_file(log, &s, keys, &seen_checkpoints).err();
+    if check_file {
+        s.report.first_bad = check_checkpoint_file(log, &s, keys, &seen_checkpoints).err();
+    }
     Ok(s)
 }
 
@@ -223,6 +271,7 @@ fn check_line(
             }
             seen.insert(cp.seq, head);
             s.last_checkpoint_seq = cp.seq;
+            s.last_checkpoint = Some(cp.clone());
             s.report.checkpoints += 1;
         }
     }

@@ -11,6 +11,7 @@ fn config() -> Config {
         checkpoint_every: 4,
         checkpoint_interval: Duration::from_secs(3600),
         max_batch: 4096,
+        ..Config::default()
     }
 }
 
@@ -95,6 +96,7 @@ fn interval_checkpoints_and_checkpoint_file() {
         checkpoint_every: 1000,
         checkpoint_interval: Duration::ZERO,
         max_batch: 4096,
+        ..Config::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let log = AuditLog::open(dir.path(), cfg).unwrap();

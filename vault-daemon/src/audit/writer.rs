@@ -32,11 +32,19 @@ pub(crate) trait Sink: Send {
     fn rollback(&mut self, len: u64) -> io::Result<()>;
     /// Atomically replace the checkpoint file.
     fn publish(&mut self, checkpoint: &Checkpoint) -> io::Result<()>;
+    /// Close the active segment (which ends with `seal`) as the segment starting at `first`,
+    /// and continue in a new one opening with `seal` (`segments`). Sinks of tests that never
+    /// rotate keep the default.
+    fn rotate(&mut self, seal: &Checkpoint, first: u64) -> io::Result<()> {
+        let _ = (seal, first);
+        Err(io::Error::other("this sink does not rotate"))
+    }
 }
 
 pub(crate) struct FileSink {
     file: File,
     len: u64,
+    log_path: PathBuf,
     checkpoint_path: PathBuf,
 }
 
@@ -55,6 +63,7 @@ impl FileSink {
         Ok(FileSink {
             file,
             len,
+            log_path: log.to_owned(),
             checkpoint_path: checkpoint_path.to_owned(),
         })
     }
@@ -67,6 +76,7 @@ impl FileSink {
         FileSink {
             file,
             len,
+            log_path: log.to_owned(),
             checkpoint_path: checkpoint_path.to_owned(),
         }
     }
@@ -99,6 +109,12 @@ impl Sink for FileSink {
         let mut line = Line::Checkpoint(checkpoint.clone()).to_json();
         line.push('\n');
         crate::durable::write_atomic(&self.checkpoint_path, line.as_bytes(), 0o600)
+    }
+    fn rotate(&mut self, seal: &Checkpoint, first: u64) -> io::Result<()> {
+        super::segments::rotate(&self.log_path, seal, first)?;
+        self.file = OpenOptions::new().append(true).open(&self.log_path)?;
+        self.len = self.file.metadata()?.len();
+        Ok(())
     }
 }
 
@@ -138,6 +154,10 @@ pub(crate) struct State {
     next_seq: u64,
     head: [u8; 32],
     since_checkpoint: u64,
+    /// The last checkpoint written (what a rotation seals with).
+    last_checkpoint: Option<Checkpoint>,
+    /// The first sequence number of the active segment.
+    segment_first: u64,
 }
 
 impl State {
@@ -146,6 +166,8 @@ impl State {
             next_seq: report.last_seq + 1,
             head: report.head,
             since_checkpoint: report.last_seq - report.last_checkpoint_seq,
+            last_checkpoint: report.last_checkpoint.clone(),
+            segment_first: report.first_seq,
         }
     }
 }
@@ -157,6 +179,7 @@ struct Writer {
     config: Config,
     counters: Arc<Counters>,
     last_checkpoint: Instant,
+    segment_started: Instant,
     poisoned: bool,
 }
 
@@ -175,6 +198,7 @@ pub(crate) fn spawn(
         config,
         counters,
         last_checkpoint: Instant::now(),
+        segment_started: Instant::now(),
         poisoned: false,
     };
     thread::Builder::new()
@@ -202,8 +226,12 @@ impl Writer {
                         }
                     }
                     self.commit(batch);
+                    self.maybe_rotate();
                 }
-                Err(RecvTimeoutError::Timeout) => self.commit(Vec::new()),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.commit(Vec::new());
+                    self.maybe_rotate();
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     // Final checkpoint so a clean shutdown leaves no unprotected tail.
                     if self.state.since_checkpoint > 0 {
@@ -291,6 +319,10 @@ impl Writer {
                     self.poisoned = true;
                     return fail_replies(replies);
                 }
+                // Durable: only now may a copy leave (queued, never waited for).
+                if let Some(ship) = &self.config.ship {
+                    ship.ship(&buf);
+                }
             }
             // A failed write: cut the partial batch off. If that fails too, the file's tail is
             // unknown and the writer stops appending.
@@ -308,9 +340,10 @@ impl Writer {
                 return fail_replies(replies);
             }
         }
-        if checkpoint.is_some() {
+        if let Some(cp) = checkpoint {
             self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
             self.last_checkpoint = Instant::now();
+            self.state.last_checkpoint = Some(cp);
         }
         self.counters
             .events
@@ -318,6 +351,36 @@ impl Writer {
         for (reply, receipt) in replies.into_iter().zip(receipts) {
             let _ = reply.send(Ok(receipt));
         }
+    }
+
+    /// Seals and rotates the active segment when it is full (or old). A failure poisons the
+    /// writer: the files' state is then unknown, as after a failed fsync.
+    fn maybe_rotate(&mut self) {
+        if self.poisoned || self.state.next_seq <= self.state.segment_first {
+            return;
+        }
+        let full = self.config.segment_bytes > 0 && self.sink.len() >= self.config.segment_bytes;
+        let old = self
+            .config
+            .segment_age
+            .is_some_and(|age| self.segment_started.elapsed() >= age);
+        if !(full || old) {
+            return;
+        }
+        if self.state.since_checkpoint > 0 || self.state.last_checkpoint.is_none() {
+            self.commit_with(Vec::new(), true);
+        }
+        let last = self.state.next_seq - 1;
+        let seal = match &self.state.last_checkpoint {
+            Some(cp) if !self.poisoned && cp.seq == last => cp.clone(),
+            _ => return,
+        };
+        if self.sink.rotate(&seal, self.state.segment_first).is_err() {
+            self.poisoned = true;
+            return;
+        }
+        self.state.segment_first = last + 1;
+        self.segment_started = Instant::now();
     }
 
     fn checkpoint(&mut self, buf: &mut Vec<u8>, time_ms: u64) -> Checkpoint {

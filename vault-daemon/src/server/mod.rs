@@ -339,6 +339,18 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let audit_cfg = audit::Config {
         checkpoint_every: config.audit.checkpoint_every.max(1),
         checkpoint_interval: Duration::from_secs(config.audit.checkpoint_interval_secs),
+        segment_bytes: config.audit.segment_max_bytes,
+        segment_age: (config.audit.segment_max_age_secs > 0)
+            .then(|| Duration::from_secs(config.audit.segment_max_age_secs)),
+        ship: match &config.audit.ship {
+            Some(ship) => Some(Arc::new(audit::ship::Shipper::start(ship).map_err(
+                |message| ConfigError::Invalid {
+                    key: "audit.ship".into(),
+                    message,
+                },
+            )?)),
+            None => None,
+        },
         ..audit::Config::default()
     };
     let audit_log = match &config.testing.audit_fault {

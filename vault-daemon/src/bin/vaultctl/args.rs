@@ -549,7 +549,13 @@ verify, copy audit.log and audit.checkpoint.")]
 Examples:
   vaultctl audit verify                                  # online
   vaultctl audit verify --data-dir ./vault-data          # offline, with audit.key (MACs too)
-  vaultctl audit verify --data-dir copy/ --public-key HEX   # an auditor: signatures and links")]
+  vaultctl audit verify --data-dir copy/ --public-key HEX   # an auditor: signatures and links
+  vaultctl audit verify --data-dir ./vault-data --from-seq 1000000 --to-seq 2000000
+
+Every segment present is verified in order (closed audit-<first>-<last>.log files, then
+audit.log): each on its own, each starting where the one before was sealed. Segments moved
+away (archived) are skipped; the first one present is checked from its signed opening
+checkpoint.")]
     Verify(AuditVerifyArgs),
 }
 
@@ -582,6 +588,12 @@ pub(crate) struct AuditVerifyArgs {
     /// Verify with the checkpoint public key only (hex): signatures, order and links.
     #[arg(long, value_name = "HEX")]
     pub(crate) public_key: Option<String>,
+    /// Only the segments holding events from this index on (offline).
+    #[arg(long, value_name = "INDEX")]
+    pub(crate) from_seq: Option<u64>,
+    /// Only the segments holding events up to this index (offline).
+    #[arg(long, value_name = "INDEX")]
+    pub(crate) to_seq: Option<u64>,
     #[command(flatten)]
     pub(crate) offline: Offline,
 }

@@ -520,7 +520,12 @@ pub(crate) fn audit_verify(g: &Global, a: AuditVerifyArgs) -> Result<(), Failure
                 .verify_keys()
         }
     };
-    let report = audit::verify(&log, &keys).map_err(audit_error)?;
+    let dir = log.parent().unwrap_or(Path::new(".")).to_owned();
+    let range = match (a.from_seq, a.to_seq) {
+        (None, None) => None,
+        (lo, hi) => Some((lo.unwrap_or(0), hi.unwrap_or(u64::MAX))),
+    };
+    let report = audit::segments::verify_all(&dir, &keys, range).map_err(audit_error)?;
     // Torn tails the daemon set aside at a start (chained events, so verified with the rest).
     let recovered = audit::query(
         &log,
@@ -533,11 +538,15 @@ pub(crate) fn audit_verify(g: &Global, a: AuditVerifyArgs) -> Result<(), Failure
     if g.json {
         print_json(&json!({
             "ok": report.first_bad.is_none(),
+            "segments": report.segments,
+            "first_index": report.first_seq,
+            "last_index": report.last_seq,
             "events_checked": report.events,
             "checkpoints_checked": report.checkpoints,
             "macs_checked": report.macs_checked,
-            "first_bad_index": report.first_bad.as_ref().map(|(seq, _)| seq),
-            "reason": report.first_bad.as_ref().map(|(_, d)| d.to_string()),
+            "first_bad_index": report.first_bad.as_ref().map(|(_, seq, _)| seq),
+            "first_bad_file": report.first_bad.as_ref().map(|(f, _, _)| f),
+            "reason": report.first_bad.as_ref().map(|(_, _, d)| d.to_string()),
             "recovered_torn_tails": recovered.iter().map(|r| json!({
                 "index": r.seq, "time_ms": r.time_ms, "detail": r.event.detail,
             })).collect::<Vec<_>>(),
@@ -547,8 +556,12 @@ pub(crate) fn audit_verify(g: &Global, a: AuditVerifyArgs) -> Result<(), Failure
         None => {
             if !g.json {
                 outln!(
-                    "audit log OK: {} events and {} checkpoints verified{}",
+                    "audit log OK: {} segment(s), {} events (index {} to {}) and {} checkpoints \
+                     verified{}",
+                    report.segments,
                     report.events,
+                    report.first_seq,
+                    report.last_seq,
                     report.checkpoints,
                     if report.macs_checked {
                         " (MACs checked)"
@@ -569,10 +582,10 @@ pub(crate) fn audit_verify(g: &Global, a: AuditVerifyArgs) -> Result<(), Failure
             }
             Ok(())
         }
-        Some((seq, defect)) => Err(Failure::Tampered(format!(
+        Some((file, seq, defect)) => Err(Failure::Tampered(format!(
             "audit log {} does NOT verify: event {seq} is bad ({defect}); {} events before it \
              verified. Keep the file as evidence",
-            log.display(),
+            file.display(),
             report.events
         ))),
     }
