@@ -136,7 +136,10 @@ pub fn verify_all(
         .map(|(a, b, p)| (Some((a, b)), p))
         .collect();
     // The active segment starts after the last closed one.
-    let active_first = files.last().and_then(|(b, _)| *b).map_or(1, |(_, last)| last + 1);
+    let active_first = files
+        .last()
+        .and_then(|(b, _)| *b)
+        .map_or(1, |(_, last)| last + 1);
     if range.is_none_or(|(_, hi)| hi >= active_first) {
         files.push((None, log));
     }
