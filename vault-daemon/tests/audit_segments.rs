@@ -301,3 +301,138 @@ fn shipping_copies_durable_lines_and_never_stalls_a_call() {
         slow.dropped()
     ));
 }
+
+/// Reads octet-counted frames from any stream, pushing each message's last field (the line).
+fn read_frames(mut r: impl BufRead, got: &Arc<Mutex<Vec<serde_json::Value>>>) {
+    loop {
+        let mut len = Vec::new();
+        if r.read_until(b' ', &mut len).unwrap_or(0) == 0 {
+            return;
+        }
+        let Ok(n) = String::from_utf8_lossy(&len).trim().parse::<usize>() else {
+            return;
+        };
+        let mut msg = vec![0u8; n];
+        if r.read_exact(&mut msg).is_err() {
+            return;
+        }
+        let msg = String::from_utf8(msg).unwrap();
+        let line = msg.splitn(8, ' ').nth(7).unwrap().to_owned();
+        got.lock()
+            .unwrap()
+            .push(serde_json::from_str(&line).unwrap());
+    }
+}
+
+fn shipped_events(got: &Arc<Mutex<Vec<serde_json::Value>>>) -> usize {
+    got.lock()
+        .unwrap()
+        .iter()
+        .filter(|v| v["kind"] == "event")
+        .count()
+}
+
+#[test]
+fn shipping_over_tls_and_a_unix_socket() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    // A CA and a certificate for 127.0.0.1; the receiver is rustls in this test.
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "audit receiver test CA");
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let server = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    {
+        let got = Arc::clone(&got);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let conn = rustls::ServerConnection::new(Arc::clone(&server)).unwrap();
+                let tls = rustls::StreamOwned::new(conn, stream);
+                let got = Arc::clone(&got);
+                std::thread::spawn(move || read_frames(BufReader::new(tls), &got));
+            }
+        });
+    }
+    let unix_path = dir.path().join("audit.sock");
+    let unix = std::os::unix::net::UnixListener::bind(&unix_path).unwrap();
+    let got_unix = Arc::new(Mutex::new(Vec::new()));
+    {
+        let got = Arc::clone(&got_unix);
+        std::thread::spawn(move || {
+            for stream in unix.incoming() {
+                let Ok(stream) = stream else { return };
+                let got = Arc::clone(&got);
+                std::thread::spawn(move || read_frames(BufReader::new(stream), &got));
+            }
+        });
+    }
+    for (to, ca_file, got) in [
+        (format!("tls://{addr}"), Some(ca_file.clone()), &got),
+        (format!("unix://{}", unix_path.display()), None, &got_unix),
+    ] {
+        let shipper = Arc::new(
+            Shipper::start(&ShipConfig {
+                to,
+                ca_file,
+                queue: 1000,
+                hostname: None,
+            })
+            .unwrap(),
+        );
+        let logdir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(
+            logdir.path(),
+            audit::Config {
+                ship: Some(shipper),
+                ..config(0)
+            },
+        )
+        .unwrap();
+        record_many(&log, 0..50);
+        wait_for("50 events shipped", || shipped_events(got) == 50);
+    }
+    // A receiver whose certificate the CA did not sign gets nothing.
+    let other = Shipper::start(&ShipConfig {
+        to: format!("tls://{addr}"),
+        ca_file: Some(ca_file.clone()),
+        queue: 10,
+        hostname: None,
+    });
+    assert!(other.is_ok());
+    assert!(
+        Shipper::start(&ShipConfig {
+            to: format!("tls://{addr}"),
+            ca_file: None,
+            queue: 10,
+            hostname: None,
+        })
+        .is_err(),
+        "tls:// without a CA file is refused at start"
+    );
+}

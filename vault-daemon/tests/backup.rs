@@ -20,22 +20,13 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command as Cmd;
 use support::{dev_api_key, spawn_dev};
+use vault_proto::v1::tokenize_result;
 use vault_proto::v1::tokenizer_client::TokenizerClient;
-use vault_proto::v1::{DetokenizeItem, DetokenizeRequest, detokenize_result, tokenize_result};
 use vault_test_support::{figure, tokenize_request, with_key, with_luhn};
 
 /// A distinct card number per `i`.
 fn pan(i: u64) -> String {
     with_luhn(&format!("4{:014}", 100_000_000 + i * 7_919))
-}
-
-async fn client(addr: &str) -> TokenizerClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    TokenizerClient::new(channel)
 }
 
 /// Tokenizes `values` (pan_vault) in one call: (token, value) of each.
@@ -60,42 +51,6 @@ async fn tokenize(
             other => panic!("tokenize failed: {other:?}"),
         })
         .collect()
-}
-
-/// Detokenizes each token: `Some(value)` or `None` for NOT_FOUND (anything else fails).
-async fn detokenize(
-    c: &mut TokenizerClient<tonic::transport::Channel>,
-    key: &str,
-    tokens: &[String],
-) -> Vec<Option<String>> {
-    let mut out = Vec::new();
-    for chunk in tokens.chunks(500) {
-        let resp = c
-            .detokenize(with_key(
-                DetokenizeRequest {
-                    request_id: None,
-                    template: "pan_vault".into(),
-                    key_version: None,
-                    purpose: "restore check".into(),
-                    items: chunk
-                        .iter()
-                        .map(|t| DetokenizeItem { token: t.clone() })
-                        .collect(),
-                },
-                key,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        for r in resp.results {
-            out.push(match r.outcome {
-                Some(detokenize_result::Outcome::Value(v)) => Some(v.value),
-                Some(detokenize_result::Outcome::Error(e)) if e.reason == "TOKEN_NOT_FOUND" => None,
-                other => panic!("detokenize: {other:?}"),
-            });
-        }
-    }
-    out
 }
 
 fn ctl() -> Cmd {
@@ -141,7 +96,7 @@ fn backup_under_load_restores_every_token_and_never_repeats_a_nonce() {
 
     // Before the backup: acknowledged, so they must all come back.
     let before: Vec<(String, String)> = rt.block_on(async {
-        let mut c = client(&addr).await;
+        let mut c = support::tokenizer(&addr).await;
         let mut all = Vec::new();
         for round in 0..3u64 {
             let values: Vec<String> = (round * 100..round * 100 + 100).map(pan).collect();
@@ -157,7 +112,7 @@ fn backup_under_load_restores_every_token_and_never_repeats_a_nonce() {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async {
-                let mut c = client(&addr).await;
+                let mut c = support::tokenizer(&addr).await;
                 let mut acked = Vec::new();
                 let mut i = 10_000u64;
                 let deadline = Instant::now() + Duration::from_secs(60);
@@ -227,9 +182,9 @@ fn backup_under_load_restores_every_token_and_never_repeats_a_nonce() {
     std::thread::spawn(move || for _ in lines {});
     let key = dev_api_key(&restored);
     let (found_during, after) = rt.block_on(async {
-        let mut c = client(&addr).await;
+        let mut c = support::tokenizer(&addr).await;
         let tokens: Vec<String> = before.iter().map(|(t, _)| t.clone()).collect();
-        let got = detokenize(&mut c, &key, &tokens).await;
+        let got = support::detokenize(&mut c, &key, "pan_vault", &tokens).await;
         for ((_, value), got) in before.iter().zip(&got) {
             assert_eq!(
                 got.as_ref(),
@@ -238,7 +193,7 @@ fn backup_under_load_restores_every_token_and_never_repeats_a_nonce() {
             );
         }
         let tokens: Vec<String> = during.iter().map(|(t, _)| t.clone()).collect();
-        let got = detokenize(&mut c, &key, &tokens).await;
+        let got = support::detokenize(&mut c, &key, "pan_vault", &tokens).await;
         let mut found = 0;
         for ((_, value), got) in during.iter().zip(&got) {
             if let Some(v) = got {
@@ -249,9 +204,10 @@ fn backup_under_load_restores_every_token_and_never_repeats_a_nonce() {
         // New tokens on the restored vault.
         let values: Vec<String> = (50_000..50_300).map(pan).collect();
         let after = tokenize(&mut c, &key, &values).await;
-        let got = detokenize(
+        let got = support::detokenize(
             &mut c,
             &key,
+            "pan_vault",
             &after.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>(),
         )
         .await;
@@ -338,7 +294,7 @@ fn postgres_vault_moves_through_pg_dump_and_pg_restore() {
     let child = support::KillOnDrop(Some(child));
     let key = dev_api_key(&data);
     let issued = rt.block_on(async {
-        let mut c = client(&addr).await;
+        let mut c = support::tokenizer(&addr).await;
         let values: Vec<String> = (0..200).map(pan).collect();
         tokenize(&mut c, &key, &values).await
     });
@@ -388,9 +344,9 @@ fn postgres_vault_moves_through_pg_dump_and_pg_restore() {
     let child = support::KillOnDrop(Some(child));
     let key = dev_api_key(&data2);
     rt.block_on(async {
-        let mut c = client(&addr).await;
+        let mut c = support::tokenizer(&addr).await;
         let tokens: Vec<String> = issued.iter().map(|(t, _)| t.clone()).collect();
-        let got = detokenize(&mut c, &key, &tokens).await;
+        let got = support::detokenize(&mut c, &key, "pan_vault", &tokens).await;
         for ((_, value), got) in issued.iter().zip(&got) {
             assert_eq!(got.as_ref(), Some(value));
         }

@@ -11,7 +11,9 @@
 //! Skipped (with a message) when SoftHSM2 is not installed, unless `VAULT_REQUIRE_HSM=1` (set
 //! by `.ci/run`, which installs it), in which case a missing SoftHSM2 fails.
 
-use std::io::{BufRead, BufReader, Read};
+mod support;
+
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -152,12 +154,7 @@ impl Setup {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
-        let addr = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .to_owned();
+        let (addr, lines) = support::listening(&mut child);
         std::thread::spawn(move || for _ in lines {});
         let mut stderr = child.stderr.take().unwrap();
         let log = std::thread::spawn(move || {

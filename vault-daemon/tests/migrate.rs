@@ -16,22 +16,10 @@ use std::time::Instant;
 
 use support::{dev_api_key, dev_command, listening, spawn_dev};
 use vault_proto::v1::tokenizer_client::TokenizerClient;
-use vault_proto::v1::{
-    DetokenizeItem, DetokenizeRequest, TokenizeItem, TokenizeRequest, detokenize_result,
-    tokenize_result,
-};
+use vault_proto::v1::{TokenizeItem, TokenizeRequest, tokenize_result};
 use vault_test_support::{figure, pg_url_or_skip, with_key, with_luhn};
 
 type Client = TokenizerClient<tonic::transport::Channel>;
-
-async fn client(addr: &str) -> Client {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    TokenizerClient::new(channel).max_decoding_message_size(64 << 20)
-}
 
 /// Tokenizes `values` under `template`, with idempotency keys where given.
 async fn tokenize(
@@ -68,33 +56,11 @@ async fn tokenize(
 }
 
 async fn detokenize(c: &mut Client, key: &str, template: &str, tokens: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    for chunk in tokens.chunks(1000) {
-        let resp = c
-            .detokenize(with_key(
-                DetokenizeRequest {
-                    request_id: None,
-                    template: template.into(),
-                    key_version: None,
-                    purpose: "migration check".into(),
-                    items: chunk
-                        .iter()
-                        .map(|t| DetokenizeItem { token: t.clone() })
-                        .collect(),
-                },
-                key,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        for r in resp.results {
-            match r.outcome {
-                Some(detokenize_result::Outcome::Value(v)) => out.push(v.value),
-                other => panic!("detokenize: {other:?}"),
-            }
-        }
-    }
-    out
+    support::detokenize(c, key, template, tokens)
+        .await
+        .into_iter()
+        .map(|v| v.expect("every migrated token resolves"))
+        .collect()
 }
 
 fn pan(i: u64) -> String {
@@ -131,7 +97,7 @@ fn sqlite_vault_moves_to_postgres_resuming_after_kill() {
     let key = dev_api_key(&data);
     let item = |i: u64| (pan(i), i.is_multiple_of(10).then(|| format!("order-{i}")));
     let (vault1, det, fmt) = rt.block_on(async {
-        let mut c = client(&addr).await;
+        let mut c = support::tokenizer(&addr).await;
         let mut vault1 = Vec::new();
         let mut i = 0;
         while i < n / 2 {
@@ -152,7 +118,7 @@ fn sqlite_vault_moves_to_postgres_resuming_after_kill() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let vault2 = rt.block_on(async {
-        let mut c = client(&addr).await;
+        let mut c = support::tokenizer(&addr).await;
         let mut out = Vec::new();
         let mut i = n / 2;
         while i < n {
@@ -175,6 +141,21 @@ fn sqlite_vault_moves_to_postgres_resuming_after_kill() {
         "{refused:?}"
     );
     running.stop();
+
+    // A backup of the same vault, for its rate beside the migration's (BENCHMARKS.md).
+    let backup_file = dir.path().join("before-migration.db");
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_vaultctl"))
+        .args(["--json", "backup", "--data-dir"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&backup_file)
+        .output()
+        .unwrap();
+    let backup_secs = started.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{out:?}");
+    let backup: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(backup["records"], n + 400);
 
     // First run: SIGKILL once it reports its first committed batch.
     let mut first = migrate_cmd(&data, &url, &schema, 50)
@@ -235,7 +216,7 @@ fn sqlite_vault_moves_to_postgres_resuming_after_kill() {
     std::thread::spawn(move || for _ in lines {});
     let key = dev_api_key(&data_pg);
     rt.block_on(async {
-        let mut c = client(&addr).await;
+        let mut c = support::tokenizer(&addr).await;
         // Every token in short runs, a sample in the long variant.
         let step = if long { 997 } else { 1 };
         let pick = |v: &[String]| v.iter().step_by(step).cloned().collect::<Vec<_>>();
@@ -266,9 +247,12 @@ fn sqlite_vault_moves_to_postgres_resuming_after_kill() {
     figure(&format!(
         "migrate SQLite -> PostgreSQL: {} records ({} pan_vault in 2 key versions, 400 \
          deterministic/formatted), killed after its first batch, resumed: {copied_now} copied by \
-         the second run at {rate:.0} records/s; whole second run with verification {secs:.1} s",
+         the second run at {rate:.0} records/s; whole second run with verification {secs:.1} s; \
+         `vaultctl backup` of the same vault ({} MB) {backup_secs:.2} s = {:.0} records/s",
         n + 400,
-        n
+        n,
+        backup["bytes"].as_u64().unwrap() / 1_000_000,
+        (n + 400) as f64 / backup_secs.max(1e-3)
     ));
     let _ = Command::new(
         Path::new(&std::env::var("VAULT_TEST_PG_BIN").unwrap_or_default()).join("psql"),

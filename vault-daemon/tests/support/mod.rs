@@ -76,3 +76,55 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// A gRPC client of the tokenizer at `addr` (plaintext loopback).
+pub(crate) async fn tokenizer(
+    addr: &str,
+) -> vault_proto::v1::tokenizer_client::TokenizerClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    vault_proto::v1::tokenizer_client::TokenizerClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+}
+
+/// Detokenizes `tokens` of `template` in calls of 500: `Some(value)`, or `None` for a token
+/// that is NOT_FOUND (any other failure panics).
+pub(crate) async fn detokenize(
+    c: &mut vault_proto::v1::tokenizer_client::TokenizerClient<tonic::transport::Channel>,
+    key: &str,
+    template: &str,
+    tokens: &[String],
+) -> Vec<Option<String>> {
+    use vault_proto::v1::{DetokenizeItem, DetokenizeRequest, detokenize_result};
+    let mut out = Vec::new();
+    for chunk in tokens.chunks(500) {
+        let resp = c
+            .detokenize(vault_test_support::with_key(
+                DetokenizeRequest {
+                    request_id: None,
+                    template: template.into(),
+                    key_version: None,
+                    purpose: "data check".into(),
+                    items: chunk
+                        .iter()
+                        .map(|t| DetokenizeItem { token: t.clone() })
+                        .collect(),
+                },
+                key,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        for r in resp.results {
+            out.push(match r.outcome {
+                Some(detokenize_result::Outcome::Value(v)) => Some(v.value),
+                Some(detokenize_result::Outcome::Error(e)) if e.reason == "TOKEN_NOT_FOUND" => None,
+                other => panic!("detokenize: {other:?}"),
+            });
+        }
+    }
+    out
+}
