@@ -71,6 +71,14 @@ fn segments_rotate_verify_archive_and_recover() {
     assert_eq!((all.first_seq, all.last_seq, all.events), (1, 1000, 1000));
     assert_eq!(all.segments, closed.len() as u64 + 1);
 
+    // The daemon's Admin.VerifyAuditLog (through `verify_with_head`) covers every segment too.
+    {
+        let log = AuditLog::open(d, config(16 * 1024)).unwrap();
+        let (report, head) = log.verify_with_head().unwrap();
+        assert_eq!((report.events, report.first_bad), (1000, None));
+        assert_ne!(head, [0u8; 32]);
+    }
+
     // `vaultctl audit verify` says the same, and verifies a range.
     let out = Cmd::new(env!("CARGO_BIN_EXE_vaultctl"))
         .args(["--json", "audit", "verify", "--data-dir"])

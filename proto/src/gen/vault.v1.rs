@@ -1110,8 +1110,8 @@ pub mod unseal_request {
         #[prost(string, tag = "2")]
         Share(::prost::alloc::string::String),
         /// Ask the daemon's configured HSM to unwrap the root key (UNSEAL_METHOD_HSM vaults). Fails
-        /// UNAVAILABLE with reason HSM_UNAVAILABLE, naming what failed (module, token, PIN, key),
-        /// when the HSM cannot; the vault stays sealed.
+        /// UNAVAILABLE, naming what failed (module, token, PIN, key), when the HSM cannot, and
+        /// FAILED_PRECONDITION when the daemon has no \[hsm\] section; the vault stays sealed.
         #[prost(message, tag = "4")]
         Hsm(super::HsmUnseal),
     }
@@ -1376,9 +1376,8 @@ pub mod rotate_root_key_request {
         #[prost(message, tag = "3")]
         GeneratedKey(super::GeneratedRootKey),
         /// A random root key wrapped by the daemon's HSM (UNSEAL_METHOD_HSM afterwards). The wrap is
-        /// checked by unwrapping before anything is stored; FAILED_PRECONDITION (reason
-        /// HSM_NOT_CONFIGURED) without an \[hsm\] section, UNAVAILABLE (HSM_UNAVAILABLE) when the HSM
-        /// fails.
+        /// checked by unwrapping before anything is stored. FAILED_PRECONDITION without an \[hsm\]
+        /// section, UNAVAILABLE when the HSM fails; the old root key then stays in force.
         #[prost(message, tag = "4")]
         Hsm(super::HsmWrap),
     }

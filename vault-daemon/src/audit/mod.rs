@@ -538,11 +538,21 @@ impl AuditLog {
         segments::verify_all(dir, &self.keys.verify_keys(), None)
     }
 
-    /// [`AuditLog::verify`], plus the MAC of the last event that verified (all zeros for an
-    /// empty log), for an operator to compare with a copy kept elsewhere.
+    /// Every segment present verified in order ([`segments::verify_all`]), plus the MAC of the
+    /// active segment's last event that verified (all zeros for an empty log), for an operator
+    /// to compare with a copy kept elsewhere.
     pub fn verify_with_head(&self) -> Result<(VerifyReport, [u8; 32]), AuditError> {
-        let scan = read::scan(&self.log_path, &self.keys.verify_keys())?;
-        Ok((scan.report.clone(), scan.head))
+        let keys = self.keys.verify_keys();
+        let dir = self.log_path.parent().unwrap_or(Path::new("."));
+        let all = segments::verify_all(dir, &keys, None)?;
+        let scan = read::scan(&self.log_path, &keys)?;
+        let report = VerifyReport {
+            events: all.events,
+            checkpoints: all.checkpoints,
+            first_bad: all.first_bad.map(|(_, seq, defect)| (seq, defect)),
+            macs_checked: all.macs_checked,
+        };
+        Ok((report, scan.head))
     }
 }
 
