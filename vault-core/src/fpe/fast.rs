@@ -28,6 +28,8 @@ pub(super) struct Shape {
     p: [u8; 16],
     /// Length of Q (Algorithm 7 step 6.i): t + pad + 1 + b, a multiple of 16.
     q_len: usize,
+    /// radix^v ≤ 2^32: the rounds run on `u64` halves ([`Narrow`]).
+    narrow: bool,
 }
 
 impl Shape {
@@ -54,6 +56,7 @@ impl Shape {
             pow_v: Modulus::new(pow_v),
             p: p_block(radix, u, n, t),
             q_len: t + pad + 1 + b,
+            narrow: pow_v <= 1 << 32,
         })
     }
 
@@ -88,15 +91,6 @@ impl Shape {
         }
     }
 
-    /// The round-`i` input block: base ⊕ ([i]¹ ‖ NUM(B) in b bytes) at the block's end.
-    /// Computed on a `u128` (the block read big-endian): NUM(B) < 2^(8b) is exactly the last b
-    /// bytes, and [i] the byte before them. One wide XOR instead of a byte loop, which also
-    /// avoids a store-forwarding stall on the block AES just wrote.
-    #[inline(always)]
-    fn round_input(&self, base: u128, i: u8, num: u128) -> [u8; 16] {
-        (base ^ (u128::from(i) << (8 * self.b)) ^ num).to_be_bytes()
-    }
-
     /// y = NUM(S), S the first d bytes of the round's AES output (step 6.iii–iv).
     #[inline(always)]
     fn y(&self, r: &[u8; 16]) -> u128 {
@@ -114,8 +108,20 @@ impl Shape {
     }
 }
 
+/// The reciprocal of `m` from [`DECIMAL_INV`] when `m` is a power of ten.
+#[inline(always)]
+fn decimal_inv(m: u64) -> Option<u64> {
+    // 10^k = 2^k · 5^k has exactly k trailing zero bits: one candidate, checked exactly.
+    let k = m.trailing_zeros() as usize;
+    (k < 20 && 10u64.checked_pow(k as u32) == Some(m)).then(|| DECIMAL_INV[k])
+}
+
 /// radix^e if it is at most [`MAX_HALF_DOMAIN`].
 fn pow_bounded(radix: u32, e: usize) -> Option<u128> {
+    // The common case without 128-bit multiplications.
+    if let Some(p) = u64::from(radix).checked_pow(e as u32) {
+        return (u128::from(p) <= MAX_HALF_DOMAIN).then_some(u128::from(p));
+    }
     let mut acc: u128 = 1;
     for _ in 0..e {
         acc = acc.checked_mul(u128::from(radix))?;
@@ -131,85 +137,216 @@ fn pow_bounded(radix: u32, e: usize) -> Option<u128> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Modulus {
     m: u128,
+    /// `m` when it is below 2^64, else 0 (unused: such a shape is never narrow).
+    m64: u64,
     /// ⌊(2^64 − 1) / m⌋ when m < 2^64, else 0 (unused).
     inv: u64,
 }
 
+/// ⌊(2^64 − 1) / 10^k⌋ for k = 0..=19, computed at compile time: decimal shapes (every card
+/// number, SSN and phone number) then set up without a 64-bit division, which costs more than
+/// a round of FF1's arithmetic.
+const DECIMAL_INV: [u64; 20] = {
+    let mut t = [0u64; 20];
+    let mut p: u64 = 1;
+    let mut k = 0;
+    while k < 20 {
+        t[k] = u64::MAX / p;
+        if k < 19 {
+            p *= 10;
+        }
+        k += 1;
+    }
+    t
+};
+
 impl Modulus {
     fn new(m: u128) -> Modulus {
-        let inv = u64::try_from(m).map_or(0, |m64| u64::MAX / m64);
-        Modulus { m, inv }
+        let m64 = u64::try_from(m).unwrap_or(0);
+        let inv = match m64 {
+            0 => 0,
+            _ => decimal_inv(m64).unwrap_or(u64::MAX / m64),
+        };
+        Modulus { m, m64, inv }
+    }
+
+    /// y mod m for m < 2^64, by Barrett reduction. With inv = ⌊(2^64 − 1)/m⌋ ≥ 2^64/m − 1,
+    /// q = ⌊y·inv / 2^64⌋ > y/m − y/2^64 − 1 > y/m − 2, so q underestimates ⌊y/m⌋ by at most
+    /// one and a single conditional subtraction finishes it (no loop, no branch on the data).
+    #[inline(always)]
+    fn rem64(&self, y: u64) -> u64 {
+        let q = ((u128::from(y) * u128::from(self.inv)) >> 64) as u64;
+        reduce_once(y - q * self.m64, self.m64)
     }
 
     /// y mod m.
     #[inline(always)]
     fn rem(&self, y: u128) -> u128 {
-        if let (Ok(y64), Ok(m64)) = (u64::try_from(y), u64::try_from(self.m)) {
-            // Barrett reduction: q underestimates ⌊y/m⌋ by at most 2.
-            let q = ((u128::from(y64) * u128::from(self.inv)) >> 64) as u64;
-            let mut r = y64 - q * m64;
-            while r >= m64 {
-                r -= m64;
-            }
-            u128::from(r)
-        } else {
-            y % self.m
+        match u64::try_from(y) {
+            Ok(y64) if self.m64 != 0 => u128::from(self.rem64(y64)),
+            _ => y % self.m,
         }
     }
 }
 
-/// One encryption round: (A, B) → (B, (A + y) mod radix^m) (step 6.vi–ix).
-#[inline(always)]
-fn enc_step(a: &mut u128, b: &mut u128, y: u128, m: &Modulus) {
-    let (r, m) = (m.rem(y), m.m);
-    let mut c = *a + r;
-    if c >= m {
-        c -= m;
+/// The arithmetic of one shape's rounds, on the integer type its halves fit: [`Narrow`] (`u64`)
+/// or [`Wide`] (`u128`). Generic so that each compiles to its own loop: the narrow one has no
+/// variable shifts and no 128-bit multiplications on the path from one AES call to the next,
+/// which is what bounds a round once AES itself is inlined.
+trait Arith {
+    type Int: Copy + Default;
+    /// NUM_radix(X) (§4.5).
+    fn num(radix: u32, xs: &[u16]) -> Self::Int;
+    /// STR^m_radix(x) into `out.len()` numerals (§4.5).
+    fn write(radix: u32, x: Self::Int, out: &mut [u16]);
+    /// The round-`i` input block: base ⊕ ([i]¹ ‖ NUM(B) in b bytes) at the block's end.
+    fn input(shape: &Shape, base: u128, i: u8, half: Self::Int) -> [u8; 16];
+    /// One encryption round from the round's AES output `r`: (A, B) → (B, (A + y) mod radix^m)
+    /// (step 6.iii–ix).
+    fn enc_step(shape: &Shape, i: u8, r: &[u8; 16], a: &mut Self::Int, b: &mut Self::Int);
+    /// One decryption round: (A, B) → ((B − y) mod radix^m, A) (Algorithm 8 step 6.vi–ix).
+    fn dec_step(shape: &Shape, i: u8, r: &[u8; 16], a: &mut Self::Int, b: &mut Self::Int);
+}
+
+/// Halves below 2^32 (radix^v ≤ 2^32, so b ≤ 4 and d = 8): every card number, SSN and phone
+/// number, and each 6-digit step of the PAN template's cycle walk. y is the first eight bytes
+/// of the AES output as they are.
+struct Narrow;
+
+impl Arith for Narrow {
+    type Int = u64;
+
+    #[inline(always)]
+    fn num(radix: u32, xs: &[u16]) -> u64 {
+        let r = u64::from(radix);
+        xs.iter().fold(0u64, |acc, &x| acc * r + u64::from(x))
     }
-    *a = *b;
-    *b = c;
-}
 
-/// One decryption round: (A, B) → ((B − y) mod radix^m, A) (Algorithm 8 step 6.vi–ix).
-#[inline(always)]
-fn dec_step(a: &mut u128, b: &mut u128, y: u128, m: &Modulus) {
-    let (r, m) = (m.rem(y), m.m);
-    let mut c = *b + m - r;
-    if c >= m {
-        c -= m;
+    #[inline(always)]
+    fn write(radix: u32, x: u64, out: &mut [u16]) {
+        write_u64(radix, x, out);
     }
-    *b = *a;
-    *a = c;
+
+    #[inline(always)]
+    fn input(shape: &Shape, base: u128, i: u8, half: u64) -> [u8; 16] {
+        // [i] and NUM(B) both sit in the block's last eight bytes (b ≤ 4).
+        (base ^ u128::from((u64::from(i) << (8 * shape.b)) ^ half)).to_be_bytes()
+    }
+
+    /// (A + y) mod m as one reduction of A + y: this sits on the dependency chain from one AES
+    /// call to the next (a round is latency-bound), and one Barrett step is shorter than
+    /// reducing y and then the sum. A + y overflows 64 bits with probability below 2^−32; that
+    /// case (a branch predicted never taken) reduces y first.
+    #[inline(always)]
+    fn enc_step(shape: &Shape, i: u8, r: &[u8; 16], a: &mut u64, b: &mut u64) {
+        let m = shape.modulus(i);
+        let y = first_u64(r);
+        let c = match y.checked_add(*a) {
+            Some(sum) => m.rem64(sum),
+            None => reduce_once(m.rem64(y) + *a, m.m64),
+        };
+        *a = *b;
+        *b = c;
+    }
+
+    #[inline(always)]
+    fn dec_step(shape: &Shape, i: u8, r: &[u8; 16], a: &mut u64, b: &mut u64) {
+        let m = shape.modulus(i);
+        let y = m.rem64(first_u64(r));
+        // (B − y) mod m: B − y, or B − y + m when that went below zero.
+        let c = if *b >= y { *b - y } else { *b + m.m64 - y };
+        *b = *a;
+        *a = c;
+    }
 }
 
-/// NUM_radix(X): the numerals read as a big-endian number (§4.5).
-#[inline(always)]
-fn num(radix: u32, xs: &[u16]) -> u128 {
-    let r = u128::from(radix);
-    xs.iter().fold(0u128, |acc, &x| acc * r + u128::from(x))
+/// Halves up to 2^96: y is the first d ≤ 16 bytes of the AES output.
+struct Wide;
+
+impl Arith for Wide {
+    type Int = u128;
+
+    #[inline(always)]
+    fn num(radix: u32, xs: &[u16]) -> u128 {
+        let r = u128::from(radix);
+        xs.iter().fold(0u128, |acc, &x| acc * r + u128::from(x))
+    }
+
+    #[inline(always)]
+    fn write(radix: u32, x: u128, out: &mut [u16]) {
+        match u64::try_from(x) {
+            Ok(x) => write_u64(radix, x, out),
+            Err(_) => {
+                let mut y = x;
+                let r = u128::from(radix);
+                // Numerals are < radix ≤ 2^16, so the `as u16` cast never truncates.
+                for o in out.iter_mut().rev() {
+                    *o = (y % r) as u16;
+                    y /= r;
+                }
+            }
+        }
+    }
+
+    /// Computed on a `u128` (the block read big-endian): NUM(B) < 2^(8b) is exactly the last b
+    /// bytes, and [i] the byte before them. One wide XOR instead of a byte loop, which also
+    /// avoids a store-forwarding stall on the block AES just wrote.
+    #[inline(always)]
+    fn input(shape: &Shape, base: u128, i: u8, half: u128) -> [u8; 16] {
+        (base ^ (u128::from(i) << (8 * shape.b)) ^ half).to_be_bytes()
+    }
+
+    #[inline(always)]
+    fn enc_step(shape: &Shape, i: u8, r: &[u8; 16], a: &mut u128, b: &mut u128) {
+        let m = shape.modulus(i);
+        let mut c = *a + m.rem(shape.y(r));
+        if c >= m.m {
+            c -= m.m;
+        }
+        *a = *b;
+        *b = c;
+    }
+
+    #[inline(always)]
+    fn dec_step(shape: &Shape, i: u8, r: &[u8; 16], a: &mut u128, b: &mut u128) {
+        let m = shape.modulus(i);
+        let mut c = *b + m.m - m.rem(shape.y(r));
+        if c >= m.m {
+            c -= m.m;
+        }
+        *b = *a;
+        *a = c;
+    }
 }
 
-/// STR^m_radix(x): x written as `out.len()` numerals (§4.5).
+/// x mod m for x < 2m, without a branch: when x < m, x − m wraps past x and `min` keeps x.
+/// (A branch here is taken at random, data-dependent, and mispredicts half the time in the
+/// batch path's lane loops.)
 #[inline(always)]
-fn write_str(radix: u32, x: u128, out: &mut [u16]) {
+fn reduce_once(x: u64, m: u64) -> u64 {
+    x.min(x.wrapping_sub(m))
+}
+
+/// The first eight bytes of a block, big-endian.
+#[inline(always)]
+fn first_u64(r: &[u8; 16]) -> u64 {
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&r[..8]);
+    u64::from_be_bytes(head)
+}
+
+/// STR^m_radix(x) for x < 2^64: `out.len()` numerals (§4.5).
+#[inline(always)]
+fn write_u64(radix: u32, mut y: u64, out: &mut [u16]) {
     // Numerals are < radix ≤ 2^16, so the `as u16` casts below never truncate.
-    if let Ok(mut y) = u64::try_from(x) {
-        if radix == 10 {
-            // A constant divisor compiles to a multiplication: the common decimal case.
-            for o in out.iter_mut().rev() {
-                *o = (y % 10) as u16;
-                y /= 10;
-            }
-        } else {
-            let r = u64::from(radix);
-            for o in out.iter_mut().rev() {
-                *o = (y % r) as u16;
-                y /= r;
-            }
+    if radix == 10 {
+        // A constant divisor compiles to a multiplication: the common decimal case.
+        for o in out.iter_mut().rev() {
+            *o = (y % 10) as u16;
+            y /= 10;
         }
     } else {
-        let mut y = x;
-        let r = u128::from(radix);
+        let r = u64::from(radix);
         for o in out.iter_mut().rev() {
             *o = (y % r) as u16;
             y /= r;
@@ -217,43 +354,78 @@ fn write_str(radix: u32, x: u128, out: &mut [u16]) {
     }
 }
 
-/// One FF1 call on the fast path. Inputs are already validated.
-pub(super) fn run<P: Prf>(prf: &P, shape: &Shape, dir: Direction, tweak: &[u8], xs: &mut [u16]) {
-    // The CBC-MAC of P ‖ (Q without its last block): the same in all ten rounds.
+/// The CBC-MAC of P ‖ (Q without its last block), folded into the last block's constant
+/// bytes: the same in all ten rounds, so computed once per call (or per walk).
+#[inline(always)]
+fn round_base<P: Prf>(prf: &P, shape: &Shape, tweak: &[u8]) -> u128 {
     let mut state = shape.p;
     prf.block(&mut state);
     for j in 0..shape.q_prefix_blocks() {
         Shape::xor_q_block(&mut state, tweak, j);
         prf.block(&mut state);
     }
-    let base = shape.last_base(&state, tweak);
+    shape.last_base(&state, tweak)
+}
 
-    let (left, right) = xs.split_at_mut(shape.u);
-    let mut a = num(shape.radix, left);
-    let mut b = num(shape.radix, right);
+/// The ten rounds of one Feistel network on the halves `a`, `b`.
+#[inline(always)]
+fn feistel<P: Prf, A: Arith>(
+    prf: &P,
+    shape: &Shape,
+    dir: Direction,
+    base: u128,
+    a: &mut A::Int,
+    b: &mut A::Int,
+) {
     match dir {
         Direction::Encrypt => {
             for i in 0..10u8 {
-                let mut x = shape.round_input(base, i, b);
+                let mut x = A::input(shape, base, i, *b);
                 prf.block(&mut x);
-                enc_step(&mut a, &mut b, shape.y(&x), shape.modulus(i));
+                A::enc_step(shape, i, &x, a, b);
             }
         }
         Direction::Decrypt => {
             for i in (0..10u8).rev() {
-                let mut x = shape.round_input(base, i, a);
+                let mut x = A::input(shape, base, i, *a);
                 prf.block(&mut x);
-                dec_step(&mut a, &mut b, shape.y(&x), shape.modulus(i));
+                A::dec_step(shape, i, &x, a, b);
             }
         }
     }
-    write_str(shape.radix, a, left);
-    write_str(shape.radix, b, right);
 }
 
-/// Cycle walking on the fast path: the Feistel network again and again on the same `u128`
+/// One FF1 call on the fast path. Inputs are already validated.
+#[inline(always)]
+pub(super) fn run<P: Prf>(prf: &P, shape: &Shape, dir: Direction, tweak: &[u8], xs: &mut [u16]) {
+    if shape.narrow {
+        run_with::<P, Narrow>(prf, shape, dir, tweak, xs);
+    } else {
+        run_with::<P, Wide>(prf, shape, dir, tweak, xs);
+    }
+}
+
+#[inline(always)]
+fn run_with<P: Prf, A: Arith>(
+    prf: &P,
+    shape: &Shape,
+    dir: Direction,
+    tweak: &[u8],
+    xs: &mut [u16],
+) {
+    let base = round_base(prf, shape, tweak);
+    let (left, right) = xs.split_at_mut(shape.u);
+    let mut a = A::num(shape.radix, left);
+    let mut b = A::num(shape.radix, right);
+    feistel::<P, A>(prf, shape, dir, base, &mut a, &mut b);
+    A::write(shape.radix, a, left);
+    A::write(shape.radix, b, right);
+}
+
+/// Cycle walking on the fast path: the Feistel network again and again on the same integer
 /// halves, the per-call constants computed once; the numerals are written out after each step
 /// for `accept`. Returns the number of steps when `accept` approves.
+#[inline(always)]
 pub(super) fn walk<P: Prf>(
     prf: &P,
     shape: &Shape,
@@ -263,37 +435,33 @@ pub(super) fn walk<P: Prf>(
     max_steps: u32,
     accept: &mut impl FnMut(&[u16]) -> bool,
 ) -> Option<u32> {
-    let mut state = shape.p;
-    prf.block(&mut state);
-    for j in 0..shape.q_prefix_blocks() {
-        Shape::xor_q_block(&mut state, tweak, j);
-        prf.block(&mut state);
+    if shape.narrow {
+        walk_with::<P, Narrow>(prf, shape, dir, tweak, xs, max_steps, accept)
+    } else {
+        walk_with::<P, Wide>(prf, shape, dir, tweak, xs, max_steps, accept)
     }
-    let base = shape.last_base(&state, tweak);
+}
+
+#[inline(always)]
+fn walk_with<P: Prf, A: Arith>(
+    prf: &P,
+    shape: &Shape,
+    dir: Direction,
+    tweak: &[u8],
+    xs: &mut [u16],
+    max_steps: u32,
+    accept: &mut impl FnMut(&[u16]) -> bool,
+) -> Option<u32> {
+    let base = round_base(prf, shape, tweak);
     let (mut a, mut b) = {
         let (left, right) = xs.split_at(shape.u);
-        (num(shape.radix, left), num(shape.radix, right))
+        (A::num(shape.radix, left), A::num(shape.radix, right))
     };
     for step in 1..=max_steps {
-        match dir {
-            Direction::Encrypt => {
-                for i in 0..10u8 {
-                    let mut x = shape.round_input(base, i, b);
-                    prf.block(&mut x);
-                    enc_step(&mut a, &mut b, shape.y(&x), shape.modulus(i));
-                }
-            }
-            Direction::Decrypt => {
-                for i in (0..10u8).rev() {
-                    let mut x = shape.round_input(base, i, a);
-                    prf.block(&mut x);
-                    dec_step(&mut a, &mut b, shape.y(&x), shape.modulus(i));
-                }
-            }
-        }
+        feistel::<P, A>(prf, shape, dir, base, &mut a, &mut b);
         let (left, right) = xs.split_at_mut(shape.u);
-        write_str(shape.radix, a, left);
-        write_str(shape.radix, b, right);
+        A::write(shape.radix, a, left);
+        A::write(shape.radix, b, right);
         if accept(xs) {
             return Some(step);
         }
@@ -304,6 +472,7 @@ pub(super) fn walk<P: Prf>(
 /// A batch: values of the same shape go through the rounds in lock step, so each round's AES
 /// calls for up to [`MAX_LANES`] values run through the backend's parallel path. Values that
 /// need the general path run one by one.
+#[inline(always)]
 pub(super) fn run_batch<P: Prf>(prf: &P, radix: u32, dir: Direction, items: &mut [BatchItem<'_>]) {
     // Group by shape (length, tweak length); the shape is computed once per group.
     let keys: Vec<(usize, usize)> = items
@@ -323,7 +492,11 @@ pub(super) fn run_batch<P: Prf>(prf: &P, radix: u32, dir: Direction, items: &mut
         match Shape::new(radix, n, t) {
             Some(shape) => {
                 for chunk in order[start..end].chunks(lanes) {
-                    run_lanes(prf, &shape, dir, items, chunk);
+                    if shape.narrow {
+                        run_lanes::<P, Narrow>(prf, &shape, dir, items, chunk);
+                    } else {
+                        run_lanes::<P, Wide>(prf, &shape, dir, items, chunk);
+                    }
                 }
             }
             None => {
@@ -338,7 +511,8 @@ pub(super) fn run_batch<P: Prf>(prf: &P, radix: u32, dir: Direction, items: &mut
 }
 
 /// Up to [`MAX_LANES`] values of one shape, in lock step.
-fn run_lanes<P: Prf>(
+#[inline(always)]
+fn run_lanes<P: Prf, A: Arith>(
     prf: &P,
     shape: &Shape,
     dir: Direction,
@@ -349,8 +523,8 @@ fn run_lanes<P: Prf>(
     debug_assert!(k <= MAX_LANES);
     let mut blocks = [[0u8; 16]; MAX_LANES];
     let mut base = [0u128; MAX_LANES];
-    let mut a = [0u128; MAX_LANES];
-    let mut b = [0u128; MAX_LANES];
+    let mut a = [A::Int::default(); MAX_LANES];
+    let mut b = [A::Int::default(); MAX_LANES];
 
     // P is the same for every lane: encrypt it once.
     let mut p = shape.p;
@@ -365,37 +539,40 @@ fn run_lanes<P: Prf>(
     for (l, &i) in idx.iter().enumerate() {
         base[l] = shape.last_base(&blocks[l], items[i].tweak);
         let (left, right) = items[i].numerals.split_at(shape.u);
-        a[l] = num(shape.radix, left);
-        b[l] = num(shape.radix, right);
+        a[l] = A::num(shape.radix, left);
+        b[l] = A::num(shape.radix, right);
     }
 
-    let rounds: [u8; 10] = match dir {
-        Direction::Encrypt => [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
-        Direction::Decrypt => [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
-    };
-    for i in rounds {
-        let m = shape.modulus(i);
-        for l in 0..k {
-            let src = if dir == Direction::Encrypt {
-                b[l]
-            } else {
-                a[l]
-            };
-            blocks[l] = shape.round_input(base[l], i, src);
+    // One loop per direction, so that the lane loops carry no branch.
+    let (blocks, base, a, b) = (&mut blocks[..k], &base[..k], &mut a[..k], &mut b[..k]);
+    match dir {
+        Direction::Encrypt => {
+            for i in 0..10u8 {
+                for ((x, &base), &b) in blocks.iter_mut().zip(base).zip(b.iter()) {
+                    *x = A::input(shape, base, i, b);
+                }
+                prf.blocks(blocks);
+                for ((x, a), b) in blocks.iter().zip(a.iter_mut()).zip(b.iter_mut()) {
+                    A::enc_step(shape, i, x, a, b);
+                }
+            }
         }
-        prf.blocks(&mut blocks[..k]);
-        for l in 0..k {
-            let y = shape.y(&blocks[l]);
-            match dir {
-                Direction::Encrypt => enc_step(&mut a[l], &mut b[l], y, m),
-                Direction::Decrypt => dec_step(&mut a[l], &mut b[l], y, m),
+        Direction::Decrypt => {
+            for i in (0..10u8).rev() {
+                for ((x, &base), &a) in blocks.iter_mut().zip(base).zip(a.iter()) {
+                    *x = A::input(shape, base, i, a);
+                }
+                prf.blocks(blocks);
+                for ((x, a), b) in blocks.iter().zip(a.iter_mut()).zip(b.iter_mut()) {
+                    A::dec_step(shape, i, x, a, b);
+                }
             }
         }
     }
     for (l, &i) in idx.iter().enumerate() {
         let (left, right) = items[i].numerals.split_at_mut(shape.u);
-        write_str(shape.radix, a[l], left);
-        write_str(shape.radix, b[l], right);
+        A::write(shape.radix, a[l], left);
+        A::write(shape.radix, b[l], right);
     }
 }
 
@@ -416,6 +593,53 @@ mod tests {
         // 57 decimal digits: v = 29 → 10^29 < 2^96 (≈ 7.9·10^28)? no: general path.
         assert!(Shape::new(10, 58, 0).is_none());
         assert!(Shape::new(10, 56, 0).is_some());
+    }
+
+    /// The narrow rounds against 128-bit arithmetic, including A + y past 2^64 (a branch the
+    /// random tests reach with probability 2^−32 per round).
+    #[test]
+    fn narrow_steps_match_wide_arithmetic() {
+        let shape = Shape::new(10, 16, 0).unwrap();
+        assert!(shape.narrow);
+        let m = 100_000_000u64;
+        for y in [
+            0u64,
+            1,
+            m - 1,
+            m,
+            u64::MAX - m,
+            u64::MAX - 1,
+            u64::MAX,
+            0x9E37_79B9_7F4A_7C15,
+        ] {
+            let mut r = [0u8; 16];
+            r[..8].copy_from_slice(&y.to_be_bytes());
+            for a in [0u64, 1, m / 2, m - 1] {
+                let (mut a1, mut b1) = (a, 7u64);
+                Narrow::enc_step(&shape, 0, &r, &mut a1, &mut b1);
+                assert_eq!(
+                    (a1, u128::from(b1)),
+                    (7, (u128::from(a) + u128::from(y)) % u128::from(m))
+                );
+                let (mut a2, mut b2) = (9u64, a);
+                Narrow::dec_step(&shape, 0, &r, &mut a2, &mut b2);
+                let want =
+                    (u128::from(a) + u128::from(m) - u128::from(y) % u128::from(m)) % u128::from(m);
+                assert_eq!((u128::from(a2), b2), (want, 9), "y {y} a {a}");
+            }
+        }
+    }
+
+    #[test]
+    fn decimal_reciprocals_match_division() {
+        for k in 0..20u32 {
+            let m = 10u64.pow(k);
+            assert_eq!(Modulus::new(u128::from(m)).inv, u64::MAX / m, "10^{k}");
+        }
+        // Not powers of ten, though divisible by 2^k: the division, not the table.
+        for m in [2u64, 4, 8, 16, 1 << 19, 3 * 1024] {
+            assert_eq!(Modulus::new(u128::from(m)).inv, u64::MAX / m);
+        }
     }
 
     #[test]
@@ -448,6 +672,7 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 assert_eq!(md.rem(u128::from(x)), u128::from(x) % m);
+                assert_eq!(u128::from(md.rem64(x)), u128::from(x) % m);
             }
             // Values past 64 bits take the plain path.
             assert_eq!(md.rem(u128::MAX), u128::MAX % m);
@@ -462,8 +687,12 @@ mod tests {
             let n = (128 - x.leading_zeros()) as usize;
             let len = (n / (32 - radix.leading_zeros()) as usize + 1).min(12);
             let x = x % u128::from(radix).pow(len as u32);
-            write_str(radix, x, &mut out[..len]);
-            assert_eq!(num(radix, &out[..len]), x);
+            Wide::write(radix, x, &mut out[..len]);
+            assert_eq!(Wide::num(radix, &out[..len]), x);
+            if let Ok(x64) = u64::try_from(x) {
+                Narrow::write(radix, x64, &mut out[..len]);
+                assert_eq!(Narrow::num(radix, &out[..len]), x64);
+            }
         }
     }
 }

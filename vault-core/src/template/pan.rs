@@ -117,6 +117,19 @@ impl<'v> Pan<'v> {
     /// The text with the current digits written in place.
     fn text(&self) -> Zeroizing<String> {
         let mut out = Zeroizing::new(String::with_capacity(self.value.len()));
+        self.write_text(&mut out);
+        out
+    }
+
+    /// The text of a token (nothing to wipe), built in its own allocation.
+    fn token_text(&self) -> String {
+        let mut out = String::with_capacity(self.value.len());
+        self.write_text(&mut out);
+        out
+    }
+
+    /// Writes the text with the current digits in place into `out`, which has room for it.
+    fn write_text(&self, out: &mut String) {
         let mut next = self.positions.iter().zip(self.digits.iter()).peekable();
         for (i, b) in self.value.bytes().enumerate() {
             match next.peek() {
@@ -128,7 +141,6 @@ impl<'v> Pan<'v> {
                 _ => out.push(char::from(b)),
             }
         }
-        out
     }
 
     /// Digit index range encrypted: between the kept prefix and the kept suffix. The prefix
@@ -143,12 +155,11 @@ impl<'v> Pan<'v> {
 
     /// The tweak: template name, key version, kept digits and the number of digits.
     fn tweak(&self, name: &str, version: u32, middle: &std::ops::Range<usize>) -> Tweak {
-        let ascii = |d: &[u8]| -> Zeroizing<Vec<u8>> {
-            Zeroizing::new(d.iter().map(|d| b'0' + d).collect())
-        };
-        let mut t = Tweak::new(Tweak::PAN, name, version);
-        t.field(&ascii(&self.digits[..middle.start]));
-        t.field(&ascii(&self.digits[middle.end..]));
+        // Three fields: the kept prefix (≤ 8 digits), the kept suffix (≤ 4), the digit count.
+        let room = 2 + usize::from(MAX_KEEP_FIRST) + 2 + usize::from(MAX_KEEP_LAST) + 2 + 1;
+        let mut t = Tweak::with_room(Tweak::PAN, name, version, room);
+        t.digit_field(&self.digits[..middle.start]);
+        t.digit_field(&self.digits[middle.end..]);
         t.field(&[self.digits.len() as u8]);
         t
     }
@@ -181,22 +192,22 @@ pub(crate) fn encrypt(
     let tweak = pan.tweak(name, version, &middle);
     let n = pan.digits.len();
     let fixed = pan.fixed_sum(&middle);
-    let mut x: Zeroizing<Vec<u16>> = Zeroizing::new(
-        pan.digits[middle.clone()]
-            .iter()
-            .map(|&d| u16::from(d))
-            .collect(),
-    );
+    // On the stack (wiped on drop): no allocation per token.
+    let mut numerals = Zeroizing::new([0u16; MAX_DIGITS]);
+    let x = &mut numerals[..middle.len()];
+    for (x, &d) in x.iter_mut().zip(&pan.digits[middle.clone()]) {
+        *x = u16::from(d);
+    }
     // Cycle walking (SP 800-38G §A.1 style): stay inside V, the middles that keep the PAN
     // Luhn-valid, so the map V → V is a permutation.
-    walk(ff1, &tweak, &mut x, Walk::Encrypt, |x| {
+    walk(ff1, &tweak, x, Walk::Encrypt, |x| {
         Ok(luhn_valid_with(fixed, x, n, middle.start))
     })?;
     for (d, &v) in pan.digits[middle.clone()].iter_mut().zip(x.iter()) {
         *d = v as u8;
     }
     shift(&mut pan.digits, middle.end - 1, slot.get());
-    Ok(pan.text().to_string())
+    Ok(pan.token_text())
 }
 
 /// Reverses [`encrypt`]: refuses a Luhn-valid input and a token of another version slot.
@@ -222,13 +233,13 @@ pub(crate) fn decrypt(
     let tweak = pan.tweak(name, version, &middle);
     let n = pan.digits.len();
     let fixed = pan.fixed_sum(&middle);
-    let mut x: Zeroizing<Vec<u16>> = Zeroizing::new(
-        pan.digits[middle.clone()]
-            .iter()
-            .map(|&d| u16::from(d))
-            .collect(),
-    );
-    walk(ff1, &tweak, &mut x, Walk::Decrypt, |x| {
+    // On the stack (wiped on drop): no allocation per token.
+    let mut numerals = Zeroizing::new([0u16; MAX_DIGITS]);
+    let x = &mut numerals[..middle.len()];
+    for (x, &d) in x.iter_mut().zip(&pan.digits[middle.clone()]) {
+        *x = u16::from(d);
+    }
+    walk(ff1, &tweak, x, Walk::Decrypt, |x| {
         Ok(luhn_valid_with(fixed, x, n, middle.start))
     })?;
     for (d, &v) in pan.digits[middle.clone()].iter_mut().zip(x.iter()) {
@@ -253,7 +264,7 @@ pub(crate) fn random_token<R: CryptoRng + ?Sized>(
             *d = rng.random_range(0..10u8);
         }
         if luhn(&pan.digits) != 0 {
-            return Ok(pan.text().to_string());
+            return Ok(pan.token_text());
         }
     }
 }
