@@ -812,3 +812,64 @@ fn wrapped_root_unseals_by_device_and_switches_to_shares_and_back() {
         PAN
     );
 }
+
+/// `try_*_now` give the blocking methods' answers for FPE templates, and decline (`None`,
+/// nothing done) where the blocking path would touch storage: vaulted templates, a failed
+/// token (the blocking path reloads keys first), a due key-table check.
+#[test]
+fn calls_now_agree_with_the_blocking_calls_or_decline() {
+    use vault_core::vault::TokenizeItem;
+    let f = Fixture::new();
+    let (vault, hex) = f.create();
+    vault.refresh_keys().unwrap();
+    for (template, value) in [("pan", PAN), ("ssn", SSN), ("email", EMAIL)] {
+        let now = vault
+            .try_tokenize_now(template, &[TokenizeItem::new(value)])
+            .expect("an FPE call is answered at once")
+            .unwrap()
+            .remove(0)
+            .unwrap();
+        assert_eq!(now.token, vault.tokenize(template, value).unwrap().token);
+        let back = vault
+            .try_detokenize_now(template, &[now.token.as_str()], None)
+            .expect("answered at once")
+            .remove(0)
+            .unwrap();
+        assert_eq!(&*back.value, value);
+    }
+    // Per-item refusals are answers too (nothing to reload for a Luhn failure).
+    let bad = vault
+        .try_tokenize_now("pan", &[TokenizeItem::new("4111 1111 1111 1112")])
+        .unwrap()
+        .unwrap();
+    assert!(bad[0].is_err());
+    assert!(
+        vault
+            .try_tokenize_now("pan_vault", &[TokenizeItem::new(PAN)])
+            .is_none()
+    );
+    assert!(
+        vault
+            .try_detokenize_now("pan", &["4111 1111 1111 1111"], None)
+            .is_none()
+    );
+    assert!(vault.try_detokenize_now("nope", &["x"], None).is_none());
+    // A due key-table check reads the store: declined.
+    drop(vault);
+    let vault = f
+        .reopen(&hex)
+        .with_key_refresh_interval(std::time::Duration::ZERO);
+    assert!(
+        vault
+            .try_tokenize_now("pan", &[TokenizeItem::new(PAN)])
+            .is_none()
+    );
+    // Sealed is an answer.
+    let vault = f.reopen(&hex);
+    vault.refresh_keys().unwrap();
+    vault.seal();
+    assert!(matches!(
+        vault.try_tokenize_now("pan", &[TokenizeItem::new(PAN)]),
+        Some(Err(Error::Sealed))
+    ));
+}

@@ -702,6 +702,7 @@ pub(super) fn decode_plaintext(bytes: &[u8]) -> Result<(&str, &str), Error> {
     Ok((token, value))
 }
 
+mod inline;
 mod resolve;
 
 #[cfg(test)]

@@ -534,6 +534,39 @@ impl Shared {
                 .unwrap_or_else(|_| Err(CallError::DeadlineExceeded)),
             None => fut.await,
         };
+        self.settle(call, result).await
+    }
+
+    /// Vault work that may be answered at once, on this (async) thread: `work` must not block
+    /// (`Vault::try_tokenize_now` and `try_detokenize_now`: FPE calls, which take no storage
+    /// and decline when a key change holds the key state). `None` when it declined (nothing
+    /// was done): run the blocking version with [`Shared::run`]. Why: an FPE call takes
+    /// microseconds, and the hand-off to a blocking thread and back cost more CPU than the call
+    /// itself (BENCHMARKS.md, "Where the time goes").
+    pub(crate) async fn now<T>(
+        &self,
+        call: &Admitted,
+        work: impl FnOnce() -> Option<Result<T, CallError>>,
+    ) -> Option<Result<T, CallError>> {
+        // The test hook delays blocking work; such calls take the blocking path.
+        if self.hooks.call_delay.is_some() {
+            return None;
+        }
+        if call.expired() {
+            return Some(Err(self.fail(call, CallError::DeadlineExceeded).await));
+        }
+        let started = Instant::now();
+        let result = work()?;
+        self.metrics.work(call.spec.rpc(), started.elapsed());
+        Some(self.settle(call, result).await)
+    }
+
+    /// The end of vault work: a failure is recorded and becomes the status to send.
+    async fn settle<T>(
+        &self,
+        call: &Admitted,
+        result: Result<T, CallError>,
+    ) -> Result<T, CallError> {
         match result {
             Ok(v) => Ok(v),
             Err(s) => {

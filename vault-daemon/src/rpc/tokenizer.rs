@@ -102,6 +102,23 @@ type Resolved = (
     Vec<Result<Detokenized, vault_proto::v1::ItemError>>,
 );
 
+/// The request's items as the vault takes them (`metadata` converted, one map per item).
+fn core_items<'a>(
+    items: &'a [vault_proto::v1::TokenizeItem],
+    metadata: &'a [BTreeMap<String, String>],
+) -> Vec<CoreItem<'a>> {
+    items
+        .iter()
+        .zip(metadata)
+        .map(|(i, m)| CoreItem {
+            value: &i.value,
+            idempotency_key: i.idempotency_key.as_deref(),
+            metadata: (!m.is_empty()).then_some(m),
+            ttl_seconds: i.ttl_seconds,
+        })
+        .collect()
+}
+
 /// A vault call-level error, or the per-item results.
 fn call_level<T>(r: Result<T, VaultError>) -> Result<T, CallError> {
     r.map_err(|e| error::vault(&e))
@@ -129,14 +146,26 @@ impl Tokenizer {
             .admit(meta, spec, Scope::new(op, template), validate, true)
             .await?;
         let vault = Arc::clone(&s.vault);
-        let t = template.to_owned();
-        let toks = tokens.clone();
-        let results = s
-            .run(&call, move || {
-                let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
-                call_level(vault.detokenize_batch(&t, &refs, key_version))
+        let now = s
+            .now(&call, || {
+                let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+                vault
+                    .try_detokenize_now(template, &refs, key_version)
+                    .map(Ok)
             })
-            .await?;
+            .await;
+        let results = match now {
+            Some(r) => r?,
+            None => {
+                let t = template.to_owned();
+                let toks = tokens.clone();
+                s.run(&call, move || {
+                    let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
+                    call_level(vault.detokenize_batch(&t, &refs, key_version))
+                })
+                .await?
+            }
+        };
         let results = results
             .into_iter()
             .map(|r| match r {
@@ -203,42 +232,54 @@ impl Tokenizer {
         let vault = Arc::clone(&s.vault);
         let template = req.template.clone();
         let pinned = req.key_version;
-        let items = req.items;
-        // Idempotency keys are the caller's own (scoped per caller and template in the vault).
-        let caller = call.identity.id.clone();
-        let results = s
-            .run(&call, move || {
-                if let Some(v) = pinned {
-                    let active = active_version(&vault, &template)?;
-                    if active != Some(v) {
-                        return Err(CallError::failed_precondition(
-                            "key_version is not the template's active version",
-                        ));
-                    }
-                }
-                let metadata: Vec<BTreeMap<String, String>> = items
-                    .iter()
-                    .map(|i| i.metadata.clone().into_iter().collect())
-                    .collect();
-                let core: Vec<CoreItem<'_>> = items
-                    .iter()
-                    .zip(&metadata)
-                    .map(|(i, m)| CoreItem {
-                        value: &i.value,
-                        idempotency_key: i.idempotency_key.as_deref(),
-                        metadata: (!m.is_empty()).then_some(m),
-                        ttl_seconds: i.ttl_seconds,
-                    })
-                    .collect();
-                let out = call_level(vault.tokenize_batch_as(&caller, &template, &core));
-                drop(core);
+        let mut items = req.items;
+        let metadata: Vec<BTreeMap<String, String>> = items
+            .iter()
+            .map(|i| i.metadata.clone().into_iter().collect())
+            .collect();
+        // A pinned key version is checked against the key table (storage): blocking path only.
+        let now = match pinned {
+            Some(_) => None,
+            None => {
+                s.now(&call, || {
+                    let core = core_items(&items, &metadata);
+                    vault.try_tokenize_now(&template, &core).map(call_level)
+                })
+                .await
+            }
+        };
+        let results = match now {
+            Some(r) => {
                 // The request's values are wiped as soon as they are no longer needed.
-                for mut i in items {
+                for i in &mut items {
                     zeroize::Zeroize::zeroize(&mut i.value);
                 }
-                out
-            })
-            .await?;
+                r?
+            }
+            None => {
+                // Idempotency keys are the caller's own (scoped per caller and template in the
+                // vault).
+                let caller = call.identity.id.clone();
+                s.run(&call, move || {
+                    if let Some(v) = pinned {
+                        let active = active_version(&vault, &template)?;
+                        if active != Some(v) {
+                            return Err(CallError::failed_precondition(
+                                "key_version is not the template's active version",
+                            ));
+                        }
+                    }
+                    let core = core_items(&items, &metadata);
+                    let out = call_level(vault.tokenize_batch_as(&caller, &template, &core));
+                    drop(core);
+                    for mut i in items {
+                        zeroize::Zeroize::zeroize(&mut i.value);
+                    }
+                    out
+                })
+                .await?
+            }
+        };
         let issued: Vec<String> = results.iter().flatten().map(|t| t.token.clone()).collect();
         let mut done = self.done(&[], &results, |t| t.key_version);
         done.token_refs = issued.iter().map(|t| s.audit.token_ref(t)).collect();

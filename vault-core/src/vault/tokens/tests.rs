@@ -35,3 +35,44 @@ fn version_choice() {
         Err(Error::InvalidToken(_))
     ));
 }
+
+/// The non-blocking calls decline, having done nothing, while a key change holds the key
+/// state (it may hold it across storage I/O), and answer once it is released.
+#[test]
+fn calls_now_decline_while_a_key_change_holds_the_state() {
+    use crate::store::sqlite::{Options, SqliteStore};
+    use crate::template::Template;
+    use crate::vault::RootInit;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::create(dir.path().join("vault.db"), &Options::default()).unwrap();
+    let templates = vec![TemplateConfig::new(
+        Template::builtin("pan").unwrap(),
+        Mode::Fpe,
+    )];
+    let key = crate::keys::root::from_hex(&"22".repeat(32).into()).unwrap();
+    let (vault, _) =
+        Vault::create(std::sync::Arc::new(store), templates, RootInit::Key(key)).unwrap();
+    vault.refresh_keys().unwrap();
+    let items = [TokenizeItem::new("4111 1111 1111 1111")];
+    let token = {
+        let _held = vault.write_state();
+        assert!(vault.try_tokenize_now("pan", &items).is_none());
+        assert!(
+            vault
+                .try_detokenize_now("pan", &["4111 1111 1111 1112"], None)
+                .is_none()
+        );
+        drop(_held);
+        vault
+            .try_tokenize_now("pan", &items)
+            .unwrap()
+            .unwrap()
+            .remove(0)
+            .unwrap()
+            .token
+    };
+    assert_eq!(
+        token,
+        vault.tokenize("pan", "4111 1111 1111 1111").unwrap().token
+    );
+}
