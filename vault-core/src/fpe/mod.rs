@@ -9,8 +9,13 @@
 //!   way in and once on the way out, nothing is allocated, and the CBC-MAC over `P` and the
 //!   tweak — identical in all ten rounds — is computed once per call. Every AES call of one FF1
 //!   runs inside a single `encrypt_with_backend` closure, so the AES backend (AES-NI or the
-//!   software fallback) is selected once, not eleven times. This covers every card number, SSN,
-//!   phone number and short alphanumeric value.
+//!   software fallback) is selected once, not eleven times, and the closure is inlined into the
+//!   backend's `aes`-feature function so that the AES rounds inline into the Feistel loop (no
+//!   call per block). Halves below 2^32 (every card number, SSN and phone number, and each step
+//!   of the PAN walk) run on `u64` with one Barrett reduction per round; longer ones on `u128`.
+//!   A round is latency-bound (each AES input depends on the previous output), so what counts
+//!   is the instructions between one AES call and the next. No `unsafe`: the crate forbids it,
+//!   and inlining gave the gain intrinsics would have.
 //! - **The general path** (`big`) for longer inputs, with arbitrary-precision integers, written
 //!   to follow Algorithms 7 and 8 step by step.
 //!
