@@ -881,9 +881,17 @@ fn main() -> Result<()> {
     {
         s.runtime.block_on(r.shutdown());
     }
-    let results = outcome?;
+    let (results, fsync) = outcome?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", table(&results).trim_end())?;
+    writeln!(
+        out,
+        "\nthis disk's fdatasync of a 128-byte append, {} samples taken between the rounds \
+         (same file system as the daemon's data): p50 {:.2} ms, p99 {:.2} ms",
+        fsync.len(),
+        fsync.value_at_quantile(0.5) as f64 / 1000.0,
+        fsync.value_at_quantile(0.99) as f64 / 1000.0
+    )?;
     let errors: u64 = results.iter().map(|m| m.errors).sum();
     if errors > 0 {
         for m in results.iter().filter(|m| m.errors > 0) {
@@ -905,7 +913,7 @@ async fn run(
     endpoints: &[String],
     key: String,
     proxy: Option<(String, String)>,
-) -> Result<Vec<Measured>> {
+) -> Result<(Vec<Measured>, Histogram<u64>)> {
     let target = Target {
         clients: connect(endpoints, cli.connections, proxy).await?,
         key,
@@ -926,6 +934,12 @@ async fn run(
     let max = cli.requests.map(|n| n.div_ceil(u64::from(rounds)));
     let mut results = Vec::new();
     let mut seed = 1u64;
+    let mut fsync = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let probe_dir = match &cli.data_dir {
+        Some(parent) => tempfile::tempdir_in(parent),
+        None => tempfile::tempdir(),
+    }
+    .context("a directory for the fdatasync probe")?;
     for &concurrency in &cli.concurrency {
         let mut round: Vec<Option<Measured>> = scenarios.iter().map(|_| None).collect();
         // Rounds interleave the scenarios, so that a slow patch of the disk (fsync latency on
@@ -955,6 +969,7 @@ async fn run(
                     slot @ None => *slot = Some(m),
                 }
             }
+            fsync_probe(probe_dir.path(), 100, &mut fsync)?;
         }
         for m in round.into_iter().flatten() {
             eprintln!(
@@ -969,5 +984,25 @@ async fn run(
             results.push(m);
         }
     }
-    Ok(results)
+    Ok((results, fsync))
+}
+
+/// `n` appends of 128 bytes to a file in `dir`, each followed by `fdatasync`, timed into
+/// `hist` (µs): the disk's own durable-write latency, next to the calls that wait for it.
+fn fsync_probe(dir: &std::path::Path, n: usize, hist: &mut Histogram<u64>) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("fsync-probe"))?;
+    for _ in 0..n {
+        let started = Instant::now();
+        f.write_all(&[0x5a; 128])?;
+        f.sync_data()?;
+        hist.record(
+            u64::try_from(started.elapsed().as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        )?;
+    }
+    Ok(())
 }
