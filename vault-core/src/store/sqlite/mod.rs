@@ -314,15 +314,17 @@ impl SqliteStore {
 
 /// Opening invariant: the id counter is above every stored id (a restored or hand-edited file
 /// could break it, and the store would then hand out ids that exist). Reading `max(id)` walks
-/// the right edge of the records B-tree, which also catches a file truncated there.
+/// the right edge of the records B-tree, which also catches a file truncated there. Both are
+/// read in one statement, so from one snapshot: read apart, another handle's commit between the
+/// two reads (new ids and their records) looked like a counter behind the records.
 fn check_counter(conn: &Connection) -> Result<(), StoreError> {
     let run = || -> Result<(), Failure> {
-        let next: u64 = conn.query_row(
-            "SELECT value FROM counters WHERE name = 'record_id'",
+        let (next, max): (u64, Option<u64>) = conn.query_row(
+            "SELECT (SELECT value FROM counters WHERE name = 'record_id'), \
+                    (SELECT max(id) FROM records)",
             [],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let max: Option<u64> = conn.query_row("SELECT max(id) FROM records", [], |r| r.get(0))?;
         if max.is_some_and(|m| m >= next) {
             return Err(
                 StoreError::corrupt("record id counter is behind the records".into()).into(),
