@@ -151,14 +151,14 @@ impl Vault {
         Ok(true)
     }
 
-    /// [`Vault::refresh_keys`] if the refresh interval has passed since the last check. A
-    /// failed check is left to the next call: the call itself then meets the same storage.
     /// Whether the refresh interval has passed since the last key-table check.
     pub(super) fn refresh_due(&self) -> bool {
         let last = self.keys_checked_ms.load(Ordering::Relaxed);
         self.elapsed_ms().saturating_sub(last) >= self.refresh_ms
     }
 
+    /// [`Vault::refresh_keys`] if the refresh interval has passed since the last check. A
+    /// failed check is left to the next call: the call itself then meets the same storage.
     pub(super) fn maybe_refresh_keys(&self) {
         let now = self.elapsed_ms();
         let last = self.keys_checked_ms.load(Ordering::Relaxed);

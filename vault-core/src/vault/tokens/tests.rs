@@ -55,14 +55,14 @@ fn calls_now_decline_while_a_key_change_holds_the_state() {
     vault.refresh_keys().unwrap();
     let items = [TokenizeItem::new("4111 1111 1111 1111")];
     let token = {
-        let _held = vault.write_state();
+        let held = vault.write_state();
         assert!(vault.try_tokenize_now("pan", &items).is_none());
         assert!(
             vault
                 .try_detokenize_now("pan", &["4111 1111 1111 1112"], None)
                 .is_none()
         );
-        drop(_held);
+        drop(held);
         vault
             .try_tokenize_now("pan", &items)
             .unwrap()
